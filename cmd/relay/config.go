@@ -1,0 +1,29 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/config"
+)
+
+// loadConfig reads path, or returns the embedded defaults when path is empty.
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func newAuthenticator(c *config.Config) (*auth.Authenticator, error) {
+	return auth.New(auth.Options{Secrets: c.Auth.Secrets, MaxTTL: c.Auth.MaxTTL, Users: c.Auth.Users})
+}

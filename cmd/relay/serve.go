@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/metrics"
+	"github.com/relayproject/relay/relay"
+)
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	configPath := fs.String("config", "", "TOML config file (see config.example.toml); empty: embedded defaults, which work on a laptop")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log)
+
+	if len(cfg.Auth.Secrets) == 0 {
+		secret, err := auth.GenerateSecret()
+		if err != nil {
+			return err
+		}
+		cfg.Auth.Secrets = []string{secret}
+		// Printed once, to the terminal, never into the log stream.
+		fmt.Fprintf(os.Stderr, "WARNING: no [auth] secrets configured; generated a shared secret for this run only:\n\n    %s\n\n"+
+			"Credentials signed with it stop working when relay restarts. Put a long random secret in [auth] secrets for real use.\n\n", secret)
+	}
+	a, err := newAuthenticator(cfg)
+	if err != nil {
+		return err
+	}
+	ver, rev := buildVersion()
+	m := metrics.New(ver, rev)
+
+	srv, err := relay.New(relay.Options{Config: cfg, Auth: a, Metrics: m, Logger: log})
+	if err != nil {
+		return err
+	}
+	var ep *metrics.Endpoint
+	if cfg.Metrics.Listen != "" {
+		if ep, err = metrics.Listen(cfg.Metrics.Listen, m); err != nil {
+			return fmt.Errorf("metrics.listen %q: %w", cfg.Metrics.Listen, err)
+		}
+		log.Info("listening", "transport", "http", "addr", ep.Addr().String(), "serves", "/metrics")
+	}
+	if err := srv.Start(); err != nil {
+		if ep != nil {
+			_ = ep.Shutdown(context.Background())
+		}
+		return err
+	}
+	log.Info("relay started", "version", ver, "config", cfg.Source, "realm", cfg.Realm)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	stop() // a second signal now ends the process the default way
+	log.Info("shutting down")
+	err = srv.Close()
+	if ep != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = ep.Shutdown(sctx)
+		cancel()
+	}
+	log.Info("stopped")
+	return err
+}

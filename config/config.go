@@ -1,0 +1,330 @@
+// Package config loads relay's TOML configuration: it owns the key names,
+// the built-in defaults, decoding and every check that can be made from the
+// file alone.
+//
+// It deliberately has no side effects beyond reading the one config file: it
+// never opens sockets and never reads or stats other files, not even the TLS
+// certificate and key named in the file. The server loads those when it
+// starts and reports its own errors, so a config can be checked on a machine
+// that does not hold the key material.
+//
+// Errors are written for the person editing the file: each one names the
+// file, the line, the full key, the offending value and what would be
+// accepted. All problems are reported at once, sorted by line, so a broken
+// file can be fixed in one pass.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultSource is the Config.Source of a Config that was not read from a
+// file.
+const DefaultSource = "(embedded defaults)"
+
+// Config is the whole server configuration. Each TOML section has its own
+// struct so that later sections can be added without touching the others.
+type Config struct {
+	Realm    string // realm: the STUN/TURN long-term credential realm
+	Software string // software: SOFTWARE attribute value; "" sends none
+	TURN     TURN
+	Auth     Auth
+	Limits   Limits
+	Peers    Peers
+	Metrics  Metrics
+	Log      Log
+	Source   string // file name it was loaded from, or DefaultSource
+}
+
+// TURN is the [turn] section: listeners and relay addresses.
+type TURN struct {
+	// UDP, TCP and TLS are "host:port" listen addresses. The host is empty
+	// or a literal IP (names are not resolved); port 0 picks a free port.
+	UDP, TCP, TLS []string
+	// TLSCert and TLSKey are PEM file paths, required when TLS is
+	// non-empty. They are not opened here.
+	TLSCert, TLSKey string
+	// RelayIP is the local address relayed sockets bind to, and PublicIP
+	// the address advertised to clients when the host is behind a 1:1 NAT.
+	// Both are the zero netip.Addr (IsValid() == false) when unset.
+	RelayIP, PublicIP netip.Addr
+	// RelayPorts is the port range for relayed transport addresses.
+	RelayPorts PortRange
+	// UDPSockets is the number of sockets per UDP listener; 0 means one per
+	// CPU.
+	UDPSockets int
+}
+
+// Auth is the [auth] section.
+type Auth struct {
+	// Secrets are the TURN REST shared secrets; credentials made with any
+	// of them are accepted, which allows rotation. Empty means the server
+	// generates one at start.
+	Secrets []string
+	// MaxTTL caps the lifetime of TURN REST credentials.
+	MaxTTL time.Duration
+	// Users maps static user names to passwords.
+	Users map[string]string
+}
+
+// Limits is the [limits] section.
+type Limits struct {
+	UserAllocations  int // concurrent allocations per user name
+	TotalAllocations int // concurrent allocations for the whole server
+}
+
+// Peers is the [peers] section: which peer addresses clients may relay to.
+//
+// Deny and Allow are what the file says; DenyDefault, DenyPrefixes and
+// AllowPrefixes are their parsed forms, filled in by Validate. Which ranges
+// "default" stands for is the server's decision, not this package's.
+type Peers struct {
+	Deny, Allow []string
+
+	DenyDefault   bool           // "default" appears in Deny
+	DenyPrefixes  []netip.Prefix // Deny without "default"; single IPs become /32 or /128
+	AllowPrefixes []netip.Prefix // Allow; single IPs become /32 or /128
+}
+
+// Metrics is the [metrics] section.
+type Metrics struct {
+	Listen string // "host:port" of the Prometheus endpoint; "" disables it
+}
+
+// Log is the [log] section.
+type Log struct {
+	Level  string // debug, info, warn or error
+	Format string // text or json
+}
+
+// SlogLevel returns the slog level for l.Level, so that it can be stored in
+// a slog.LevelVar. Unknown levels (impossible after Validate) map to info.
+func (l Log) SlogLevel() slog.Level {
+	switch l.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// PortRange is an inclusive range of ports. A valid range has
+// 1 <= Min <= Max <= 65535.
+type PortRange struct{ Min, Max uint16 }
+
+// String returns the range in the file's "MIN-MAX" form.
+func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
+
+// Contains reports whether p lies within the range.
+func (r PortRange) Contains(p uint16) bool { return r.Min <= p && p <= r.Max }
+
+// Size returns the number of ports in the range, 0 for an inverted range.
+func (r PortRange) Size() int {
+	if r.Max < r.Min {
+		return 0
+	}
+	return int(r.Max) - int(r.Min) + 1
+}
+
+func (r PortRange) valid() bool { return r.Min >= 1 && r.Min <= r.Max }
+
+// portRangeForm is shared by the syntax check in decoding and the bounds
+// check in Validate, so both failures read the same.
+const portRangeForm = `"MIN-MAX" with 1 <= MIN <= MAX <= 65535, e.g. "49152-65535"`
+
+// ParsePortRange parses "MIN-MAX" and checks its bounds.
+func ParsePortRange(s string) (PortRange, error) {
+	minText, maxText, ok := strings.Cut(s, "-")
+	if !ok {
+		return PortRange{}, errors.New("expected " + portRangeForm)
+	}
+	lo, err1 := strconv.ParseUint(strings.TrimSpace(minText), 10, 16)
+	hi, err2 := strconv.ParseUint(strings.TrimSpace(maxText), 10, 16)
+	r := PortRange{uint16(lo), uint16(hi)}
+	if err1 != nil || err2 != nil || !r.valid() {
+		return PortRange{}, errors.New("expected " + portRangeForm)
+	}
+	return r, nil
+}
+
+// Default returns the built-in configuration: what a server runs with when
+// a file sets nothing. Every call returns a fresh copy.
+func Default() *Config {
+	c := &Config{
+		Realm:    "relay",
+		Software: "",
+		TURN: TURN{
+			UDP:        []string{"0.0.0.0:3478"},
+			TCP:        []string{"0.0.0.0:3478"},
+			TLS:        []string{},
+			RelayPorts: PortRange{Min: 49152, Max: 65535},
+		},
+		Auth: Auth{
+			Secrets: []string{},
+			MaxTTL:  24 * time.Hour,
+			Users:   map[string]string{},
+		},
+		Limits:  Limits{UserAllocations: 10, TotalAllocations: 10000},
+		Peers:   Peers{Deny: []string{"default"}, Allow: []string{}},
+		Metrics: Metrics{Listen: "127.0.0.1:9641"},
+		Log:     Log{Level: "info", Format: "text"},
+		Source:  DefaultSource,
+	}
+	// Validate also fills the parsed Peers fields; a failure here is a bug
+	// in the literal above, caught by the tests.
+	if err := c.Validate(); err != nil {
+		panic("config: built-in defaults are invalid: " + err.Error())
+	}
+	return c
+}
+
+// Load reads the file at path and parses it with Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes a TOML document over the defaults: a key absent from data
+// keeps its Default value. source names the document in errors and becomes
+// Config.Source; "" stands for "(config)".
+//
+// On failure the error is an Errors value listing every problem found,
+// sorted by line; the Config is nil.
+func Parse(data []byte, source string) (*Config, error) {
+	if source == "" {
+		source = "(config)"
+	}
+	text := string(data)
+	var doc map[string]any
+	if _, err := toml.Decode(text, &doc); err != nil {
+		return nil, Errors{syntaxError(source, text, err)}
+	}
+
+	c := Default()
+	c.Source = source
+	loc := locator{source: source, lines: keyLines(text)}
+	d := newDecoder(loc)
+	d.decodeConfig(c, doc)
+
+	errs := append(d.errs, c.validate(loc)...)
+	if len(errs) > 0 {
+		errs.sort()
+		return nil, errs
+	}
+	return c, nil
+}
+
+// Validate checks every field and the relations between them, and fills in
+// the parsed forms in Peers. Load and Parse call it; call it again after
+// changing a Config by hand. Errors from a Config that was modified after
+// loading carry no line numbers.
+func (c *Config) Validate() error {
+	source := c.Source
+	if source == "" {
+		source = "(config)"
+	}
+	if errs := c.validate(locator{source: source}); len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func (c *Config) decode(t *table) {
+	t.str("realm", `a realm name, e.g. "relay.example.org"`, &c.Realm)
+	t.str("software", `a product name for the SOFTWARE attribute, or "" for none`, &c.Software)
+	c.TURN.decode(t.section("turn"))
+	c.Auth.decode(t.section("auth"))
+	c.Limits.decode(t.section("limits"))
+	c.Peers.decode(t.section("peers"))
+	c.Metrics.decode(t.section("metrics"))
+	c.Log.decode(t.section("log"))
+}
+
+// listenForm describes a listen address; checkListen enforces it.
+const (
+	listenForm = `"host:port" where host is empty or an IP address (names are not resolved) and port is 0-65535`
+	listenWant = listenForm + `, e.g. "0.0.0.0:3478" or "[::]:3478"`
+)
+
+func (s *TURN) decode(t *table) {
+	const want = `an array of ` + listenWant
+	t.strs("udp", want, &s.UDP)
+	t.strs("tcp", want, &s.TCP)
+	t.strs("tls", `an array of `+listenForm+`, e.g. ["0.0.0.0:5349"]`, &s.TLS)
+	t.str("tls_cert", `the path of a PEM certificate chain file, e.g. "/etc/relay/cert.pem"`, &s.TLSCert)
+	t.str("tls_key", `the path of a PEM private key file, e.g. "/etc/relay/key.pem"`, &s.TLSKey)
+	t.parse("relay_ip", `an IP address of this host, e.g. "192.0.2.10", or "" to choose automatically`, func(v string) error {
+		return parseOptionalIP(v, &s.RelayIP)
+	})
+	t.parse("public_ip", `the public IP address clients see, e.g. "203.0.113.7", or "" when the host is not behind NAT`, func(v string) error {
+		return parseOptionalIP(v, &s.PublicIP)
+	})
+	t.parse("relay_ports", portRangeForm, func(v string) error {
+		r, err := ParsePortRange(v)
+		if err == nil {
+			s.RelayPorts = r
+		}
+		return err
+	})
+	t.integer("udp_sockets", "an integer from 0 to 1024 (0 = one socket per CPU)", &s.UDPSockets)
+}
+
+func (a *Auth) decode(t *table) {
+	t.strs("secrets", `an array of long random strings, e.g. ["<output of: openssl rand -hex 32>"]`, &a.Secrets)
+	t.parse("max_ttl", `a positive duration such as "24h", "90m" or "3600s" (units: s, m, h; no "d")`, func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err == nil {
+			a.MaxTTL = d
+		}
+		return err
+	})
+	t.strMap("users", `a table of user names to password strings, e.g. { alice = "a long password" }`, "a password string", &a.Users)
+}
+
+func (l *Limits) decode(t *table) {
+	t.integer("user_allocations", "an integer >= 1", &l.UserAllocations)
+	t.integer("total_allocations", "an integer >= 1", &l.TotalAllocations)
+}
+
+func (p *Peers) decode(t *table) {
+	t.strs("deny", `an array of CIDRs or IP addresses, or "default", e.g. ["default", "198.51.100.0/24"]`, &p.Deny)
+	t.strs("allow", `an array of CIDRs or IP addresses, e.g. ["127.0.0.0/8"]`, &p.Allow)
+}
+
+func (m *Metrics) decode(t *table) {
+	t.str("listen", listenWant+`, or "" to disable metrics`, &m.Listen)
+}
+
+func (l *Log) decode(t *table) {
+	t.str("level", `one of "debug", "info", "warn", "error"`, &l.Level)
+	t.str("format", `"text" or "json"`, &l.Format)
+}
+
+func parseOptionalIP(s string, dst *netip.Addr) error {
+	if s == "" {
+		*dst = netip.Addr{}
+		return nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return err
+	}
+	*dst = a
+	return nil
+}

@@ -1,0 +1,235 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/turn/v4"
+
+	"github.com/relayproject/relay/metrics"
+)
+
+// tupleKey identifies an allocation the way pion does: the client's address and the
+// server address it talks to, per transport family (UDP, or a TCP/TLS connection).
+type tupleKey struct {
+	client netip.AddrPort
+	local  netip.AddrPort
+	stream bool
+}
+
+func keyOf(client, local net.Addr) tupleKey {
+	k := tupleKey{client: addrPortOf(client), local: addrPortOf(local)}
+	_, k.stream = client.(*net.TCPAddr)
+	return k
+}
+
+// addrPortOf converts the net.Addr values pion hands around, unmapping IPv4-in-IPv6.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ap = v.AddrPort()
+	case *net.TCPAddr:
+		ap = v.AddrPort()
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// allocation is relay's view of one pion allocation, kept in step by pion's events.
+type allocation struct {
+	transport string
+	userID    string
+	created   time.Time
+	perms     map[netip.Addr]struct{}
+	channels  map[uint16]netip.AddrPort
+}
+
+// reservation holds a quota slot between an accepted Allocate and pion's verdict on it.
+type reservation struct {
+	userID    string
+	transport string
+}
+
+// allocations tracks allocations, per-user counts and in-flight reservations. One mutex:
+// everything here changes at control-plane rates, never per packet.
+type allocations struct {
+	m       *metrics.Metrics
+	mu      sync.Mutex
+	byKey   map[tupleKey]*allocation
+	perUser map[string]int // allocations plus reservations, per user id
+	pending map[tupleKey]reservation
+}
+
+func newAllocations(m *metrics.Metrics) *allocations {
+	return &allocations{
+		m:       m,
+		byKey:   make(map[tupleKey]*allocation),
+		perUser: make(map[string]int),
+		pending: make(map[tupleKey]reservation),
+	}
+}
+
+func (t *allocations) exists(k tupleKey) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.byKey[k]
+	return ok
+}
+
+// total counts allocations plus in-flight reservations.
+func (t *allocations) total() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byKey) + len(t.pending)
+}
+
+// reserve takes a quota slot for userID, or says which limit refused it.
+func (t *allocations) reserve(k tupleKey, userID, transport string, perUser, total int) (refusal string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, dup := t.pending[k]; dup {
+		return "" // a retransmission of an Allocate still in flight: already reserved
+	}
+	switch {
+	case t.perUser[userID] >= perUser:
+		return metrics.AllocQuota
+	case len(t.byKey)+len(t.pending) >= total:
+		return metrics.AllocCapacity
+	}
+	t.perUser[userID]++
+	t.pending[k] = reservation{userID: userID, transport: transport}
+	return ""
+}
+
+// settle releases a reservation that pion did not turn into an allocation (it answered
+// the Allocate with an error). It runs before the next read on the same socket, which is
+// after pion has finished with the request.
+func (t *allocations) settle(k tupleKey) {
+	t.mu.Lock()
+	r, ok := t.pending[k]
+	if ok {
+		delete(t.pending, k)
+		t.releaseUserLocked(r.userID)
+	}
+	t.mu.Unlock()
+	if ok {
+		t.m.AllocationsTotal.WithLabelValues(metrics.AllocError).Inc()
+	}
+}
+
+func (t *allocations) releaseUserLocked(userID string) {
+	if t.perUser[userID] <= 1 {
+		delete(t.perUser, userID)
+	} else {
+		t.perUser[userID]--
+	}
+}
+
+// userIDOf is the fallback when an allocation appears without a reservation.
+func userIDOf(username string) string {
+	if _, id, ok := strings.Cut(username, ":"); ok {
+		return id
+	}
+	return username
+}
+
+// eventHandler returns the pion callbacks that keep this table in step.
+func (t *allocations) eventHandler(transportOf func(client net.Addr) string) turn.EventHandler {
+	return turn.EventHandler{
+		OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, _ net.Addr, _ int) {
+			k := keyOf(src, dst)
+			t.mu.Lock()
+			r, ok := t.pending[k]
+			if ok {
+				delete(t.pending, k)
+			} else {
+				r = reservation{userID: userIDOf(username), transport: transportOf(src)}
+				t.perUser[r.userID]++
+			}
+			t.byKey[k] = &allocation{
+				transport: r.transport, userID: r.userID, created: time.Now(),
+				perms: make(map[netip.Addr]struct{}), channels: make(map[uint16]netip.AddrPort),
+			}
+			t.mu.Unlock()
+			t.m.AllocationsActive.WithLabelValues(r.transport).Inc()
+			t.m.AllocationsTotal.WithLabelValues(metrics.AllocSuccess).Inc()
+		},
+		OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
+			k := keyOf(src, dst)
+			t.mu.Lock()
+			a, ok := t.byKey[k]
+			if ok {
+				delete(t.byKey, k)
+				t.releaseUserLocked(a.userID)
+			}
+			t.mu.Unlock()
+			if ok {
+				t.m.AllocationsActive.WithLabelValues(a.transport).Dec()
+				t.m.PermissionsActive.Sub(float64(len(a.perms)))
+				t.m.ChannelsActive.Sub(float64(len(a.channels)))
+			}
+		},
+		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
+			ip, ok := netip.AddrFromSlice(peer)
+			if !ok {
+				return
+			}
+			if t.update(keyOf(src, dst), func(a *allocation) bool {
+				if _, dup := a.perms[ip.Unmap()]; dup {
+					return false
+				}
+				a.perms[ip.Unmap()] = struct{}{}
+				return true
+			}) {
+				t.m.PermissionsActive.Inc()
+			}
+		},
+		OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
+			ip, ok := netip.AddrFromSlice(peer)
+			if !ok {
+				return
+			}
+			// pion may report one permission twice (expiry racing Close): count once.
+			if t.update(keyOf(src, dst), func(a *allocation) bool {
+				if _, had := a.perms[ip.Unmap()]; !had {
+					return false
+				}
+				delete(a.perms, ip.Unmap())
+				return true
+			}) {
+				t.m.PermissionsActive.Dec()
+			}
+		},
+		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
+			if t.update(keyOf(src, dst), func(a *allocation) bool {
+				_, dup := a.channels[number]
+				a.channels[number] = addrPortOf(peer)
+				return !dup
+			}) {
+				t.m.ChannelsActive.Inc()
+			}
+		},
+		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
+			if t.update(keyOf(src, dst), func(a *allocation) bool {
+				if _, had := a.channels[number]; !had {
+					return false
+				}
+				delete(a.channels, number)
+				return true
+			}) {
+				t.m.ChannelsActive.Dec()
+			}
+		},
+	}
+}
+
+// update applies f to the allocation under the lock and reports what f reports.
+func (t *allocations) update(k tupleKey, f func(*allocation) bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.byKey[k]
+	return ok && f(a)
+}

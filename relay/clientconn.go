@@ -1,0 +1,195 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// packetConn is a UDP listener socket as pion sees it: reads pass through the gate first,
+// and what pion writes to clients is counted on the way out.
+type packetConn struct {
+	*net.UDPConn
+	s    *Server
+	gate *gate
+	done func() // called once when the read loop ends
+	once sync.Once
+}
+
+func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(p)
+		if err != nil {
+			c.once.Do(c.done)
+			return 0, nil, err
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if c.gate.inspect(p[:n], from, c) {
+			return n, net.UDPAddrFromAddrPort(from), nil
+		}
+	}
+}
+
+func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	c.s.countPeerToClient(p)
+	return c.UDPConn.WriteTo(p, addr)
+}
+
+func (c *packetConn) reply(b []byte, to netip.AddrPort) {
+	_, _ = c.WriteToUDPAddrPort(b, to)
+}
+
+// streamListener accepts TCP or TLS clients for pion and remembers them, so that Close
+// can end connections pion would otherwise leave open.
+type streamListener struct {
+	net.Listener
+	s         *Server
+	transport string
+	tlsConfig *tls.Config // nil for plain TCP
+
+	mu     sync.Mutex
+	conns  map[*streamConn]struct{}
+	closed bool
+}
+
+func (l *streamListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		local := addrPortOf(c.LocalAddr())
+		remote := addrPortOf(c.RemoteAddr())
+		sc := &streamConn{Conn: c, l: l, remote: remote, gate: newGate(l.s, l.transport, local, true)}
+		if l.tlsConfig != nil {
+			sc.tls = tls.Server(c, l.tlsConfig)
+			sc.Conn = sc.tls
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		l.conns[sc] = struct{}{}
+		l.mu.Unlock()
+		return sc, nil
+	}
+}
+
+// closeAll ends every accepted connection (pion only closes the listener).
+func (l *streamListener) closeAll() {
+	l.mu.Lock()
+	l.closed = true
+	conns := make([]*streamConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (l *streamListener) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// tlsHandshakeTimeout bounds how long a TLS client may take to finish its handshake.
+const tlsHandshakeTimeout = 10 * time.Second
+
+// streamConn frames a TCP/TLS byte stream into TURN messages (RFC 8656 §7.2) and hands
+// pion exactly one message per Read, after the gate has seen it.
+type streamConn struct {
+	net.Conn
+	l      *streamListener
+	tls    *tls.Conn
+	remote netip.AddrPort
+	gate   *gate
+
+	handshaken bool
+	buf        []byte // unconsumed bytes are buf[start:end]
+	start, end int
+	writeMu    sync.Mutex
+	closeOnce  sync.Once
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	if c.tls != nil && !c.handshaken {
+		ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
+		err := c.tls.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			return 0, err
+		}
+		c.handshaken = true
+	}
+	if c.buf == nil {
+		c.buf = make([]byte, 2*maxStreamFrameBytes)
+	}
+	for {
+		size, err := streamFrameSize(c.buf[c.start:c.end])
+		if err != nil {
+			return 0, err
+		}
+		if size > maxStreamFrameBytes {
+			return 0, errBadFrame
+		}
+		if size == 0 || c.end-c.start < size {
+			if err := c.fill(); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		frame := c.buf[c.start : c.start+size]
+		c.start += size
+		if !c.gate.inspect(frame, c.remote, c) || len(frame) > len(p) {
+			continue
+		}
+		return copy(p, frame), nil
+	}
+}
+
+// fill reads more bytes, first moving what is left to the front of the buffer.
+func (c *streamConn) fill() error {
+	if c.start > 0 {
+		c.end = copy(c.buf, c.buf[c.start:c.end])
+		c.start = 0
+	}
+	n, err := c.Conn.Read(c.buf[c.end:])
+	c.end += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("relay: empty read")
+	}
+	return err
+}
+
+func (c *streamConn) Write(p []byte) (int, error) {
+	c.l.s.countPeerToClient(p)
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *streamConn) reply(b []byte, _ netip.AddrPort) {
+	_, _ = c.Write(b)
+}
+
+func (c *streamConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return err
+}

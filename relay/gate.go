@@ -1,0 +1,271 @@
+package relay
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	"github.com/pion/stun/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/metrics"
+)
+
+// Auth failure reasons the gate adds to the auth package's.
+const reasonWrongRealm = "wrong_realm"
+
+// Channel numbers a client may bind. RFC 8656 narrowed the range to 0x4000-0x4FFF, but
+// RFC 5766 clients still in wide use pick from 0x4000-0x7FFF (coturn's turnutils_uclient,
+// libre/baresip), and numbers above 0x4FFF are otherwise unused, so the old range stays
+// accepted; anything outside it is a 400.
+const (
+	minChannel = 0x4000
+	maxChannel = 0x7FFF
+)
+
+// replier sends a response on the transport a request came in on.
+type replier interface {
+	reply(b []byte, to netip.AddrPort)
+}
+
+// gate inspects everything a client sends before pion does. There is one per socket
+// read loop (UDP socket or TCP/TLS connection), so its buffers need no locking.
+type gate struct {
+	s         *Server
+	transport string // metrics label: udp, tcp or tls
+	local     netip.AddrPort
+	stream    bool
+	bindings  prometheus.Counter
+
+	msg stun.Message
+	out []byte
+
+	// An Allocate passed to pion with a quota slot reserved; settled on the next read.
+	pending    tupleKey
+	hasPending bool
+}
+
+func newGate(s *Server, transport string, local netip.AddrPort, stream bool) *gate {
+	return &gate{
+		s: s, transport: transport, local: local, stream: stream,
+		bindings: s.metrics.STUNBindingRequests.WithLabelValues(transport),
+		out:      make([]byte, 0, 256),
+	}
+}
+
+// inspect handles what relay answers itself and reports whether pion should see b.
+func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
+	if g.hasPending {
+		g.hasPending = false
+		g.s.allocs.settle(g.pending)
+	}
+	if isChannelData(b) {
+		return true
+	}
+	if !isSTUN(b) {
+		return false
+	}
+	set := g.s.settings.Load()
+	if binary.BigEndian.Uint16(b[0:2]) == typeBindingRequest {
+		g.out = appendBindingSuccess(g.out[:0], b[8:20], from, set.software)
+		rep.reply(g.out, from)
+		g.bindings.Inc()
+		return false
+	}
+	g.msg.Raw = append(g.msg.Raw[:0], b...)
+	if err := g.msg.Decode(); err != nil {
+		return false
+	}
+	if g.msg.Type.Class != stun.ClassRequest {
+		return true
+	}
+	switch g.msg.Type.Method {
+	case stun.MethodAllocate, stun.MethodRefresh, stun.MethodCreatePermission, stun.MethodChannelBind:
+		return g.control(set, from, rep)
+	}
+	return true
+}
+
+// control checks a TURN request's allocation, credentials, peers and quota, answering
+// refusals itself with the code RFC 8656 asks for (pion answers some of them wrongly or
+// not at all). Requests it passes are ones pion will accept, except for pion's own nonce
+// and retransmission handling.
+func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
+	m := &g.msg
+	k := tupleKey{client: from, local: g.local, stream: g.stream}
+	method := m.Type.Method
+	if method != stun.MethodAllocate && !g.s.allocs.exists(k) {
+		g.respond(set, from, rep, stun.CodeAllocMismatch, nil)
+		return false
+	}
+	if !m.Contains(stun.AttrMessageIntegrity) {
+		return true // pion challenges with 401, REALM and a NONCE of its own
+	}
+	user, errU := m.Get(stun.AttrUsername)
+	realm, errR := m.Get(stun.AttrRealm)
+	nonce, errN := m.Get(stun.AttrNonce)
+	if errU != nil || errR != nil || errN != nil {
+		return true // pion answers 400
+	}
+	fail := func(reason string) bool {
+		g.s.metrics.AuthFailures.WithLabelValues(reason).Inc()
+		if method == stun.MethodAllocate {
+			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnauthorized).Inc()
+		}
+		g.respond(set, from, rep, stun.CodeUnauthorized, nil,
+			stun.NewRealm(set.realm), stun.NewNonce(string(nonce)))
+		return false
+	}
+	if string(realm) != set.realm {
+		return fail(reasonWrongRealm)
+	}
+	keys, userID, reason, ok := set.auth.Candidates(string(user), set.realm)
+	if !ok {
+		return fail(string(reason))
+	}
+	var key []byte
+	for _, c := range keys {
+		if stun.MessageIntegrity(c).Check(m) == nil {
+			key = c
+			break
+		}
+	}
+	if key == nil {
+		return fail(string(auth.ReasonBadPassword))
+	}
+	g.s.keys.put(string(user), set.realm, key)
+
+	switch method {
+	case stun.MethodAllocate:
+		if g.s.allocs.exists(k) {
+			return true // a retransmission (pion resends its answer) or 437
+		}
+		if rt, err := m.Get(stun.AttrRequestedTransport); err == nil && len(rt) == 4 && rt[0] != 17 {
+			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnsupportedTransport).Inc()
+			g.respond(set, from, rep, stun.CodeUnsupportedTransProto, key)
+			return false
+		}
+		switch g.s.allocs.reserve(k, userID, g.transport, set.userAllocations, set.totalAllocations) {
+		case metrics.AllocQuota:
+			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocQuota).Inc()
+			g.respond(set, from, rep, stun.CodeAllocQuotaReached, key)
+			return false
+		case metrics.AllocCapacity:
+			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
+			g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
+			return false
+		}
+		g.pending, g.hasPending = k, true
+	case stun.MethodCreatePermission:
+		// Every peer must pass, or nothing is installed (RFC 8656 §9.2).
+		peers := 0
+		for _, a := range m.Attributes {
+			if a.Type != stun.AttrXORPeerAddress {
+				continue
+			}
+			peer, ok := decodeXORAddress(a.Value, m.TransactionID)
+			if !ok {
+				g.respond(set, from, rep, stun.CodeBadRequest, key)
+				return false
+			}
+			if !g.peerAllowed(set, peer) {
+				g.respond(set, from, rep, stun.CodeForbidden, key)
+				return false
+			}
+			peers++
+		}
+		if peers == 0 {
+			g.respond(set, from, rep, stun.CodeBadRequest, key)
+			return false
+		}
+	case stun.MethodChannelBind:
+		ch, err := m.Get(stun.AttrChannelNumber)
+		if err != nil || len(ch) != 4 {
+			g.respond(set, from, rep, stun.CodeBadRequest, key)
+			return false
+		}
+		if n := binary.BigEndian.Uint16(ch); n < minChannel || n > maxChannel {
+			g.respond(set, from, rep, stun.CodeBadRequest, key)
+			return false
+		}
+		v, err := m.Get(stun.AttrXORPeerAddress)
+		peer, ok := decodeXORAddress(v, m.TransactionID)
+		if err != nil || !ok {
+			g.respond(set, from, rep, stun.CodeBadRequest, key)
+			return false
+		}
+		if !g.peerAllowed(set, peer) {
+			g.respond(set, from, rep, stun.CodeForbidden, key)
+			return false
+		}
+	}
+	return true
+}
+
+// peerAllowed checks a peer named in CreatePermission or ChannelBind. The port counts
+// too: our own relay address is a valid peer only on relay ports.
+func (g *gate) peerAllowed(set *settings, peer netip.AddrPort) bool {
+	if reason := set.policy.CheckAddr(peer); reason != DenyNone {
+		g.s.metrics.PeerDenied.WithLabelValues(string(reason)).Inc()
+		return false
+	}
+	return true
+}
+
+// respond sends an error response to the request in g.msg. key, when set, signs it
+// (responses to authenticated requests carry MESSAGE-INTEGRITY).
+func (g *gate) respond(set *settings, to netip.AddrPort, rep replier, code stun.ErrorCode, key []byte, extra ...stun.Setter) {
+	setters := []stun.Setter{
+		stun.NewTransactionIDSetter(g.msg.TransactionID),
+		stun.NewType(g.msg.Type.Method, stun.ClassErrorResponse),
+		code,
+	}
+	setters = append(setters, extra...)
+	if set.software != "" {
+		setters = append(setters, stun.NewSoftware(set.software))
+	}
+	if key != nil {
+		setters = append(setters, stun.MessageIntegrity(key))
+	}
+	setters = append(setters, stun.Fingerprint)
+	resp, err := stun.Build(setters...)
+	if err != nil {
+		return
+	}
+	rep.reply(resp.Raw, to)
+	if g.s.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.s.log.Debug("refused", "method", g.msg.Type.Method.String(), "code", int(code),
+			"client", to.String(), "transport", g.transport)
+	}
+}
+
+// keyCache hands pion the long-term key the gate verified a request with. With several
+// secrets (rotation) pion's AuthHandler could not know which one a client used.
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+const maxCachedKeys = 1 << 16
+
+func (c *keyCache) put(username, realm string, key []byte) {
+	id := username + "\x00" + realm
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedKeys {
+		// Only verified keys land here, so a full cache is simply forgotten; the gate
+		// refills it on the next request of each user.
+		c.m = make(map[string][]byte)
+	}
+	c.m[id] = key
+}
+
+func (c *keyCache) get(username, realm string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.m[username+"\x00"+realm]
+	return k, ok
+}

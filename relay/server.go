@@ -1,0 +1,350 @@
+package relay
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pion/turn/v4"
+	"golang.org/x/sys/unix"
+
+	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/metrics"
+)
+
+// Options assembles a Server from parts made elsewhere.
+type Options struct {
+	Config  *config.Config
+	Auth    *auth.Authenticator
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+}
+
+// settings is what a request is checked against; swapped whole, so a reload never shows
+// a request half of the old and half of the new configuration.
+type settings struct {
+	realm            string
+	software         string
+	auth             *auth.Authenticator
+	policy           *PeerPolicy
+	userAllocations  int
+	totalAllocations int
+}
+
+// Server is relay's STUN/TURN server: pion/turn behind relay's own sockets and gate.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	settings atomic.Pointer[settings]
+	allocs   *allocations
+	keys     keyCache
+	relay    *relayPorts
+
+	relayBind, relayAdvertise netip.Addr
+	relaySource               string // how relayBind was chosen, for the startup log
+
+	mu       sync.Mutex
+	pion     *turn.Server
+	udp      []*packetConn
+	streams  []*streamListener
+	tlsCert  atomic.Pointer[tls.Certificate]
+	udpLoops sync.WaitGroup
+	addrs    map[string][]net.Addr // transport -> bound listener addresses
+	closed   bool
+}
+
+// New checks the options and works out the relay address; Start opens the sockets.
+func New(o Options) (*Server, error) {
+	if o.Config == nil || o.Auth == nil || o.Metrics == nil {
+		return nil, errors.New("relay: Options needs Config, Auth and Metrics")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	cfg := o.Config
+	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics), addrs: map[string][]net.Addr{}}
+
+	switch {
+	case cfg.TURN.RelayIP.IsValid():
+		s.relayBind, s.relaySource = cfg.TURN.RelayIP, "turn.relay_ip"
+	default:
+		ip, err := DetectRelayIP()
+		if err != nil {
+			return nil, err
+		}
+		s.relayBind, s.relaySource = ip, "first non-loopback interface (set turn.relay_ip to choose)"
+	}
+	s.relayAdvertise = s.relayBind
+	if cfg.TURN.PublicIP.IsValid() {
+		s.relayAdvertise = cfg.TURN.PublicIP
+	}
+	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max)
+	if err := s.relay.Validate(); err != nil {
+		return nil, err
+	}
+	s.settings.Store(&settings{
+		realm:    cfg.Realm,
+		software: cfg.Software,
+		auth:     o.Auth,
+		policy: NewPeerPolicy(PeerPolicyConfig{
+			DenyDefault: cfg.Peers.DenyDefault,
+			Deny:        cfg.Peers.DenyPrefixes,
+			Allow:       cfg.Peers.AllowPrefixes,
+			Self:        []netip.Addr{s.relayBind, s.relayAdvertise},
+			SelfPorts:   [2]uint16{cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max},
+		}),
+		userAllocations:  cfg.Limits.UserAllocations,
+		totalAllocations: cfg.Limits.TotalAllocations,
+	})
+	return s, nil
+}
+
+// DetectRelayIP returns the first IPv4 address of an up, non-loopback interface.
+func DetectRelayIP() (netip.Addr, error) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("relay: listing interfaces to choose a relay address: %w (set turn.relay_ip)", err)
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if pfx, err := netip.ParsePrefix(a.String()); err == nil && pfx.Addr().Is4() && !pfx.Addr().IsLinkLocalUnicast() {
+				return pfx.Addr(), nil
+			}
+		}
+	}
+	return netip.Addr{}, errors.New("relay: no non-loopback IPv4 interface address to relay on: set turn.relay_ip (e.g. \"127.0.0.1\" for a laptop-only test)")
+}
+
+// RelayAddr is the address clients are told to send to (XOR-RELAYED-ADDRESS).
+func (s *Server) RelayAddr() netip.Addr { return s.relayAdvertise }
+
+// Addrs returns the bound addresses of the listeners of one transport ("udp", "tcp",
+// "tls"), in configuration order; useful when the configuration asked for port 0.
+func (s *Server) Addrs(transport string) []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]net.Addr(nil), s.addrs[transport]...)
+}
+
+// Start opens every listener and starts serving. On error nothing stays open.
+func (s *Server) Start() (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var pcs []turn.PacketConnConfig
+	var lcs []turn.ListenerConfig
+	defer func() {
+		if err != nil {
+			for _, pc := range pcs {
+				_ = pc.PacketConn.Close()
+			}
+			for _, lc := range lcs {
+				_ = lc.Listener.Close()
+			}
+			s.udp, s.streams, s.addrs = nil, nil, map[string][]net.Addr{}
+		}
+	}()
+	perm := func(_ net.Addr, peer net.IP) bool {
+		// The gate already refused denied peers with 403; this is pion's own second check.
+		ip, ok := netip.AddrFromSlice(peer)
+		return ok && s.settings.Load().policy.CheckIP(ip) == DenyNone
+	}
+
+	sockets := s.cfg.TURN.UDPSockets
+	if sockets == 0 {
+		sockets = runtime.NumCPU()
+	}
+	for _, addr := range s.cfg.TURN.UDP {
+		conns, err := listenUDPShards(addr, sockets)
+		if err != nil {
+			return fmt.Errorf("turn.udp %q: %w", addr, err)
+		}
+		for _, u := range conns {
+			pc := &packetConn{UDPConn: u, s: s, gate: newGate(s, metrics.TransportUDP, addrPortOf(u.LocalAddr()), false)}
+			s.udpLoops.Add(1)
+			pc.done = s.udpLoops.Done
+			s.udp = append(s.udp, pc)
+			pcs = append(pcs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: s.relay, PermissionHandler: perm})
+		}
+		s.addrs[metrics.TransportUDP] = append(s.addrs[metrics.TransportUDP], conns[0].LocalAddr())
+		s.log.Info("listening", "transport", "udp", "addr", conns[0].LocalAddr().String(), "sockets", len(conns))
+	}
+
+	var tlsConfig *tls.Config
+	if len(s.cfg.TURN.TLS) > 0 {
+		if err := s.loadCertificate(); err != nil {
+			return err
+		}
+		tlsConfig = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return s.tlsCert.Load(), nil
+			},
+		}
+	}
+	for _, l := range []struct {
+		transport string
+		key       string
+		addrs     []string
+		tls       *tls.Config
+	}{
+		{metrics.TransportTCP, "turn.tcp", s.cfg.TURN.TCP, nil},
+		{metrics.TransportTLS, "turn.tls", s.cfg.TURN.TLS, tlsConfig},
+	} {
+		for _, addr := range l.addrs {
+			ln, err := net.Listen(networkFor("tcp", addr), addr)
+			if err != nil {
+				return fmt.Errorf("%s %q: %w", l.key, addr, err)
+			}
+			sl := &streamListener{Listener: ln, s: s, transport: l.transport, tlsConfig: l.tls, conns: map[*streamConn]struct{}{}}
+			s.streams = append(s.streams, sl)
+			lcs = append(lcs, turn.ListenerConfig{Listener: sl, RelayAddressGenerator: s.relay, PermissionHandler: perm})
+			s.addrs[l.transport] = append(s.addrs[l.transport], ln.Addr())
+			s.log.Info("listening", "transport", l.transport, "addr", ln.Addr().String())
+		}
+	}
+	if len(pcs) == 0 && len(lcs) == 0 {
+		return errors.New("turn: no listeners configured: set turn.udp, turn.tcp or turn.tls")
+	}
+
+	pion, err := turn.NewServer(turn.ServerConfig{
+		PacketConnConfigs: pcs,
+		ListenerConfigs:   lcs,
+		LoggerFactory:     pionLogs{l: s.log},
+		Realm:             s.cfg.Realm,
+		AuthHandler: func(username, realm string, _ net.Addr) ([]byte, bool) {
+			return s.keys.get(username, realm)
+		},
+		EventHandler: s.allocs.eventHandler(func(client net.Addr) string {
+			if _, ok := client.(*net.TCPAddr); ok {
+				return metrics.TransportTCP
+			}
+			return metrics.TransportUDP
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("turn: starting pion/turn: %w", err)
+	}
+	s.pion = pion
+	s.log.Info("relay address", "bind", s.relayBind.String(), "advertise", s.relayAdvertise.String(),
+		"ports", s.cfg.TURN.RelayPorts.String(), "chosen_by", s.relaySource)
+	return nil
+}
+
+func (s *Server) loadCertificate() error {
+	if s.cfg.TURN.TLSCert == "" || s.cfg.TURN.TLSKey == "" {
+		return errors.New("turn.tls is set but turn.tls_cert or turn.tls_key is empty: give both PEM files")
+	}
+	cert, err := tls.LoadX509KeyPair(s.cfg.TURN.TLSCert, s.cfg.TURN.TLSKey)
+	if err != nil {
+		return fmt.Errorf("turn.tls_cert %q / turn.tls_key %q: %w", s.cfg.TURN.TLSCert, s.cfg.TURN.TLSKey, err)
+	}
+	s.tlsCert.Store(&cert)
+	return nil
+}
+
+// Close stops the listeners, ends every client connection and allocation, and waits
+// (briefly) for the read loops to finish.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed || s.pion == nil {
+		s.closed = true
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	pion, streams := s.pion, s.streams
+	s.mu.Unlock()
+
+	err := pion.Close()
+	for _, l := range streams {
+		l.closeAll()
+	}
+	s.udpLoops.Wait()
+	// pion closes each allocation's relay socket as its read loop ends; wait for that so
+	// a restart in the same process finds the ports free.
+	deadline := time.Now().Add(5 * time.Second)
+	for s.relay.openCount() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := s.relay.openCount(); n > 0 {
+		s.log.Warn("relay sockets still open after close", "count", n)
+	}
+	return err
+}
+
+// countPeerToClient counts a datagram pion sends to a client if it carries peer data.
+func (s *Server) countPeerToClient(p []byte) {
+	if n, ok := relayedPayload(p); ok {
+		s.metrics.BytesPeerToClient.Add(float64(n))
+		s.metrics.PacketsPeerToClient.Inc()
+	}
+}
+
+// networkFor picks udp4/tcp4 for IPv4 literals (including 0.0.0.0), udp6/tcp6 for IPv6
+// literals, and the dual-stack network for an empty host.
+func networkFor(base, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return base
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Is4() {
+			return base + "4"
+		}
+		return base + "6"
+	}
+	return base
+}
+
+// listenUDPShards opens n UDP sockets on one address with SO_REUSEPORT, so the kernel
+// spreads clients over them (by 4-tuple hash, so one client always lands on one socket)
+// and one listener uses every core. Port 0 binds the first socket to a free port and the
+// others to the same one.
+func listenUDPShards(addr string, n int) ([]*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	network := networkFor("udp", addr)
+	var conns []*net.UDPConn
+	fail := func(err error) ([]*net.UDPConn, error) {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		return nil, err
+	}
+	for i := 0; i < n; i++ {
+		pc, err := lc.ListenPacket(contextBackground, network, addr)
+		if err != nil {
+			return fail(err)
+		}
+		u := pc.(*net.UDPConn)
+		conns = append(conns, u)
+		if i == 0 {
+			addr = u.LocalAddr().String()
+		}
+	}
+	return conns, nil
+}

@@ -1,0 +1,203 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/stun/v3"
+	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/relayproject/relay/config"
+)
+
+func allowLoopback(c *config.Config) {
+	c.Peers.Allow = []string{"127.0.0.0/8"}
+}
+
+// pionClient connects pion's TURN client over the given transport.
+func pionClient(t *testing.T, s *testServer, transport string, tlsConf *tls.Config, user, pass string) *turn.Client {
+	t.Helper()
+	addr := s.addr(transport)
+	var conn net.PacketConn
+	switch transport {
+	case "udp":
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = c
+	case "tcp":
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = turn.NewSTUNConn(c)
+	case "tls":
+		c, err := tls.Dial("tcp", addr, tlsConf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn = turn.NewSTUNConn(c)
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	client, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: addr, TURNServerAddr: addr, Conn: conn,
+		Username: user, Password: pass, Realm: testRealm, LoggerFactory: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); _ = conn.Close() })
+	return client
+}
+
+// TestRelayRoundTrip: allocate, permission, channel and echo through the relay over each
+// client transport, with the pion TURN client.
+func TestRelayRoundTrip(t *testing.T) {
+	certFile, keyFile, clientTLS := selfSignedTLS(t)
+	s := startServer(t, func(c *config.Config) {
+		allowLoopback(c)
+		c.TURN.TLS = []string{"127.0.0.1:0"}
+		c.TURN.TLSCert, c.TURN.TLSKey = certFile, keyFile
+	})
+	peer := echoPeer(t)
+	for _, transport := range []string{"udp", "tcp", "tls"} {
+		t.Run(transport, func(t *testing.T) {
+			user, pass := s.creds(t, "alice-"+transport)
+			client := pionClient(t, s, transport, clientTLS, user, pass)
+			mapped, err := client.SendBindingRequest()
+			if err != nil {
+				t.Fatalf("binding: %v", err)
+			}
+			if ua := mapped.(*net.UDPAddr); !ua.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+				t.Fatalf("reflexive address %v, want 127.0.0.1", mapped)
+			}
+			relayConn, err := client.Allocate()
+			if err != nil {
+				t.Fatalf("allocate: %v", err)
+			}
+			defer relayConn.Close()
+			if got := relayConn.LocalAddr().(*net.UDPAddr); !got.IP.Equal(net.IPv4(127, 0, 0, 1)) || got.Port < 61000 || got.Port > 61999 {
+				t.Fatalf("relayed address %v outside 127.0.0.1:61000-61999", got)
+			}
+			if err := client.CreatePermission(peer); err != nil {
+				t.Fatalf("permission: %v", err)
+			}
+			before := testutil.ToFloat64(s.metrics.AllocationsActive.WithLabelValues(transport))
+			if before != 1 {
+				t.Fatalf("relay_turn_allocations_active{transport=%q} = %v, want 1", transport, before)
+			}
+			buf := make([]byte, 1500)
+			// The first writes go as Send indications while pion binds a channel; keep
+			// going until the channel exists so both paths are exercised.
+			for i := 0; i < 20; i++ {
+				msg := []byte(fmt.Sprintf("hello %s %d", transport, i))
+				if _, err := relayConn.WriteTo(msg, peer); err != nil {
+					t.Fatal(err)
+				}
+				_ = relayConn.SetReadDeadline(time.Now().Add(3 * time.Second))
+				n, from, err := relayConn.ReadFrom(buf)
+				if err != nil {
+					t.Fatalf("echo %d: %v", i, err)
+				}
+				if !bytes.Equal(buf[:n], msg) || from.String() != peer.String() {
+					t.Fatalf("echo %d: got %q from %v", i, buf[:n], from)
+				}
+			}
+			waitFor(t, "a channel binding", func() bool { return testutil.ToFloat64(s.metrics.ChannelsActive) >= 1 })
+		})
+	}
+	waitFor(t, "allocations to end", func() bool {
+		return testutil.ToFloat64(s.metrics.AllocationsActive.WithLabelValues("udp"))+
+			testutil.ToFloat64(s.metrics.AllocationsActive.WithLabelValues("tcp"))+
+			testutil.ToFloat64(s.metrics.AllocationsActive.WithLabelValues("tls")) == 0
+	})
+	if got := testutil.ToFloat64(s.metrics.AllocationsTotal.WithLabelValues("success")); got != 3 {
+		t.Errorf("relay_turn_allocations_total{result=success} = %v, want 3", got)
+	}
+	for _, dir := range []string{"client_to_peer", "peer_to_client"} {
+		if got := testutil.ToFloat64(s.metrics.RelayedPackets.WithLabelValues(dir)); got != 60 {
+			t.Errorf("relay_turn_relayed_packets_total{direction=%s} = %v, want 60", dir, got)
+		}
+	}
+	// 3 transports x 10 messages of 13 bytes + 10 of 14 bytes ("hello udp 0".."hello udp 19").
+	wantBytes := 0.0
+	for _, tr := range []string{"udp", "tcp", "tls"} {
+		for i := 0; i < 20; i++ {
+			wantBytes += float64(len(fmt.Sprintf("hello %s %d", tr, i)))
+		}
+	}
+	for _, dir := range []string{"client_to_peer", "peer_to_client"} {
+		if got := testutil.ToFloat64(s.metrics.RelayedBytes.WithLabelValues(dir)); got != wantBytes {
+			t.Errorf("relay_turn_relayed_bytes_total{direction=%s} = %v, want %v", dir, got, wantBytes)
+		}
+	}
+}
+
+// TestBinding: Binding requests on UDP and TCP get XOR-MAPPED-ADDRESS, MAPPED-ADDRESS and
+// a valid FINGERPRINT, and SOFTWARE only when configured.
+func TestBinding(t *testing.T) {
+	for _, software := range []string{"", "relay-test/1"} {
+		s := startServer(t, func(c *config.Config) { c.Software = software })
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(fmt.Sprintf("%s/software=%q", transport, software), func(t *testing.T) {
+				c := dialRaw(t, transport, s.addr(transport), nil)
+				resp := c.roundTrip(mustBuild(t, stun.BindingRequest), 2*time.Second)
+				if resp == nil || resp.Type != stun.BindingSuccess {
+					t.Fatalf("no Binding success: %v", resp)
+				}
+				local := addrPortOf(c.conn.LocalAddr())
+				var xor stun.XORMappedAddress
+				if err := xor.GetFrom(resp); err != nil {
+					t.Fatalf("XOR-MAPPED-ADDRESS: %v", err)
+				}
+				var mapped stun.MappedAddress
+				if err := mapped.GetFrom(resp); err != nil {
+					t.Fatalf("MAPPED-ADDRESS: %v", err)
+				}
+				for _, got := range []string{xor.String(), mapped.String()} {
+					if got != local.String() {
+						t.Errorf("mapped %s, want %s", got, local)
+					}
+				}
+				if err := stun.Fingerprint.Check(resp); err != nil {
+					t.Errorf("FINGERPRINT: %v", err)
+				}
+				var sw stun.Software
+				err := sw.GetFrom(resp)
+				if software == "" && err == nil {
+					t.Errorf("SOFTWARE %q present though not configured", sw)
+				}
+				if software != "" && (err != nil || sw.String() != software) {
+					t.Errorf("SOFTWARE = %q (%v), want %q", sw, err, software)
+				}
+			})
+		}
+		if got := testutil.ToFloat64(s.metrics.STUNBindingRequests.WithLabelValues("udp")); got != 1 {
+			t.Errorf("relay_stun_binding_requests_total{transport=udp} = %v, want 1", got)
+		}
+		if got := testutil.ToFloat64(s.metrics.STUNBindingRequests.WithLabelValues("tcp")); got != 1 {
+			t.Errorf("relay_stun_binding_requests_total{transport=tcp} = %v, want 1", got)
+		}
+	}
+}
+
+func TestBindingAllocationFree(t *testing.T) {
+	txid := make([]byte, 12)
+	from := netip.MustParseAddrPort("203.0.113.7:54321")
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = appendBindingSuccess(buf[:0], txid, from, "x") }); n != 0 {
+		t.Fatalf("appendBindingSuccess allocates %v times", n)
+	}
+}

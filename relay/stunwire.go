@@ -1,0 +1,167 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"net/netip"
+)
+
+// Wire constants from RFC 8489 / RFC 8656 that the hot path needs without decoding a
+// whole message.
+const (
+	stunHeaderSize  = 20
+	magicCookie     = 0x2112A442
+	fingerprintXOR  = 0x5354554e
+	attrMappedAddr  = 0x0001
+	attrXORMapped   = 0x0020
+	attrSoftware    = 0x8022
+	attrFingerprint = 0x8028
+	attrData        = 0x0013
+
+	typeBindingRequest  = 0x0001
+	typeBindingSuccess  = 0x0101
+	typeDataIndication  = 0x0017
+	channelDataHdrSize  = 4
+	maxStreamFrameBytes = 4096 // larger frames on TCP/TLS are abuse: nothing legitimate exceeds the MTU
+)
+
+var errBadFrame = errors.New("relay: not a STUN message or ChannelData frame")
+
+// isChannelData reports whether b starts like a ChannelData message (first two bits 01).
+func isChannelData(b []byte) bool { return len(b) >= channelDataHdrSize && b[0]&0xC0 == 0x40 }
+
+// isSTUN reports whether b has a STUN header: first two bits 00, the magic cookie and a
+// length that is a multiple of 4 and matches the datagram.
+func isSTUN(b []byte) bool {
+	return len(b) >= stunHeaderSize && b[0]&0xC0 == 0 &&
+		binary.BigEndian.Uint32(b[4:8]) == magicCookie &&
+		int(binary.BigEndian.Uint16(b[2:4]))+stunHeaderSize == len(b) && len(b)%4 == 0
+}
+
+// streamFrameSize returns the size of the first TURN frame in b as it travels over a
+// stream transport (ChannelData padded to 4 bytes), 0 if more bytes are needed, or an
+// error if b cannot start a frame.
+func streamFrameSize(b []byte) (int, error) {
+	if len(b) < channelDataHdrSize {
+		return 0, nil
+	}
+	switch {
+	case b[0]&0xC0 == 0x40:
+		n := int(binary.BigEndian.Uint16(b[2:4]))
+		return channelDataHdrSize + (n+3)&^3, nil
+	case b[0]&0xC0 == 0:
+		if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != magicCookie {
+			return 0, errBadFrame
+		}
+		return stunHeaderSize + int(binary.BigEndian.Uint16(b[2:4])), nil
+	default:
+		return 0, errBadFrame
+	}
+}
+
+// relayedPayload returns the payload size of a ChannelData message or a Data indication
+// that pion sends to a client, and false for anything else (responses, errors).
+func relayedPayload(b []byte) (int, bool) {
+	if isChannelData(b) {
+		return int(binary.BigEndian.Uint16(b[2:4])), true
+	}
+	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b[0:2]) != typeDataIndication {
+		return 0, false
+	}
+	for off := stunHeaderSize; off+4 <= len(b); {
+		t := binary.BigEndian.Uint16(b[off : off+2])
+		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if t == attrData {
+			return l, true
+		}
+		off += 4 + (l+3)&^3
+	}
+	return 0, false
+}
+
+// appendBindingSuccess appends a Binding success response for the request with the given
+// transaction ID (12 bytes) to dst: XOR-MAPPED-ADDRESS, MAPPED-ADDRESS for RFC 3489
+// clients, SOFTWARE when configured, and FINGERPRINT. It never allocates when dst has room.
+func appendBindingSuccess(dst []byte, txid []byte, from netip.AddrPort, software string) []byte {
+	start := len(dst)
+	dst = binary.BigEndian.AppendUint16(dst, typeBindingSuccess)
+	dst = append(dst, 0, 0) // length, written below
+	dst = binary.BigEndian.AppendUint32(dst, magicCookie)
+	dst = append(dst, txid[:12]...)
+
+	ip := from.Addr().Unmap()
+	family, ipLen := byte(1), 4
+	if ip.Is6() {
+		family, ipLen = 2, 16
+	}
+	raw := ip.As16()
+	ipBytes := raw[16-ipLen:]
+
+	// XOR-MAPPED-ADDRESS: port XOR the cookie's top half, address XOR cookie||txid.
+	dst = binary.BigEndian.AppendUint16(dst, attrXORMapped)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(4+ipLen))
+	dst = append(dst, 0, family)
+	dst = binary.BigEndian.AppendUint16(dst, from.Port()^(magicCookie>>16))
+	var mask [16]byte
+	binary.BigEndian.PutUint32(mask[:4], magicCookie)
+	copy(mask[4:], txid[:12])
+	for i := 0; i < ipLen; i++ {
+		dst = append(dst, ipBytes[i]^mask[i])
+	}
+
+	dst = binary.BigEndian.AppendUint16(dst, attrMappedAddr)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(4+ipLen))
+	dst = append(dst, 0, family)
+	dst = binary.BigEndian.AppendUint16(dst, from.Port())
+	dst = append(dst, ipBytes...)
+
+	if software != "" {
+		dst = binary.BigEndian.AppendUint16(dst, attrSoftware)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(software)))
+		dst = append(dst, software...)
+		for (len(dst)-start)%4 != 0 {
+			dst = append(dst, 0)
+		}
+	}
+
+	// FINGERPRINT covers the message with the length already counting the fingerprint.
+	binary.BigEndian.PutUint16(dst[start+2:], uint16(len(dst)-start-stunHeaderSize+8))
+	crc := crc32.ChecksumIEEE(dst[start:]) ^ fingerprintXOR
+	dst = binary.BigEndian.AppendUint16(dst, attrFingerprint)
+	dst = binary.BigEndian.AppendUint16(dst, 4)
+	dst = binary.BigEndian.AppendUint32(dst, crc)
+	return dst
+}
+
+// decodeXORAddress decodes an XOR-PEER-ADDRESS (or XOR-MAPPED-ADDRESS) value.
+func decodeXORAddress(v []byte, txid [12]byte) (netip.AddrPort, bool) {
+	if len(v) < 4 {
+		return netip.AddrPort{}, false
+	}
+	port := binary.BigEndian.Uint16(v[2:4]) ^ (magicCookie >> 16)
+	var mask [16]byte
+	binary.BigEndian.PutUint32(mask[:4], magicCookie)
+	copy(mask[4:], txid[:])
+	switch v[1] {
+	case 1:
+		if len(v) != 8 {
+			return netip.AddrPort{}, false
+		}
+		var a [4]byte
+		for i := range a {
+			a[i] = v[4+i] ^ mask[i]
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4(a), port), true
+	case 2:
+		if len(v) != 20 {
+			return netip.AddrPort{}, false
+		}
+		var a [16]byte
+		for i := range a {
+			a[i] = v[4+i] ^ mask[i]
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16(a), port), true
+	}
+	return netip.AddrPort{}, false
+}
