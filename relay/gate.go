@@ -70,9 +70,9 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 	}
 	set := g.s.settings.Load()
 	if binary.BigEndian.Uint16(b[0:2]) == typeBindingRequest {
+		g.bindings.Inc() // before the reply, so a client that saw the answer sees it counted
 		g.out = appendBindingSuccess(g.out[:0], b[8:20], from, set.software)
 		rep.reply(g.out, from)
-		g.bindings.Inc()
 		return false
 	}
 	g.msg.Raw = append(g.msg.Raw[:0], b...)

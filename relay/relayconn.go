@@ -131,6 +131,21 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
+// ReadFrom reports datagrams from our own relay sockets as coming from the public
+// address, the one peers were told and permissions name, since WriteTo delivered them
+// locally from the bind address.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, from, err := c.ReadFromUDPAddrPort(p)
+	if err != nil {
+		return n, nil, err
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
+		from = netip.AddrPortFrom(c.r.advertise, from.Port())
+	}
+	return n, net.UDPAddrFromAddrPort(from), nil
+}
+
 func (c *relayConn) Close() error {
 	err := c.UDPConn.Close()
 	c.once.Do(func() {

@@ -88,6 +88,15 @@ func New(o Options) (*Server, error) {
 	if cfg.TURN.PublicIP.IsValid() {
 		s.relayAdvertise = cfg.TURN.PublicIP
 	}
+	// Every label value exists from the start, so dashboards and alerts see zeros.
+	for _, r := range []string{string(auth.ReasonMalformed), string(auth.ReasonExpired), string(auth.ReasonTooFarFuture),
+		string(auth.ReasonUnknownUser), string(auth.ReasonBadPassword), reasonWrongRealm} {
+		o.Metrics.AuthFailures.WithLabelValues(r)
+	}
+	for _, r := range []DenyReason{DenyLoopback, DenyPrivate, DenyLinkLocal, DenyUnspecified, DenyMulticast,
+		DenyReserved, DenyOperator, DenyRelayPort, DenyInvalid} {
+		o.Metrics.PeerDenied.WithLabelValues(string(r))
+	}
 	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max)
 	if err := s.relay.Validate(); err != nil {
 		return nil, err

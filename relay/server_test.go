@@ -201,3 +201,43 @@ func TestBindingAllocationFree(t *testing.T) {
 		t.Fatalf("appendBindingSuccess allocates %v times", n)
 	}
 }
+
+// TestPublicIP: behind a 1:1 NAT, XOR-RELAYED-ADDRESS carries public_ip, and a client
+// that sends to another allocation's public address reaches it without hairpinning.
+func TestPublicIP(t *testing.T) {
+	s := startServer(t, func(c *config.Config) { c.TURN.PublicIP = netip.MustParseAddr("203.0.113.50") })
+	ua, pa := s.creds(t, "a")
+	ub, pb := s.creds(t, "b")
+	a := pionClient(t, s, "udp", nil, ua, pa)
+	b := pionClient(t, s, "udp", nil, ub, pb)
+	ra, err := a.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := b.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	for _, r := range []net.PacketConn{ra, rb} {
+		if ip := r.LocalAddr().(*net.UDPAddr).IP; !ip.Equal(net.ParseIP("203.0.113.50")) {
+			t.Fatalf("XOR-RELAYED-ADDRESS %v, want public_ip 203.0.113.50", r.LocalAddr())
+		}
+	}
+	if err := b.CreatePermission(ra.LocalAddr()); err != nil {
+		t.Fatalf("permission for the other relay's public address: %v", err)
+	}
+	if err := a.CreatePermission(rb.LocalAddr()); err != nil {
+		t.Fatalf("permission for the other relay's public address: %v", err)
+	}
+	if _, err := ra.WriteTo([]byte("hairpin"), rb.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	_ = rb.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, from, err := rb.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "hairpin" || from.String() != ra.LocalAddr().String() {
+		t.Fatalf("via public address: %q from %v (want %v), %v", buf[:n], from, ra.LocalAddr(), err)
+	}
+}

@@ -73,7 +73,7 @@ func relayedPayload(b []byte) (int, bool) {
 		t := binary.BigEndian.Uint16(b[off : off+2])
 		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
 		if t == attrData {
-			return l, true
+			return l, off+4+l <= len(b)
 		}
 		off += 4 + (l+3)&^3
 	}

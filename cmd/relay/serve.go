@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/config"
 	"github.com/relayproject/relay/metrics"
 	"github.com/relayproject/relay/relay"
 )
@@ -26,7 +28,8 @@ func serve(args []string) error {
 	}
 	log := newLogger(cfg.Log)
 
-	if len(cfg.Auth.Secrets) == 0 {
+	generated := len(cfg.Auth.Secrets) == 0
+	if generated {
 		secret, err := auth.GenerateSecret()
 		if err != nil {
 			return err
@@ -34,11 +37,14 @@ func serve(args []string) error {
 		cfg.Auth.Secrets = []string{secret}
 		// Printed once, to the terminal, never into the log stream.
 		fmt.Fprintf(os.Stderr, "WARNING: no [auth] secrets configured; generated a shared secret for this run only:\n\n    %s\n\n"+
-			"Credentials signed with it stop working when relay restarts. Put a long random secret in [auth] secrets for real use.\n\n", secret)
+			"Credentials signed with it stop working when relay restarts. Put a long random secret in [auth] secrets for real use.\n", secret)
 	}
 	a, err := newAuthenticator(cfg)
 	if err != nil {
 		return err
+	}
+	if generated {
+		printTryIt(cfg, a)
 	}
 	ver, rev := buildVersion()
 	m := metrics.New(ver, rev)
@@ -75,4 +81,22 @@ func serve(args []string) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+// printTryIt shows a newcomer an iceServers entry that works against this run.
+func printTryIt(cfg *config.Config, a *auth.Authenticator) {
+	c, err := a.Mint("demo", time.Hour)
+	if err != nil {
+		return
+	}
+	host := relay.AdvertisedHost(cfg)
+	b, err := json.Marshal(struct {
+		URLs       []string `json:"urls"`
+		Username   string   `json:"username"`
+		Credential string   `json:"credential"`
+	}{relay.TURNURIs(cfg, host), c.Username, c.Password})
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "\nA browser can use it for the next hour (RTCPeerConnection iceServers):\n\n    %s\n\n", b)
 }

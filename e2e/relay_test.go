@@ -1,0 +1,305 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v4"
+)
+
+const e2eSecret = "e2e-shared-secret-0123456789abcdef"
+
+// baseConfig is a loopback relay on free ports whose peers may be on 127.0.0.1.
+func baseConfig(extra string) string {
+	return `realm = "e2e.relay"
+[turn]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+relay_ip = "127.0.0.1"
+relay_ports = "61000-61999"
+[auth]
+secrets = ["` + e2eSecret + `"]
+[peers]
+allow = ["127.0.0.0/8"]
+[metrics]
+listen = "127.0.0.1:0"
+` + extra
+}
+
+// TestUclientInterop runs coturn's turnutils_uclient against relay: 10 sessions of 200
+// paced messages each, through channels to turnutils_peer, over UDP and over TCP.
+func TestUclientInterop(t *testing.T) {
+	uclient := need(t, "turnutils_uclient", "coturn")
+	peerBin := need(t, "turnutils_peer", "coturn")
+	// turnutils_uclient holds two allocations per session for a moment (an EVEN-PORT one
+	// it then releases), so 10 sessions of one user id need a quota of 20.
+	p := startRelay(t, baseConfig("[limits]\nuser_allocations = 20\n"))
+
+	peerPort := freeUDPPortPair(t)
+	peer := exec.Command(peerBin, "-L", "127.0.0.1", "-p", strconv.Itoa(peerPort))
+	if err := peer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = peer.Process.Kill(); _ = peer.Wait() })
+	waitForEcho(t, fmt.Sprintf("127.0.0.1:%d", peerPort))
+
+	lost := regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\), total send dropped (\d+)`)
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			before := p.metrics()[`relay_turn_relayed_packets_total{direction="client_to_peer"}`]
+			args := []string{"-W", e2eSecret, "-u", "interop-" + transport, "-e", "127.0.0.1",
+				"-r", strconv.Itoa(peerPort), "-m", "10", "-n", "200", "-l", "120", "-c",
+				"-p", p.port(transport)}
+			if transport == "tcp" {
+				args = append(args, "-t")
+			}
+			cmd := exec.Command(uclient, append(args, "127.0.0.1")...)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			done := make(chan error, 1)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("turnutils_uclient: %v\n%s\nrelay log:\n%s", err, tail(out.String(), 30), p.log())
+				}
+			case <-time.After(2 * time.Minute):
+				_ = cmd.Process.Kill()
+				<-done
+				t.Fatalf("turnutils_uclient did not finish in 2 minutes\n%s", tail(out.String(), 30))
+			}
+			m := lost.FindStringSubmatch(out.String())
+			if m == nil {
+				t.Fatalf("no loss summary in turnutils_uclient output:\n%s", tail(out.String(), 30))
+			}
+			t.Logf("%s: %s", transport, m[0])
+			if m[1] != "0" || m[3] != "0" {
+				t.Fatalf("lost %s packets, %s send dropped over %s; want 0", m[1], m[3], transport)
+			}
+			after := p.metrics()[`relay_turn_relayed_packets_total{direction="client_to_peer"}`]
+			if after-before < 10*200 {
+				t.Fatalf("relay counted %v datagrams to the peer, want at least 2000", after-before)
+			}
+		})
+	}
+}
+
+// waitForEcho polls a UDP echo peer until it answers.
+func waitForEcho(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	waitFor(t, "the echo peer at "+addr, func() bool {
+		_, _ = c.Write([]byte("ping"))
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, err := c.Read(buf)
+		return err == nil && string(buf[:n]) == "ping"
+	})
+}
+
+func tail(s string, lines int) string {
+	all := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// TestCredsThenRelay: credentials printed by `relay creds` allocate on a running relay,
+// and traffic through it moves the live counters on /metrics.
+func TestCredsThenRelay(t *testing.T) {
+	p := startRelay(t, baseConfig(""))
+	cfgPath := filepath.Join(t.TempDir(), "creds.toml")
+	if err := os.WriteFile(cfgPath, []byte(baseConfig("")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(relayBin, "creds", "-config", cfgPath, "-user", "bob", "-ttl", "30m").Output()
+	if err != nil {
+		t.Fatalf("relay creds: %v", err)
+	}
+	var creds struct {
+		Username string   `json:"username"`
+		Password string   `json:"password"`
+		TTL      int64    `json:"ttl"`
+		URIs     []string `json:"uris"`
+	}
+	if err := json.Unmarshal(out, &creds); err != nil {
+		t.Fatalf("relay creds printed %q: %v", out, err)
+	}
+	if creds.TTL != 1800 || !strings.HasSuffix(creds.Username, ":bob") || creds.Password == "" {
+		t.Fatalf("relay creds: %+v", creds)
+	}
+	wantURIs := []string{"turn:127.0.0.1:0?transport=udp", "turn:127.0.0.1:0?transport=tcp"}
+	if strings.Join(creds.URIs, " ") != strings.Join(wantURIs, " ") {
+		t.Errorf("uris %v, want %v", creds.URIs, wantURIs)
+	}
+
+	echo := udpEcho(t)
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	client, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: p.addr("udp"), TURNServerAddr: p.addr("udp"), Conn: conn,
+		Username: creds.Username, Password: creds.Password, Realm: "e2e.relay", LoggerFactory: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if err := client.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relayConn, err := client.Allocate()
+	if err != nil {
+		t.Fatalf("allocate with relay creds output: %v", err)
+	}
+	defer relayConn.Close()
+	buf := make([]byte, 100)
+	for i := 0; i < 5; i++ {
+		if _, err := relayConn.WriteTo([]byte("hello"), echo); err != nil {
+			t.Fatal(err)
+		}
+		_ = relayConn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if n, _, err := relayConn.ReadFrom(buf); err != nil || string(buf[:n]) != "hello" {
+			t.Fatalf("echo %d: %q %v", i, buf[:n], err)
+		}
+	}
+	// The counters move as packets pass; poll rather than race the last one.
+	waitFor(t, "the relayed counters", func() bool {
+		return p.metrics()[`relay_turn_relayed_packets_total{direction="client_to_peer"}`] == 5
+	})
+	m := p.metrics()
+	for name, want := range map[string]float64{
+		`relay_turn_allocations_active{transport="udp"}`:               1,
+		`relay_turn_allocations_total{result="success"}`:               1,
+		`relay_turn_relayed_packets_total{direction="client_to_peer"}`: 5,
+		`relay_turn_relayed_packets_total{direction="peer_to_client"}`: 5,
+		`relay_turn_relayed_bytes_total{direction="client_to_peer"}`:   25,
+		`relay_turn_relayed_bytes_total{direction="peer_to_client"}`:   25,
+		`relay_turn_permissions_active`:                                1,
+	} {
+		if m[name] != want {
+			t.Errorf("%s = %v, want %v", name, m[name], want)
+		}
+	}
+	for _, name := range []string{
+		`relay_stun_binding_requests_total{transport="udp"}`, `relay_turn_auth_failures_total{reason="expired"}`,
+		`relay_turn_peer_denied_total{reason="loopback"}`, `relay_turn_channels_active`, `process_resident_memory_bytes`,
+		`go_goroutines`,
+	} {
+		if _, ok := m[name]; !ok {
+			t.Errorf("metric %s missing from /metrics", name)
+		}
+	}
+	build := false
+	for k := range m {
+		build = build || strings.HasPrefix(k, "relay_build_info{")
+	}
+	if !build {
+		t.Errorf("relay_build_info missing from /metrics")
+	}
+	for k := range m {
+		if strings.Contains(k, "bob") || strings.Contains(k, "127.0.0.1") {
+			t.Errorf("a username or address leaked into a metric: %s", k)
+		}
+	}
+}
+
+func udpEcho(t *testing.T) *net.UDPAddr {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return pc.LocalAddr().(*net.UDPAddr)
+}
+
+// TestConfigErrorsStopBeforeSockets: a bad config exits non-zero naming the key and line,
+// and no socket was opened.
+func TestConfigErrorsStopBeforeSockets(t *testing.T) {
+	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cfg := fmt.Sprintf("[turn]\ntcp = [\"127.0.0.1:%d\"]\nudp = []\nrelay_portz = \"1-2\"\n[limits]\nuser_allocations = \"ten\"\n", port)
+	path := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(relayBin, "-config", path)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("relay accepted a bad config:\n%s", out)
+	}
+	for _, want := range []string{"bad.toml:4", "relay_portz", "bad.toml:6", "user_allocations"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("error output lacks %q:\n%s", want, out)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		_ = c.Close()
+		t.Errorf("something listens on the configured port after a config error")
+	}
+}
+
+// TestSignalsStopCleanly: SIGINT and SIGTERM with live allocations exit 0.
+func TestSignalsStopCleanly(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			p := startRelay(t, baseConfig(""))
+			c, err := net.Dial("tcp", p.addr("tcp"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			p.stop(sig)
+			if !strings.Contains(p.log(), `"msg":"stopped"`) {
+				t.Errorf("no clean stop logged:\n%s", p.log())
+			}
+		})
+	}
+}
+
+// TestVersion prints something useful.
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(relayBin, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "relay ") {
+		t.Fatalf("relay version: %q %v", out, err)
+	}
+}
