@@ -44,7 +44,7 @@ type testServer struct {
 	auth    *auth.Authenticator
 }
 
-func startServer(t *testing.T, mutate func(*config.Config)) *testServer {
+func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Realm = testRealm
@@ -204,7 +204,7 @@ func isTimeout(err error) bool {
 }
 
 // mustBuild builds a request with a fresh transaction ID.
-func mustBuild(t *testing.T, setters ...stun.Setter) *stun.Message {
+func mustBuild(t testing.TB, setters ...stun.Setter) *stun.Message {
 	t.Helper()
 	m, err := stun.Build(append([]stun.Setter{stun.TransactionID}, setters...)...)
 	if err != nil {
