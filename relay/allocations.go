@@ -105,8 +105,8 @@ func (t *allocations) reserve(k tupleKey, userID, transport string, perUser, tot
 }
 
 // settle releases a reservation that pion did not turn into an allocation (it answered
-// the Allocate with an error). It runs before the next read on the same socket, which is
-// after pion has finished with the request.
+// the Allocate with an error, counted as it went out). It runs before the next read on
+// the same socket, which is after pion has finished with the request.
 func (t *allocations) settle(k tupleKey) {
 	t.mu.Lock()
 	r, ok := t.pending[k]
@@ -115,9 +115,6 @@ func (t *allocations) settle(k tupleKey) {
 		t.releaseUserLocked(r.userID)
 	}
 	t.mu.Unlock()
-	if ok {
-		t.m.AllocationsTotal.WithLabelValues(metrics.AllocError).Inc()
-	}
 }
 
 func (t *allocations) releaseUserLocked(userID string) {

@@ -35,7 +35,7 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	c.s.countPeerToClient(p)
+	c.s.countOutgoing(p)
 	return c.UDPConn.WriteTo(p, addr)
 }
 
@@ -174,7 +174,7 @@ func (c *streamConn) fill() error {
 }
 
 func (c *streamConn) Write(p []byte) (int, error) {
-	c.l.s.countPeerToClient(p)
+	c.l.s.countOutgoing(p)
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	return c.Conn.Write(p)

@@ -152,20 +152,8 @@ func TestPeerDenied(t *testing.T) {
 // address is always a valid peer), but only on relay ports.
 func TestOwnRelayAsPeer(t *testing.T) {
 	s := startServer(t, nil) // default deny list: 127.0.0.0/8 is denied except our relay ports
-	ua, pa := s.creds(t, "a")
-	ub, pb := s.creds(t, "b")
-	a := pionClient(t, s, "udp", nil, ua, pa)
-	b := pionClient(t, s, "udp", nil, ub, pb)
-	ra, err := a.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := b.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
+	a, ra := allocated(t, s, "a")
+	b, rb := allocated(t, s, "b")
 	if err := b.CreatePermission(ra.LocalAddr()); err != nil {
 		t.Fatalf("permission for the other relay: %v", err)
 	}

@@ -298,11 +298,21 @@ func (s *Server) Close() error {
 	return err
 }
 
-// countPeerToClient counts a datagram pion sends to a client if it carries peer data.
-func (s *Server) countPeerToClient(p []byte) {
+// countOutgoing counts what pion sends to a client: peer data as it passes, and the
+// Allocate failures only pion sees (it runs out of relay ports, or the request is bad).
+func (s *Server) countOutgoing(p []byte) {
 	if n, ok := relayedPayload(p); ok {
 		s.metrics.BytesPeerToClient.Add(float64(n))
 		s.metrics.PacketsPeerToClient.Inc()
+		return
+	}
+	switch code, ok := allocateErrorCode(p); {
+	case !ok, code == 401, code == 438:
+		// Not an Allocate error, or the normal challenge and nonce renewal.
+	case code == 508:
+		s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
+	default:
+		s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocError).Inc()
 	}
 }
 
@@ -337,6 +347,15 @@ func listenUDPShards(addr string, n int) ([]*net.UDPConn, error) {
 		return serr
 	}}
 	network := networkFor("udp", addr)
+	// SO_REUSEPORT would let a second relay (or anything of the same user) join our port
+	// silently and take half the clients; a plain bind first says "address in use".
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {
+		probe, err := net.ListenPacket(network, addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = probe.Close()
+	}
 	var conns []*net.UDPConn
 	fail := func(err error) ([]*net.UDPConn, error) {
 		for _, c := range conns {

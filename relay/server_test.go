@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +61,19 @@ func pionClient(t *testing.T, s *testServer, transport string, tlsConf *tls.Conf
 	}
 	t.Cleanup(func() { client.Close(); _ = conn.Close() })
 	return client
+}
+
+// allocated is a pion client over UDP with an allocation, both closed by t.Cleanup.
+func allocated(t *testing.T, s *testServer, user string) (*turn.Client, net.PacketConn) {
+	t.Helper()
+	u, p := s.creds(t, user)
+	c := pionClient(t, s, "udp", nil, u, p)
+	r, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return c, r
 }
 
 // TestRelayRoundTrip: allocate, permission, channel and echo through the relay over each
@@ -206,20 +220,8 @@ func TestBindingAllocationFree(t *testing.T) {
 // that sends to another allocation's public address reaches it without hairpinning.
 func TestPublicIP(t *testing.T) {
 	s := startServer(t, func(c *config.Config) { c.TURN.PublicIP = netip.MustParseAddr("203.0.113.50") })
-	ua, pa := s.creds(t, "a")
-	ub, pb := s.creds(t, "b")
-	a := pionClient(t, s, "udp", nil, ua, pa)
-	b := pionClient(t, s, "udp", nil, ub, pb)
-	ra, err := a.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ra.Close()
-	rb, err := b.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rb.Close()
+	a, ra := allocated(t, s, "a")
+	b, rb := allocated(t, s, "b")
 	for _, r := range []net.PacketConn{ra, rb} {
 		if ip := r.LocalAddr().(*net.UDPAddr).IP; !ip.Equal(net.ParseIP("203.0.113.50")) {
 			t.Fatalf("XOR-RELAYED-ADDRESS %v, want public_ip 203.0.113.50", r.LocalAddr())
@@ -239,5 +241,55 @@ func TestPublicIP(t *testing.T) {
 	n, from, err := rb.ReadFrom(buf)
 	if err != nil || string(buf[:n]) != "hairpin" || from.String() != ra.LocalAddr().String() {
 		t.Fatalf("via public address: %q from %v (want %v), %v", buf[:n], from, ra.LocalAddr(), err)
+	}
+}
+
+// TestPortInUse: a second server on a taken port fails to start instead of silently
+// sharing it through SO_REUSEPORT.
+func TestPortInUse(t *testing.T) {
+	first := startServer(t, nil)
+	cfg := config.Default()
+	cfg.TURN.UDP = []string{first.addr("udp")}
+	cfg.TURN.TCP = nil
+	cfg.TURN.RelayIP = netip.MustParseAddr("127.0.0.1")
+	cfg.Auth.Secrets = []string{testSecret}
+	second, err := New(Options{Config: cfg, Auth: first.auth, Metrics: first.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = second.Start()
+	if err == nil {
+		_ = second.Close()
+		t.Fatal("a second server started on a UDP port already in use")
+	}
+	if !strings.Contains(err.Error(), "turn.udp") || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("error %q should name turn.udp and say the address is in use", err)
+	}
+}
+
+// TestRelayPortsExhausted: when the relay range is full, Allocate gets 508 and the
+// refusal is counted as capacity.
+func TestRelayPortsExhausted(t *testing.T) {
+	busy, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := uint16(busy.LocalAddr().(*net.UDPAddr).Port)
+	s := startServer(t, func(c *config.Config) { c.TURN.RelayPorts = config.PortRange{Min: port, Max: port} })
+	user, pass := s.creds(t, "late")
+	c := dialRaw(t, "udp", s.addr("udp"), nil)
+	if _, r := c.allocate(user, pass); errorCode(r) != 508 {
+		t.Fatalf("Allocate with every relay port taken: %d, want 508", errorCode(r))
+	}
+	waitFor(t, "the capacity refusal to be counted", func() bool {
+		return testutil.ToFloat64(s.metrics.AllocationsTotal.WithLabelValues("capacity")) == 1
+	})
+	if got := s.allocs.total(); got != 0 {
+		// The reservation is released before the next read on that socket.
+		c.roundTrip(mustBuild(t, stun.BindingRequest), time.Second)
+		if got = s.allocs.total(); got != 0 {
+			t.Errorf("%d reservations left after a refused Allocate", got)
+		}
 	}
 }

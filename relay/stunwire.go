@@ -20,6 +20,8 @@ const (
 	attrData        = 0x0013
 
 	typeBindingRequest  = 0x0001
+	typeAllocateError   = 0x0113
+	attrErrorCode       = 0x0009
 	typeBindingSuccess  = 0x0101
 	typeDataIndication  = 0x0017
 	channelDataHdrSize  = 4
@@ -74,6 +76,22 @@ func relayedPayload(b []byte) (int, bool) {
 		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
 		if t == attrData {
 			return l, off+4+l <= len(b)
+		}
+		off += 4 + (l+3)&^3
+	}
+	return 0, false
+}
+
+// allocateErrorCode returns the ERROR-CODE of an Allocate error response, if b is one.
+func allocateErrorCode(b []byte) (int, bool) {
+	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b[0:2]) != typeAllocateError {
+		return 0, false
+	}
+	for off := stunHeaderSize; off+4 <= len(b); {
+		t := binary.BigEndian.Uint16(b[off : off+2])
+		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if t == attrErrorCode && l >= 4 && off+8 <= len(b) {
+			return int(b[off+6]&0x7)*100 + int(b[off+7]), true
 		}
 		off += 4 + (l+3)&^3
 	}
