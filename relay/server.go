@@ -175,6 +175,12 @@ func (s *Server) Start() (err error) {
 		return ok && s.settings.Load().policy.CheckIP(ip) == DenyNone
 	}
 
+	// Files first: a bad certificate should stop relay before any socket opens.
+	if len(s.cfg.TURN.TLS) > 0 {
+		if err := s.loadCertificate(); err != nil {
+			return err
+		}
+	}
 	sockets := s.cfg.TURN.UDPSockets
 	if sockets == 0 {
 		sockets = runtime.NumCPU()
@@ -197,9 +203,6 @@ func (s *Server) Start() (err error) {
 
 	var tlsConfig *tls.Config
 	if len(s.cfg.TURN.TLS) > 0 {
-		if err := s.loadCertificate(); err != nil {
-			return err
-		}
 		tlsConfig = &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {

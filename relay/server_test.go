@@ -293,3 +293,26 @@ func TestRelayPortsExhausted(t *testing.T) {
 		}
 	}
 }
+
+// TestBadCertificate: an unreadable TLS certificate stops Start with the key named, and
+// no listener is left open.
+func TestBadCertificate(t *testing.T) {
+	cfg := config.Default()
+	cfg.TURN.UDP = []string{"127.0.0.1:0"}
+	cfg.TURN.TCP = nil
+	cfg.TURN.TLS = []string{"127.0.0.1:0"}
+	cfg.TURN.TLSCert, cfg.TURN.TLSKey = "/nonexistent/cert.pem", "/nonexistent/key.pem"
+	cfg.TURN.RelayIP = netip.MustParseAddr("127.0.0.1")
+	s := startServer(t, nil)
+	srv, err := New(Options{Config: cfg, Auth: s.auth, Metrics: s.metrics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = srv.Start()
+	if err == nil || !strings.Contains(err.Error(), "turn.tls_cert") {
+		t.Fatalf("Start with a missing certificate: %v", err)
+	}
+	if len(srv.Addrs("udp")) != 0 {
+		t.Errorf("UDP listener left open after a failed Start")
+	}
+}
