@@ -42,6 +42,7 @@ type Config struct {
 	Peers    Peers
 	Metrics  Metrics
 	Log      Log
+	Signal   Signal
 	Source   string // file name it was loaded from, or DefaultSource
 }
 
@@ -181,6 +182,7 @@ func Default() *Config {
 		Peers:   Peers{Deny: []string{"default"}, Allow: []string{}},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
 		Log:     Log{Level: "info", Format: "text"},
+		Signal:  defaultSignal(),
 		Source:  DefaultSource,
 	}
 	// Validate also fills the parsed Peers fields; a failure here is a bug
@@ -254,6 +256,7 @@ func (c *Config) decode(t *table) {
 	c.Peers.decode(t.section("peers"))
 	c.Metrics.decode(t.section("metrics"))
 	c.Log.decode(t.section("log"))
+	c.Signal.decode(t.section("signal"))
 }
 
 // listenForm describes a listen address; checkListen enforces it.

@@ -194,6 +194,7 @@ format = "json"
 		},
 		Metrics: Metrics{Listen: ""},
 		Log:     Log{Level: "debug", Format: "json"},
+		Signal:  defaultSignal(),
 	}
 	sameSettings(t, c, want)
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The document is decoded into a generic map and then read key by key,
@@ -151,6 +152,30 @@ func (t *table) integer(name, want string, dst *int) {
 		return
 	}
 	*dst = int(n)
+}
+
+// duration reads a string such as "5s" into a time.Duration.
+func (t *table) duration(name, want string, dst *time.Duration) {
+	t.parse(name, want, func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err == nil {
+			*dst = d
+		}
+		return err
+	})
+}
+
+func (t *table) boolean(name, want string, dst *bool) {
+	key, v, ok := t.take(name)
+	if !ok {
+		return
+	}
+	b, isBool := v.(bool)
+	if !isBool {
+		t.typeError(key, v, want)
+		return
+	}
+	*dst = b
 }
 
 // strMap reads a table of free-form names to strings. Its entries are all

@@ -43,6 +43,7 @@ func (c *Config) validate(loc locator) Errors {
 	c.Peers.validate(ch)
 	c.Metrics.validate(ch)
 	c.Log.validate(ch)
+	c.Signal.validate(ch, &c.TURN)
 	return ch.errs
 }
 

@@ -129,7 +129,9 @@ func tail(s string, lines int) string {
 func TestCredsThenRelay(t *testing.T) {
 	p := startRelay(t, baseConfig(""))
 	cfgPath := filepath.Join(t.TempDir(), "creds.toml")
-	if err := os.WriteFile(cfgPath, []byte(baseConfig("")), 0o600); err != nil {
+	// The same secret with fixed ports: creds mints from the file and opens nothing.
+	credsCfg := strings.NewReplacer(`udp = ["127.0.0.1:0"]`, `udp = ["127.0.0.1:3478"]`, `tcp = ["127.0.0.1:0"]`, `tcp = ["127.0.0.1:3478"]`).Replace(baseConfig(""))
+	if err := os.WriteFile(cfgPath, []byte(credsCfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(relayBin, "creds", "-config", cfgPath, "-user", "bob", "-ttl", "30m").Output()
@@ -148,7 +150,7 @@ func TestCredsThenRelay(t *testing.T) {
 	if creds.TTL != 1800 || !strings.HasSuffix(creds.Username, ":bob") || creds.Password == "" {
 		t.Fatalf("relay creds: %+v", creds)
 	}
-	wantURIs := []string{"turn:127.0.0.1:0?transport=udp", "turn:127.0.0.1:0?transport=tcp"}
+	wantURIs := []string{"turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"}
 	if strings.Join(creds.URIs, " ") != strings.Join(wantURIs, " ") {
 		t.Errorf("uris %v, want %v", creds.URIs, wantURIs)
 	}

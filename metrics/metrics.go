@@ -50,6 +50,13 @@ type Metrics struct {
 	ChannelsActive      prometheus.Gauge
 	BuildInfo           *prometheus.GaugeVec
 
+	SignalPeers       prometheus.Gauge
+	SignalMessages    *prometheus.CounterVec // type
+	SignalExpired     prometheus.Counter
+	SignalRejected    *prometheus.CounterVec // reason
+	ICECredentials    prometheus.Counter
+	ICERequestsDenied *prometheus.CounterVec // reason
+
 	// Pre-resolved children for the per-packet path.
 	BytesClientToPeer   prometheus.Counter
 	BytesPeerToClient   prometheus.Counter
@@ -101,11 +108,36 @@ func New(version, revision string) *Metrics {
 			Name: "relay_build_info",
 			Help: "Always 1; labels say which build is running.",
 		}, []string{"version", "revision", "goversion"}),
+		SignalPeers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_signal_peers_connected",
+			Help: "PeerJS peers registered on the signaling endpoint now.",
+		}),
+		SignalMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_signal_messages_total",
+			Help: "Signaling messages received from peers, by PeerJS type (OFFER, ANSWER, CANDIDATE, LEAVE, EXPIRE, HEARTBEAT, other).",
+		}, []string{"type"}),
+		SignalExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_signal_expired_total",
+			Help: "Messages queued for an absent peer that expired undelivered (their senders got EXPIRE).",
+		}),
+		SignalRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_signal_rejected_total",
+			Help: "Signaling connections and messages refused, by reason.",
+		}, []string{"reason"}),
+		ICECredentials: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_ice_credentials_issued_total",
+			Help: "Time-limited TURN credentials handed out by the ICE endpoint.",
+		}),
+		ICERequestsDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_ice_requests_denied_total",
+			Help: "ICE endpoint requests refused, by reason (origin, token, rate, bad_request).",
+		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(
 		m.STUNBindingRequests, m.AllocationsActive, m.AllocationsTotal, m.AuthFailures,
 		m.PeerDenied, m.RelayedBytes, m.RelayedPackets, m.PermissionsActive, m.ChannelsActive,
 		m.BuildInfo,
+		m.SignalPeers, m.SignalMessages, m.SignalExpired, m.SignalRejected, m.ICECredentials, m.ICERequestsDenied,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -25,43 +25,64 @@ func AdvertisedHost(cfg *config.Config) string {
 	return "127.0.0.1"
 }
 
-// TURNURIs lists the turn:/turns: URIs of the configured listeners (the first of each
-// transport), as RFC 7065 writes them, for host.
-func TURNURIs(cfg *config.Config, host string) []string {
+// Ports are the ports browsers reach the server on, one per client transport; 0 means
+// the transport is not served.
+type Ports struct{ UDP, TCP, TLS int }
+
+// ConfigPorts takes the first configured listener of each transport.
+func ConfigPorts(cfg *config.Config) Ports {
+	return Ports{UDP: firstPort(cfg.TURN.UDP), TCP: firstPort(cfg.TURN.TCP), TLS: firstPort(cfg.TURN.TLS)}
+}
+
+// Ports are the ports actually bound (they differ from the configuration's when it asks
+// for port 0).
+func (s *Server) Ports() Ports {
+	port := func(t string) int {
+		if a := s.Addrs(t); len(a) > 0 {
+			return int(addrPortOf(a[0]).Port())
+		}
+		return 0
+	}
+	return Ports{UDP: port("udp"), TCP: port("tcp"), TLS: port("tls")}
+}
+
+// STUN lists the stun: URI for host (RFC 7064). Browsers use STUN over UDP only.
+func (p Ports) STUN(host string) []string {
+	if p.UDP == 0 {
+		return nil
+	}
+	return []string{"stun:" + net.JoinHostPort(host, strconv.Itoa(p.UDP))}
+}
+
+// TURN lists the turn:/turns: URIs for host (RFC 7065), one per served transport.
+func (p Ports) TURN(host string) []string {
 	var uris []string
-	if p, ok := firstPort(cfg.TURN.UDP); ok {
-		uris = append(uris, "turn:"+net.JoinHostPort(host, p)+"?transport=udp")
+	if p.UDP != 0 {
+		uris = append(uris, "turn:"+net.JoinHostPort(host, strconv.Itoa(p.UDP))+"?transport=udp")
 	}
-	if p, ok := firstPort(cfg.TURN.TCP); ok {
-		uris = append(uris, "turn:"+net.JoinHostPort(host, p)+"?transport=tcp")
+	if p.TCP != 0 {
+		uris = append(uris, "turn:"+net.JoinHostPort(host, strconv.Itoa(p.TCP))+"?transport=tcp")
 	}
-	if p, ok := firstPort(cfg.TURN.TLS); ok {
-		uris = append(uris, "turns:"+net.JoinHostPort(host, p)+"?transport=tcp")
+	if p.TLS != 0 {
+		uris = append(uris, "turns:"+net.JoinHostPort(host, strconv.Itoa(p.TLS))+"?transport=tcp")
 	}
 	return uris
 }
 
-// STUNURI is the stun: URI of the first UDP (else TCP) listener, or "" if none.
-func STUNURI(cfg *config.Config, host string) string {
-	if p, ok := firstPort(cfg.TURN.UDP); ok {
-		return "stun:" + net.JoinHostPort(host, p)
-	}
-	if p, ok := firstPort(cfg.TURN.TCP); ok {
-		return "stun:" + net.JoinHostPort(host, p)
-	}
-	return ""
-}
+// TURNURIs lists the turn:/turns: URIs of the configured listeners for host.
+func TURNURIs(cfg *config.Config, host string) []string { return ConfigPorts(cfg).TURN(host) }
 
-func firstPort(addrs []string) (string, bool) {
+func firstPort(addrs []string) int {
 	if len(addrs) == 0 {
-		return "", false
+		return 0
 	}
 	_, port, err := net.SplitHostPort(addrs[0])
 	if err != nil {
-		return "", false
+		return 0
 	}
-	if _, err := strconv.Atoi(port); err != nil {
-		return "", false
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return 0
 	}
-	return port, true
+	return p
 }

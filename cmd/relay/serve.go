@@ -14,6 +14,7 @@ import (
 	"github.com/relayproject/relay/config"
 	"github.com/relayproject/relay/metrics"
 	"github.com/relayproject/relay/relay"
+	"github.com/relayproject/relay/signaling"
 )
 
 func serve(args []string) error {
@@ -66,6 +67,16 @@ func serve(args []string) error {
 		}
 		return err
 	}
+	var sig *signaling.Server
+	if cfg.Signal.Listen != "" {
+		if sig, err = startSignal(cfg, a, m, srv, log); err != nil {
+			_ = srv.Close()
+			if ep != nil {
+				_ = ep.Shutdown(context.Background())
+			}
+			return err
+		}
+	}
 	log.Info("relay started", "version", ver, "config", cfg.Source, "realm", cfg.Realm)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -73,6 +84,11 @@ func serve(args []string) error {
 	<-ctx.Done()
 	stop() // a second signal now ends the process the default way
 	log.Info("shutting down")
+	if sig != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = sig.Close(sctx)
+		cancel()
+	}
 	err = srv.Close()
 	if ep != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

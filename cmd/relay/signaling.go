@@ -1,0 +1,47 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"net/url"
+
+	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/metrics"
+	"github.com/relayproject/relay/relay"
+	"github.com/relayproject/relay/signaling"
+	"github.com/relayproject/relay/web"
+)
+
+// startSignal serves the signaling endpoint, the ICE endpoint and the pages, handing
+// out credentials for the TURN listeners srv actually bound.
+func startSignal(cfg *config.Config, a *auth.Authenticator, m *metrics.Metrics, srv *relay.Server, log *slog.Logger) (*signaling.Server, error) {
+	sig, err := signaling.New(signaling.Options{
+		Config: cfg.Signal,
+		Mint:   a.Mint,
+		URIs: func(host string) ([]string, []string) {
+			p := srv.Ports()
+			return p.STUN(host), p.TURN(host)
+		},
+		Pages:   web.Pages{Path: cfg.Signal.Path, Key: cfg.Signal.Key}.Handler(),
+		Metrics: m,
+		Logger:  log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := sig.Start(); err != nil {
+		return nil, err
+	}
+	log.Info("listening", "transport", "signal", "addr", sig.Addr().String(), "serves", "PeerJS signaling, "+cfg.Signal.Path+"ice, "+cfg.Signal.Path+"demo, "+cfg.Signal.Path+"diag")
+	host, port, _ := net.SplitHostPort(sig.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = relay.AdvertisedHost(cfg)
+	}
+	if cfg.Signal.PublicHost != "" {
+		host = cfg.Signal.PublicHost
+	}
+	demo := url.URL{Scheme: sig.Scheme(), Host: net.JoinHostPort(host, port), Path: cfg.Signal.Path + "demo"}
+	log.Info("demo page: open it in two browser tabs", "url", demo.String())
+	return sig, nil
+}

@@ -1,0 +1,153 @@
+package config
+
+import (
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Signal is the [signal] section: the PeerJS-compatible signaling endpoint, the ICE
+// servers endpoint and the embedded demo and diagnostics pages, on one HTTP listener.
+type Signal struct {
+	Listen          string        // "host:port"; "" disables signaling and the pages
+	Path            string        // prefix of every route; normalised to start and end with "/"
+	Key             string        // PeerJS key the WebSocket's key parameter must equal
+	PublicHost      string        // host put in ICE server URLs; "" uses the request's Host
+	AllowedOrigins  []string      // origins allowed on HTTP routes and the WebSocket; "*" = any
+	APITokens       []string      // if set, the ICE endpoint needs "Authorization: Bearer <token>"
+	ExpireTimeout   time.Duration // queued messages for an absent peer older than this expire
+	AliveTimeout    time.Duration // no frame for this long closes a peer's socket
+	ConcurrentLimit int           // registered peers at most
+	AllowDiscovery  bool          // enables GET {path}{key}/peers
+	CredentialTTL   time.Duration // lifetime of the TURN credentials the ICE endpoint mints
+	TLSCert, TLSKey string        // PEM files: serve https/wss instead of http/ws
+
+	// Limits beyond the PeerJS reference server.
+	MaxMessageBytes      int // largest WebSocket message a peer may send
+	MaxQueue             int // messages queued for one absent peer
+	MaxPeersPerIP        int // registered peers per source IP
+	ICERequestsPerMinute int // ICE endpoint requests per source IP per minute
+}
+
+func defaultSignal() Signal {
+	return Signal{
+		Listen:               "0.0.0.0:9001",
+		Path:                 "/",
+		Key:                  "peerjs",
+		AllowedOrigins:       []string{"*"},
+		APITokens:            []string{},
+		ExpireTimeout:        5 * time.Second,
+		AliveTimeout:         60 * time.Second,
+		ConcurrentLimit:      5000,
+		CredentialTTL:        time.Hour,
+		MaxMessageBytes:      64 << 10,
+		MaxQueue:             64,
+		MaxPeersPerIP:        100,
+		ICERequestsPerMinute: 60,
+	}
+}
+
+const durationWant = `a positive duration such as "5s", "90m" or "1h"`
+
+func (s *Signal) decode(t *table) {
+	t.str("listen", listenForm+`, e.g. "0.0.0.0:9001", or "" to disable signaling`, &s.Listen)
+	t.str("path", `a URL path prefix, e.g. "/" or "/signal/"`, &s.Path)
+	t.str("key", `the PeerJS key, e.g. "peerjs"`, &s.Key)
+	t.str("public_host", `the host name browsers use for this server, e.g. "relay.example.org", or "" for the request's Host`, &s.PublicHost)
+	t.strs("allowed_origins", `an array of origins such as "https://app.example.org", or ["*"] for any`, &s.AllowedOrigins)
+	t.strs("api_tokens", `an array of long random strings, or [] for no token`, &s.APITokens)
+	t.duration("expire_timeout", durationWant, &s.ExpireTimeout)
+	t.duration("alive_timeout", durationWant, &s.AliveTimeout)
+	t.integer("concurrent_limit", "an integer >= 1", &s.ConcurrentLimit)
+	t.boolean("allow_discovery", "true or false", &s.AllowDiscovery)
+	t.duration("credential_ttl", durationWant, &s.CredentialTTL)
+	t.str("tls_cert", `the path of a PEM certificate chain file, or "" for plain http/ws`, &s.TLSCert)
+	t.str("tls_key", `the path of a PEM private key file, or "" for plain http/ws`, &s.TLSKey)
+	t.integer("max_message_bytes", "an integer from 1024 to 1048576", &s.MaxMessageBytes)
+	t.integer("max_queue", "an integer >= 0", &s.MaxQueue)
+	t.integer("max_peers_per_ip", "an integer >= 1", &s.MaxPeersPerIP)
+	t.integer("ice_requests_per_minute", "an integer >= 1", &s.ICERequestsPerMinute)
+}
+
+func (s *Signal) validate(ch *checker, turn *TURN) {
+	if s.Listen == "" {
+		return
+	}
+	norm, err := checkListen(s.Listen)
+	if err != nil {
+		ch.errorf("signal.listen", s.Listen, "%s, or \"\" to disable signaling", err)
+	} else if norm != "" {
+		for _, l := range [][]string{turn.TCP, turn.TLS} {
+			for _, a := range l {
+				if n, err := checkListen(a); err == nil && n == norm {
+					ch.errorf("signal.listen", s.Listen, "also a TURN TCP/TLS listener: use another port, e.g. 9001")
+				}
+			}
+		}
+	}
+	s.Path = normalisePath(s.Path)
+	if strings.ContainsAny(s.Path, "?#% ") || strings.Contains(s.Path, "//") {
+		ch.errorf("signal.path", s.Path, `expected a plain URL path such as "/" or "/signal/"`)
+	}
+	if s.Key == "" || strings.ContainsAny(s.Key, "/?#% ") {
+		ch.errorf("signal.key", s.Key, `expected a non-empty key without "/", "?", "#", "%%" or spaces, e.g. "peerjs"`)
+	}
+	if h := s.PublicHost; h != "" && (strings.ContainsAny(h, "/?#@ ") || strings.Contains(h, "://")) {
+		ch.errorf("signal.public_host", h, `expected a bare host name or IP address, e.g. "relay.example.org" (no scheme, no path)`)
+	}
+	for _, o := range s.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			ch.errorf("signal.allowed_origins", o, `expected "*" or origins like "https://app.example.org" or "http://localhost:8080"`)
+		}
+	}
+	for i, tok := range s.APITokens {
+		if tok == "" {
+			ch.errorf("signal.api_tokens", "***", "entry %d is empty: expected long random strings", i+1)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"signal.expire_timeout", s.ExpireTimeout}, {"signal.alive_timeout", s.AliveTimeout}, {"signal.credential_ttl", s.CredentialTTL}} {
+		if d.v <= 0 {
+			ch.errorf(d.key, d.v.String(), "expected %s", durationWant)
+		}
+	}
+	if s.ConcurrentLimit < 1 {
+		ch.errorf("signal.concurrent_limit", s.ConcurrentLimit, "expected an integer >= 1")
+	}
+	if s.MaxMessageBytes < 1024 || s.MaxMessageBytes > 1<<20 {
+		ch.errorf("signal.max_message_bytes", s.MaxMessageBytes, "expected an integer from 1024 to 1048576")
+	}
+	if s.MaxQueue < 0 {
+		ch.errorf("signal.max_queue", s.MaxQueue, "expected an integer >= 0")
+	}
+	if s.MaxPeersPerIP < 1 {
+		ch.errorf("signal.max_peers_per_ip", s.MaxPeersPerIP, "expected an integer >= 1")
+	}
+	if s.ICERequestsPerMinute < 1 {
+		ch.errorf("signal.ice_requests_per_minute", s.ICERequestsPerMinute, "expected an integer >= 1")
+	}
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		missing := "signal.tls_key"
+		if s.TLSCert == "" {
+			missing = "signal.tls_cert"
+		}
+		ch.errorf(missing, "", "signal.tls_cert and signal.tls_key go together: give both PEM files, or neither for plain http/ws")
+	}
+}
+
+// normalisePath makes p start and end with "/", as the PeerJS server does.
+func normalisePath(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	if !strings.HasSuffix(p, "/") {
+		p += "/"
+	}
+	return p
+}

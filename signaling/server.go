@@ -1,0 +1,341 @@
+package signaling
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/metrics"
+)
+
+// Options assembles a Server.
+type Options struct {
+	Config   config.Signal
+	Registry Registry // nil: a single-node in-memory registry
+	// Mint makes time-limited TURN credentials for a user id.
+	Mint func(userID string, ttl time.Duration) (auth.Credentials, error)
+	// URIs lists the server's stun: and turn:/turns: URIs for a host name.
+	URIs    func(host string) (stun, turn []string)
+	Pages   http.Handler // serves {path}demo, {path}diag and {path}assets/; nil: none
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+}
+
+// Server is the signaling endpoint, the ICE endpoint and the pages on one HTTP server.
+type Server struct {
+	cfg     config.Signal
+	reg     Registry
+	mint    func(string, time.Duration) (auth.Credentials, error)
+	uris    func(string) ([]string, []string)
+	pages   http.Handler
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	ice     *rateLimiter
+	up      websocket.Upgrader
+	cert    atomic.Pointer[tls.Certificate]
+
+	mu     sync.Mutex
+	conns  map[*peerConn]struct{}
+	perIP  map[netip.Addr]int
+	closed bool
+
+	httpSrv *http.Server
+	ln      net.Listener
+	cancel  context.CancelFunc
+	loops   sync.WaitGroup
+}
+
+// New checks the options; Start listens.
+func New(o Options) (*Server, error) {
+	if o.Mint == nil || o.URIs == nil || o.Metrics == nil {
+		return nil, errors.New("signaling: Options needs Mint, URIs and Metrics")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Registry == nil {
+		o.Registry = NewMemoryRegistry(o.Config.ConcurrentLimit, o.Config.MaxQueue)
+	}
+	s := &Server{
+		cfg: o.Config, reg: o.Registry, mint: o.Mint, uris: o.URIs, pages: o.Pages,
+		metrics: o.Metrics, log: o.Logger, ice: newRateLimiter(o.Config.ICERequestsPerMinute),
+		conns: make(map[*peerConn]struct{}), perIP: make(map[netip.Addr]int),
+	}
+	s.up = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  1024,
+		WriteBufferPool:  &sync.Pool{},
+		CheckOrigin:      func(r *http.Request) bool { return s.originAllowed(r.Header.Get("Origin")) },
+	}
+	for _, r := range []string{"missing_params", "invalid_key", "invalid_id", "id_taken", "full", "per_ip_limit",
+		"origin", "message_too_large", "queue_full", "slow_consumer"} {
+		s.metrics.SignalRejected.WithLabelValues(r)
+	}
+	for _, r := range []string{"origin", "token", "rate", "bad_request"} {
+		s.metrics.ICERequestsDenied.WithLabelValues(r)
+	}
+	return s, nil
+}
+
+// Start listens on the configured address (https/wss when a certificate is set) and
+// starts the expiry sweep and the pings.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("signal.listen %q: %w", s.cfg.Listen, err)
+	}
+	if s.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("signal.tls_cert %q / signal.tls_key %q: %w", s.cfg.TLSCert, s.cfg.TLSKey, err)
+		}
+		s.cert.Store(&cert)
+		ln = tls.NewListener(ln, &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
+		})
+	}
+	s.ln = ln
+	s.httpSrv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.loops.Add(3)
+	go func() {
+		defer s.loops.Done()
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("signaling server stopped", "err", err)
+		}
+	}()
+	go s.sweep(ctx)
+	go s.pings(ctx)
+	return nil
+}
+
+// Addr is the bound listener address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Scheme is "https" with a certificate, else "http".
+func (s *Server) Scheme() string {
+	if s.cfg.TLSCert != "" {
+		return "https"
+	}
+	return "http"
+}
+
+// Close stops accepting, closes every peer socket and waits for the loops.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*peerConn, 0, len(s.conns))
+	for p := range s.conns {
+		conns = append(conns, p)
+	}
+	s.mu.Unlock()
+	var err error
+	if s.httpSrv != nil {
+		err = s.httpSrv.Shutdown(ctx) // hijacked WebSockets are not its business
+	}
+	for _, p := range conns {
+		p.Close()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.loops.Wait()
+	return err
+}
+
+// sweep expires queued messages and tells their senders, as the PeerJS server does
+// every second (faster when expire_timeout is short).
+func (s *Server) sweep(ctx context.Context) {
+	defer s.loops.Done()
+	every := min(time.Second, max(s.cfg.ExpireTimeout/5, 20*time.Millisecond))
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.expire(now)
+			s.ice.prune(now)
+		}
+	}
+}
+
+func (s *Server) expire(now time.Time) {
+	gone := s.reg.Expire(now.Add(-s.cfg.ExpireTimeout))
+	if len(gone) == 0 {
+		return
+	}
+	s.metrics.SignalExpired.Add(float64(len(gone)))
+	told := make(map[[2]string]bool)
+	for _, q := range gone {
+		k := [2]string{q.Src, q.Dst}
+		if told[k] {
+			continue
+		}
+		told[k] = true
+		if sender := s.reg.Lookup(q.Src); sender != nil {
+			sender.Send(encode(outbound{Type: typeExpire, Src: q.Dst, Dst: q.Src}))
+		}
+	}
+}
+
+// pings sends every socket a WebSocket ping three times per alive_timeout. Browsers
+// answer on their own, so clients that never send HEARTBEAT (PeerJS 0.3.x) stay alive.
+func (s *Server) pings(ctx context.Context) {
+	defer s.loops.Done()
+	t := time.NewTicker(max(s.cfg.AliveTimeout/3, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.mu.Lock()
+			conns := make([]*peerConn, 0, len(s.conns))
+			for p := range s.conns {
+				conns = append(conns, p)
+			}
+			s.mu.Unlock()
+			for _, p := range conns {
+				p.ping()
+			}
+		}
+	}
+}
+
+// ServeHTTP routes everything under the configured path.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rest, ok := strings.CutPrefix(r.URL.Path, s.cfg.Path)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	origin := r.Header.Get("Origin")
+	if origin != "" {
+		if !s.originAllowed(origin) {
+			if rest == "ice" {
+				s.metrics.ICERequestsDenied.WithLabelValues("origin").Inc()
+			} else {
+				s.metrics.SignalRejected.WithLabelValues("origin").Inc()
+			}
+			jsonError(w, http.StatusForbidden, "origin not allowed")
+			return
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	switch {
+	case rest == "peerjs":
+		s.serveWebSocket(w, r)
+	case websocket.IsWebSocketUpgrade(r):
+		jsonError(w, http.StatusBadRequest, "the WebSocket endpoint is "+s.cfg.Path+"peerjs")
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		jsonError(w, http.StatusNotFound, "not found") // e.g. the legacy XHR stream POSTs
+	case rest == "":
+		writeJSON(w, http.StatusOK, map[string]string{
+			"name":        "PeerJS Server",
+			"description": "relay: PeerJS-compatible signaling with STUN/TURN and ICE credentials",
+			"website":     "https://peerjs.com/",
+		})
+	case rest == "ice":
+		s.serveICE(w, r)
+	case rest == "demo" || rest == "diag" || strings.HasPrefix(rest, "assets/"):
+		if s.pages == nil {
+			http.NotFound(w, r)
+			return
+		}
+		s.pages.ServeHTTP(w, r)
+	default:
+		key, what, ok := strings.Cut(rest, "/")
+		switch {
+		case ok && key != "" && what == "id":
+			s.serveID(w)
+		case ok && key != "" && what == "peers":
+			if !s.cfg.AllowDiscovery {
+				jsonError(w, http.StatusUnauthorized, "peer discovery is disabled (signal.allow_discovery)")
+				return
+			}
+			ids := s.reg.IDs()
+			writeJSON(w, http.StatusOK, ids)
+		default:
+			http.NotFound(w, r)
+		}
+	}
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	if origin == "" {
+		return true // not a browser's cross-origin request
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// serveID answers GET {path}{key}/id with a fresh id nobody holds.
+func (s *Server) serveID(w http.ResponseWriter) {
+	id := newUUID()
+	for s.reg.Taken(id) {
+		id = newUUID()
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write([]byte(id))
+}
+
+func clientIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func jsonError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
