@@ -169,3 +169,10 @@ func (r *memoryRegistry) Expire(cutoff time.Time) []Queued {
 	r.queued -= len(out)
 	return out
 }
+
+// queueLen is how many messages wait for id.
+func (r *memoryRegistry) queueLen(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queues[id])
+}
