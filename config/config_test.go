@@ -607,3 +607,46 @@ func ExampleParse() {
 	// relay.toml:2: unknown key "turn.udpp": did you mean "turn.udp"?
 	// relay.toml:3: turn.relay_ports = "65535-1": expected "MIN-MAX" with 1 <= MIN <= MAX <= 65535, e.g. "49152-65535"
 }
+
+func TestSignalErrors(t *testing.T) {
+	cases := []struct {
+		name, doc, key string
+		line           int
+		want           string
+	}{
+		{"bad listen", "[signal]\nlisten = \"localhost:9001\"\n", "signal.listen", 2, "not an IP address"},
+		{"bad duration", "[signal]\n\nexpire_timeout = \"5 seconds\"\n", "signal.expire_timeout", 3, "positive duration"},
+		{"zero duration", "[signal]\nalive_timeout = \"0s\"\n", "signal.alive_timeout", 2, "positive duration"},
+		{"bad bool", "[signal]\nallow_discovery = \"yes\"\n", "signal.allow_discovery", 2, "true or false"},
+		{"bad origin", "[signal]\nallowed_origins = [\"app.example.org\"]\n", "signal.allowed_origins", 2, "https://app.example.org"},
+		{"bad key", "[signal]\nkey = \"a/b\"\n", "signal.key", 2, "non-empty key"},
+		{"public host with scheme", "[signal]\npublic_host = \"https://x\"\n", "signal.public_host", 2, "bare host"},
+		{"cert without key", "[signal]\ntls_cert = \"c.pem\"\n", "signal.tls_key", 0, "go together"},
+		{"limit", "[signal]\nconcurrent_limit = 0\n", "signal.concurrent_limit", 2, ">= 1"},
+		{"message size", "[signal]\nmax_message_bytes = 10\n", "signal.max_message_bytes", 2, "1024"},
+		{"same port as turn", "[turn]\ntcp = [\"0.0.0.0:9001\"]\n[signal]\nlisten = \"0.0.0.0:9001\"\n", "signal.listen", 4, "TURN TCP/TLS listener"},
+		{"unknown", "[signal]\nexpire_timout = \"5s\"\n", "signal.expire_timout", 2, "did you mean \"signal.expire_timeout\""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc), "relay.toml")
+			var errs Errors
+			if !errors.As(err, &errs) {
+				t.Fatalf("want Errors, got %v", err)
+			}
+			found := false
+			for _, e := range errs {
+				if e.Key == tc.key && (tc.line == 0 || e.Line == tc.line) && strings.Contains(e.Error(), tc.want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no error for %s at line %d containing %q in:\n%v", tc.key, tc.line, tc.want, err)
+			}
+		})
+	}
+	c, err := Parse([]byte("[signal]\npath = \"sig\"\n"), "x")
+	if err != nil || c.Signal.Path != "/sig/" {
+		t.Errorf("path not normalised: %v %v", c, err)
+	}
+}

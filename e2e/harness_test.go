@@ -66,10 +66,15 @@ type relayProc struct {
 }
 
 // startRelay runs relay with the given TOML (log format forced to JSON so the harness
-// can read the bound addresses) and waits until it says it started.
+// can read the bound addresses; signaling on a free loopback port unless the TOML has a
+// [signal] section) and waits until it says it started.
 func startRelay(t *testing.T, toml string) *relayProc {
 	t.Helper()
 	cfgPath := filepath.Join(t.TempDir(), "relay.toml")
+	if !strings.Contains(toml, "[signal]") {
+		// The default signaling listener is 0.0.0.0:9001: tests take a free loopback port.
+		toml += "\n[signal]\nlisten = \"127.0.0.1:0\"\n"
+	}
 	if err := os.WriteFile(cfgPath, []byte(toml+"\n[log]\nformat = \"json\"\nlevel = \"info\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,5 +304,63 @@ func TestVersion(t *testing.T) {
 	out, err := exec.Command(relayBin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "relay ") {
 		t.Fatalf("relay version: %q %v", out, err)
+	}
+}
+
+// TestICEEndpointAllocates: the ICE endpoint of a running relay hands out URLs with the
+// ports actually bound and credentials that allocate.
+func TestICEEndpointAllocates(t *testing.T) {
+	p := startRelay(t, baseConfig(""))
+	resp, err := http.Get("http://" + p.addr("signal") + "/ice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ice struct {
+		ICEServers []struct {
+			URLs       []string `json:"urls"`
+			Username   string   `json:"username"`
+			Credential string   `json:"credential"`
+		} `json:"iceServers"`
+		TTL int `json:"ttl"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ice); err != nil {
+		t.Fatal(err)
+	}
+	if len(ice.ICEServers) != 2 || ice.TTL != 3600 {
+		t.Fatalf("ice: %+v", ice)
+	}
+	wantTURN := "turn:127.0.0.1:" + p.port("udp") + "?transport=udp turn:127.0.0.1:" + p.port("tcp") + "?transport=tcp"
+	if got := strings.Join(ice.ICEServers[1].URLs, " "); got != wantTURN {
+		t.Fatalf("turn urls %q, want %q", got, wantTURN)
+	}
+	if got := ice.ICEServers[0].URLs[0]; got != "stun:127.0.0.1:"+p.port("udp") {
+		t.Fatalf("stun url %q", got)
+	}
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	client, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: p.addr("udp"), TURNServerAddr: p.addr("udp"), Conn: conn,
+		Username: ice.ICEServers[1].Username, Password: ice.ICEServers[1].Credential, Realm: "e2e.relay", LoggerFactory: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if err := client.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relayConn, err := client.Allocate()
+	if err != nil {
+		t.Fatalf("allocate with ICE endpoint credentials: %v", err)
+	}
+	_ = relayConn.Close()
+	if m := p.metrics(); m["relay_ice_credentials_issued_total"] != 1 {
+		t.Errorf("relay_ice_credentials_issued_total = %v", m["relay_ice_credentials_issued_total"])
 	}
 }

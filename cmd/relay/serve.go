@@ -28,6 +28,9 @@ func serve(args []string) error {
 		return err
 	}
 	log := newLogger(cfg.Log)
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + w)
+	}
 
 	generated := len(cfg.Auth.Secrets) == 0
 	if generated {
