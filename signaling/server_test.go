@@ -20,6 +20,7 @@ import (
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/testcert"
 	"github.com/relayproject/relay/metrics"
 )
 
@@ -572,4 +573,32 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func clientIPFrom(remote string) netip.Addr {
 	r := &http.Request{RemoteAddr: remote}
 	return clientIP(r)
+}
+
+// TestTLS: with a certificate the endpoint serves https and wss.
+func TestTLS(t *testing.T) {
+	certFile, keyFile, clientTLS := testcert.Write(t)
+	s := startSignal(t, func(c *config.Signal) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	if s.Scheme() != "https" {
+		t.Fatalf("scheme %s", s.Scheme())
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS}}
+	resp, err := hc.Get("https://" + s.Addr().String() + "/peerjs/id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("https id: %d", resp.StatusCode)
+	}
+	d := websocket.Dialer{TLSClientConfig: clientTLS}
+	ws, _, err := d.Dial("wss://"+s.Addr().String()+"/peerjs?key=peerjs&id=a&token=t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_, msg, err := ws.ReadMessage()
+	if err != nil || !strings.Contains(string(msg), "OPEN") {
+		t.Fatalf("wss: %s %v", msg, err)
+	}
 }
