@@ -171,10 +171,12 @@
       pc: null,
       dc: null,
       relayOnly: el.relayOnly.checked,
+      serialization: 'raw', // how the data channel's messages are encoded (PeerJS serialization)
       signalled: false, // OFFER/ANSWER sent: our candidates may follow
       outgoing: [], // our candidates waiting for the OFFER/ANSWER to go first
       incoming: [], // their candidates waiting for the remote description
       turnErrors: [],
+      localCandidates: 0,
       timer: null,
       statsTimer: null,
     };
@@ -206,7 +208,7 @@
     }
     if (c.pc) {
       c.pc.onicecandidate = c.pc.oniceconnectionstatechange = c.pc.onconnectionstatechange = null;
-      c.pc.ondatachannel = c.pc.onicecandidateerror = null;
+      c.pc.ondatachannel = c.pc.onicecandidateerror = c.pc.onicegatheringstatechange = null;
       try {
         c.pc.close();
       } catch (e) {
@@ -244,24 +246,36 @@
     c.pc = pc;
     pc.onicecandidate = (ev) => {
       if (call !== c || !ev.candidate || !ev.candidate.candidate) return;
+      c.localCandidates++;
       const p = payloads.candidate(ev.candidate, c.connectionId);
       if (c.signalled) signal && signal.send('CANDIDATE', c.peer, p);
       else c.outgoing.push(p);
     };
     pc.onicecandidateerror = (ev) => {
-      c.turnErrors.push({errorCode: ev.errorCode, errorText: ev.errorText, url: ev.url});
+      c.turnErrors.push({errorCode: ev.errorCode, errorText: String(ev.errorText || '').replace(/\.+$/, ''), url: ev.url});
     };
     const watch = () => {
       if (call !== c) return;
       const s = pc.connectionState === 'failed' ? 'failed' : pc.iceConnectionState;
       if (s === 'failed') {
         const peer = c.peer;
+        const was = demo.state;
         endCall(c);
-        fail('ICE failed: no working path to "' + peer + '"' + iceHint(c));
+        if (was === 'connected') fail('Lost the connection to "' + peer + '" (ICE failed).');
+        else fail('ICE failed: no working path to "' + peer + '"' + iceHint(c));
       } else if (s === 'disconnected' && demo.state === 'connected') {
         info('The connection to "' + c.peer + '" is interrupted; waiting for it to come back…');
       } else if (s === 'connected' && demo.state === 'connected') {
         ok('Connected to "' + c.peer + '". Click anywhere on the page to send "click".');
+      }
+    };
+    pc.onicegatheringstatechange = () => {
+      // Nothing to offer the other side (e.g. relay only and the TURN server refused us):
+      // ICE cannot succeed, say so now rather than at the call timeout.
+      if (call === c && pc.iceGatheringState === 'complete' && c.localCandidates === 0) {
+        const peer = c.peer;
+        endCall(c);
+        fail('ICE failed: this browser found no usable candidate to reach "' + peer + '"' + iceHint(c));
       }
     };
     pc.oniceconnectionstatechange = watch;
@@ -335,10 +349,14 @@
     }
     if (call && call.peer === msg.src && call.connectionId === p.connectionId) return;
     const c = newCall(msg.src, p.connectionId, 'callee');
-    c.serialization = p.serialization || 'raw';
+    c.serialization = p.serialization || 'binary'; // PeerJS's default
     el.peerId.value = msg.src;
     setState('answering');
     info('Call from "' + msg.src + '", answering…');
+    if (c.serialization !== 'raw' && c.serialization !== 'json') {
+      console.warn('"' + msg.src + '" uses PeerJS serialization "' + c.serialization +
+        '": this demo reads "raw" and "json" (connect with {serialization: \'raw\'})');
+    }
     try {
       const pc = await makePeerConnection(c);
       if (call !== c) return;
@@ -390,6 +408,7 @@
   // ---- the data channel ----
 
   function wireChannel(c, dc) {
+    dc.binaryType = 'arraybuffer';
     dc.onopen = () => {
       if (call !== c) return;
       clearTimeout(c.timer);
@@ -406,12 +425,28 @@
       endCall(c);
       info('The connection to "' + peer + '" closed.');
     };
-    dc.onmessage = (ev) => onData(ev.data);
+    dc.onmessage = (ev) => onData(c, ev.data);
   }
 
-  function onData(data) {
+  // encode and onData follow the connection's PeerJS serialization: "raw" sends
+  // strings as they are; "json" (PeerJS 1.5) sends the UTF-8 bytes of JSON text.
+  function encode(c, value) {
+    if (c.serialization === 'json') return new TextEncoder().encode(JSON.stringify(value));
+    return typeof value === 'string' ? value : JSON.stringify(value);
+  }
+
+  function onData(c, data) {
+    if (c.serialization === 'json') {
+      try {
+        const text = typeof data === 'string' ? data : new TextDecoder().decode(data);
+        const v = JSON.parse(text);
+        data = typeof v === 'string' ? v : JSON.stringify(v);
+      } catch (e) {
+        // not JSON after all: take it as it is
+      }
+    }
     if (typeof data !== 'string') {
-      addChat('them', '(binary data: this demo sends and reads text)');
+      addChat('them', '(binary data: this demo reads PeerJS "raw" or "json" serialization only)');
       return;
     }
     if (data === 'click') {
@@ -437,14 +472,14 @@
 
   function sendClick() {
     if (!channelOpen()) return;
-    call.dc.send('click');
+    call.dc.send(encode(call, 'click'));
     demo.clicksSent++;
   }
 
   function sendChat() {
     const text = el.chatInput.value;
     if (!text.trim() || !channelOpen()) return;
-    call.dc.send(JSON.stringify({chat: text}));
+    call.dc.send(encode(call, {chat: text}));
     el.chatInput.value = '';
     addChat('me', text);
   }
@@ -544,7 +579,11 @@
     if (t && t.closest && t.closest('input, button, select, textarea, label, a, form')) return;
     sendClick();
   });
+  // Leaving the page: tell the other side at once (the server relays LEAVE), then
+  // free our id.
   window.addEventListener('pagehide', () => {
+    if (call && signal) signal.send('LEAVE', call.peer);
+    endCall(call);
     if (signal) signal.close();
   });
 

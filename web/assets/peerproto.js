@@ -23,23 +23,22 @@
   }
 
   // readConfig returns {path, key} from the page's <script type="application/json" id="config">.
-  // When the page was reached through a proxy that changed the prefix (the page's URL
-  // does not start with the configured path), the page's own directory is used instead.
+  // The pages live at {path}demo and {path}diag, so the page's own directory is the
+  // path; when they differ (a reverse proxy changed the prefix) the page's directory wins.
   function readConfig(doc) {
     doc = doc || global.document;
     const el = doc.getElementById('config');
     const cfg = JSON.parse(el.textContent);
     let path = String(cfg.path || '/');
     const here = global.location.pathname;
-    let decoded = here;
+    const dir = here.slice(0, here.lastIndexOf('/') + 1);
+    let decoded = dir;
     try {
-      decoded = decodeURI(here);
+      decoded = decodeURI(dir);
     } catch (e) {
       // keep the raw path
     }
-    if (!here.startsWith(path) && !decoded.startsWith(path)) {
-      path = here.slice(0, here.lastIndexOf('/') + 1);
-    }
+    if (dir !== path && decoded !== path) path = dir;
     return {path: path, key: String(cfg.key || 'peerjs')};
   }
 
