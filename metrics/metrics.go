@@ -33,6 +33,15 @@ const (
 	AllocCapacity             = "capacity"
 	AllocUnsupportedTransport = "unsupported_transport"
 	AllocError                = "error"
+
+	// Kinds for relay_turn_quota_rejections_total.
+	QuotaUser  = "user_allocations"
+	QuotaTotal = "total_allocations"
+	QuotaPorts = "relay_ports"
+
+	// Results for relay_config_reload_total.
+	ReloadSuccess = "success"
+	ReloadFailure = "failure"
 )
 
 // Metrics holds every collector relay exports, registered in its own registry.
@@ -49,6 +58,16 @@ type Metrics struct {
 	PermissionsActive   prometheus.Gauge
 	ChannelsActive      prometheus.Gauge
 	BuildInfo           *prometheus.GaugeVec
+
+	AllocationDuration *prometheus.HistogramVec // transport
+	QuotaRejections    *prometheus.CounterVec   // kind
+	ConfigReloads      *prometheus.CounterVec   // result
+	Draining           prometheus.Gauge
+	ListenerErrors     *prometheus.CounterVec // transport
+	Requests           *prometheus.CounterVec // method, class
+	AllocationsLimit   prometheus.Gauge
+	RelayPorts         prometheus.Gauge
+	RelayPortsInUse    prometheus.Gauge
 
 	SignalPeers       prometheus.Gauge
 	SignalMessages    *prometheus.CounterVec // type
@@ -108,6 +127,43 @@ func New(version, revision string) *Metrics {
 			Name: "relay_build_info",
 			Help: "Always 1; labels say which build is running.",
 		}, []string{"version", "revision", "goversion"}),
+		AllocationDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "relay_turn_allocation_duration_seconds",
+			Help:    "How long allocations lived, observed when they end, by client transport.",
+			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400},
+		}, []string{"transport"}),
+		QuotaRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_turn_quota_rejections_total",
+			Help: "Allocate requests refused by a limit, by kind (user_allocations: 486; total_allocations and relay_ports: 508).",
+		}, []string{"kind"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_config_reload_total",
+			Help: "Configuration reloads (SIGHUP), by result (success, failure).",
+		}, []string{"result"}),
+		Draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_draining",
+			Help: "1 while relay drains before exiting: no new allocations, existing ones keep relaying.",
+		}),
+		ListenerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_turn_listener_errors_total",
+			Help: "Read, write and accept errors on the client listeners, by transport.",
+		}, []string{"transport"}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_turn_requests_total",
+			Help: "STUN/TURN requests answered, by method (binding, allocate, refresh, create_permission, channel_bind) and result class (2xx, 3xx, 4xx, 5xx).",
+		}, []string{"method", "class"}),
+		AllocationsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_turn_allocations_limit",
+			Help: "The configured total_allocations: alerts compare relay_turn_allocations_active with it.",
+		}),
+		RelayPorts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_turn_relay_ports",
+			Help: "Ports in the configured relay port range.",
+		}),
+		RelayPortsInUse: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_turn_relay_ports_in_use",
+			Help: "Relay ports bound by allocations now.",
+		}),
 		SignalPeers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_signal_peers_connected",
 			Help: "PeerJS peers registered on the signaling endpoint now.",
@@ -137,6 +193,8 @@ func New(version, revision string) *Metrics {
 		m.STUNBindingRequests, m.AllocationsActive, m.AllocationsTotal, m.AuthFailures,
 		m.PeerDenied, m.RelayedBytes, m.RelayedPackets, m.PermissionsActive, m.ChannelsActive,
 		m.BuildInfo,
+		m.AllocationDuration, m.QuotaRejections, m.ConfigReloads, m.Draining, m.ListenerErrors, m.Requests,
+		m.AllocationsLimit, m.RelayPorts, m.RelayPortsInUse,
 		m.SignalPeers, m.SignalMessages, m.SignalExpired, m.SignalRejected, m.ICECredentials, m.ICERequestsDenied,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -150,6 +208,21 @@ func New(version, revision string) *Metrics {
 	}
 	for _, r := range []string{AllocSuccess, AllocUnauthorized, AllocQuota, AllocCapacity, AllocUnsupportedTransport, AllocError} {
 		m.AllocationsTotal.WithLabelValues(r)
+	}
+	for _, t := range []string{TransportUDP, TransportTCP, TransportTLS} {
+		m.AllocationDuration.WithLabelValues(t)
+		m.ListenerErrors.WithLabelValues(t)
+	}
+	for _, k := range []string{QuotaUser, QuotaTotal, QuotaPorts} {
+		m.QuotaRejections.WithLabelValues(k)
+	}
+	for _, r := range []string{ReloadSuccess, ReloadFailure} {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	for _, method := range []string{"binding", "allocate", "refresh", "create_permission", "channel_bind"} {
+		for _, class := range []string{"2xx", "3xx", "4xx", "5xx"} {
+			m.Requests.WithLabelValues(method, class)
+		}
 	}
 	m.BytesClientToPeer = m.RelayedBytes.WithLabelValues(DirectionClientToPeer)
 	m.BytesPeerToClient = m.RelayedBytes.WithLabelValues(DirectionPeerToClient)
