@@ -63,6 +63,11 @@ type TURN struct {
 	// UDPSockets is the number of sockets per UDP listener; 0 means one per
 	// CPU.
 	UDPSockets int
+	// AlternateServer is sent in ALTERNATE-SERVER (300 Try Alternate) to new
+	// Allocates while draining; the zero value sends 508 instead.
+	AlternateServer netip.AddrPort
+	// DrainTimeout bounds how long SIGTERM waits for allocations to end.
+	DrainTimeout time.Duration
 }
 
 // Auth is the [auth] section.
@@ -168,10 +173,11 @@ func Default() *Config {
 		Realm:    "relay",
 		Software: "",
 		TURN: TURN{
-			UDP:        []string{"0.0.0.0:3478"},
-			TCP:        []string{"0.0.0.0:3478"},
-			TLS:        []string{},
-			RelayPorts: PortRange{Min: 49152, Max: 65535},
+			UDP:          []string{"0.0.0.0:3478"},
+			TCP:          []string{"0.0.0.0:3478"},
+			TLS:          []string{},
+			RelayPorts:   PortRange{Min: 49152, Max: 65535},
+			DrainTimeout: 30 * time.Second,
 		},
 		Auth: Auth{
 			Secrets: []string{},
@@ -286,6 +292,21 @@ func (s *TURN) decode(t *table) {
 		return err
 	})
 	t.integer("udp_sockets", "an integer from 0 to 1024 (0 = one socket per CPU)", &s.UDPSockets)
+	t.parse("alternate_server", `"IP:port" of another TURN server for clients to use while this one drains, e.g. "203.0.113.8:3478", or "" for none`, func(v string) error {
+		if v == "" {
+			s.AlternateServer = netip.AddrPort{}
+			return nil
+		}
+		ap, err := netip.ParseAddrPort(v)
+		if err == nil && (ap.Port() == 0 || ap.Addr().Zone() != "" || ap.Addr().IsUnspecified()) {
+			err = errors.New("bad alternate server")
+		}
+		if err == nil {
+			s.AlternateServer = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+		return err
+	})
+	t.duration("drain_timeout", `a duration such as "30s" or "2m" ("0s" exits at once)`, &s.DrainTimeout)
 }
 
 func (a *Auth) decode(t *table) {

@@ -38,6 +38,7 @@ func (c *Config) validate(loc locator) Errors {
 		ch.errorf("software", c.Software, "expected a UTF-8 string of fewer than 128 characters, or \"\" for none")
 	}
 	c.TURN.validate(ch)
+	c.TURN.validateDrain(ch)
 	c.Auth.validate(ch)
 	c.Limits.validate(ch)
 	c.Peers.validate(ch)
@@ -142,6 +143,12 @@ func checkListen(addr string) (string, error) {
 		return "", nil
 	}
 	return net.JoinHostPort(host, strconv.FormatUint(p, 10)), nil
+}
+
+func (t *TURN) validateDrain(ch *checker) {
+	if t.DrainTimeout < 0 {
+		ch.errorf("turn.drain_timeout", t.DrainTimeout.String(), `expected a duration >= 0 such as "30s"`)
+	}
 }
 
 func (a *Auth) validate(ch *checker) {

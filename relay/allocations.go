@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -42,30 +43,59 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 type allocation struct {
 	transport string
 	userID    string
+	client    netip.AddrPort
+	relayAddr netip.AddrPort // as advertised
 	created   time.Time
-	perms     map[netip.Addr]struct{}
-	channels  map[uint16]netip.AddrPort
+	username  string     // the credentials it was made with, which keep working for it
+	key       []byte     // (see ownKey)
+	conn      *relayConn // its relay socket, for the per-allocation counters
+	ending    string     // why it is going away, when relay knows (guarded by the table's mu)
+
+	mu       sync.RWMutex // perms is read per datagram from a peer
+	perms    map[netip.Addr]struct{}
+	channels map[uint16]netip.AddrPort
 }
+
+// permitted reports whether the allocation has a permission for a peer IP.
+func (a *allocation) permitted(ip netip.Addr) bool {
+	a.mu.RLock()
+	_, ok := a.perms[ip]
+	a.mu.RUnlock()
+	return ok
+}
+
+// Why an allocation ended, in the allocation log.
+const (
+	endExpired   = "expired"           // its lifetime ran out without a Refresh
+	endReleased  = "released"          // the client sent Refresh with lifetime 0
+	endConnClose = "connection_closed" // the client's TCP/TLS connection ended
+	endShutdown  = "shutdown"          // relay stopped
+)
 
 // reservation holds a quota slot between an accepted Allocate and pion's verdict on it.
 type reservation struct {
 	userID    string
 	transport string
+	username  string // the credentials the allocation was made with
+	key       []byte
 }
 
 // allocations tracks allocations, per-user counts and in-flight reservations. One mutex:
 // everything here changes at control-plane rates, never per packet.
 type allocations struct {
 	m       *metrics.Metrics
+	log     *slog.Logger
+	ports   *relayPorts
 	mu      sync.Mutex
 	byKey   map[tupleKey]*allocation
 	perUser map[string]int // allocations plus reservations, per user id
 	pending map[tupleKey]reservation
 }
 
-func newAllocations(m *metrics.Metrics) *allocations {
+func newAllocations(m *metrics.Metrics, log *slog.Logger) *allocations {
 	return &allocations{
 		m:       m,
+		log:     log,
 		byKey:   make(map[tupleKey]*allocation),
 		perUser: make(map[string]int),
 		pending: make(map[tupleKey]reservation),
@@ -87,20 +117,20 @@ func (t *allocations) total() int {
 }
 
 // reserve takes a quota slot for userID, or says which limit refused it.
-func (t *allocations) reserve(k tupleKey, userID, transport string, perUser, total int) (refusal string) {
+func (t *allocations) reserve(k tupleKey, r reservation, perUser, total int) (refusal string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, dup := t.pending[k]; dup {
 		return "" // a retransmission of an Allocate still in flight: already reserved
 	}
 	switch {
-	case t.perUser[userID] >= perUser:
+	case t.perUser[r.userID] >= perUser:
 		return metrics.AllocQuota
 	case len(t.byKey)+len(t.pending) >= total:
 		return metrics.AllocCapacity
 	}
-	t.perUser[userID]++
-	t.pending[k] = reservation{userID: userID, transport: transport}
+	t.perUser[r.userID]++
+	t.pending[k] = r
 	return ""
 }
 
@@ -136,8 +166,16 @@ func userIDOf(username string) string {
 // eventHandler returns the pion callbacks that keep this table in step.
 func (t *allocations) eventHandler(transportOf func(client net.Addr) string) turn.EventHandler {
 	return turn.EventHandler{
-		OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, _ net.Addr, _ int) {
+		OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
 			k := keyOf(src, dst)
+			ra := addrPortOf(relayAddr)
+			a := &allocation{
+				client: k.client, relayAddr: ra, created: time.Now(),
+				perms: make(map[netip.Addr]struct{}), channels: make(map[uint16]netip.AddrPort),
+			}
+			if t.ports != nil {
+				a.conn = t.ports.lookup(ra.Port())
+			}
 			t.mu.Lock()
 			r, ok := t.pending[k]
 			if ok {
@@ -146,11 +184,12 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 				r = reservation{userID: userIDOf(username), transport: transportOf(src)}
 				t.perUser[r.userID]++
 			}
-			t.byKey[k] = &allocation{
-				transport: r.transport, userID: r.userID, created: time.Now(),
-				perms: make(map[netip.Addr]struct{}), channels: make(map[uint16]netip.AddrPort),
-			}
+			a.transport, a.userID, a.username, a.key = r.transport, r.userID, r.username, r.key
+			t.byKey[k] = a
 			t.mu.Unlock()
+			if a.conn != nil {
+				a.conn.alloc.Store(a)
+			}
 			t.m.AllocationsActive.WithLabelValues(r.transport).Inc()
 			t.m.AllocationsTotal.WithLabelValues(metrics.AllocSuccess).Inc()
 		},
@@ -164,9 +203,7 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			}
 			t.mu.Unlock()
 			if ok {
-				t.m.AllocationsActive.WithLabelValues(a.transport).Dec()
-				t.m.PermissionsActive.Sub(float64(len(a.perms)))
-				t.m.ChannelsActive.Sub(float64(len(a.channels)))
+				t.ended(a)
 			}
 		},
 		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
@@ -175,6 +212,8 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 				return
 			}
 			if t.update(keyOf(src, dst), func(a *allocation) bool {
+				a.mu.Lock()
+				defer a.mu.Unlock()
 				if _, dup := a.perms[ip.Unmap()]; dup {
 					return false
 				}
@@ -191,6 +230,8 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			}
 			// pion may report one permission twice (expiry racing Close): count once.
 			if t.update(keyOf(src, dst), func(a *allocation) bool {
+				a.mu.Lock()
+				defer a.mu.Unlock()
 				if _, had := a.perms[ip.Unmap()]; !had {
 					return false
 				}
@@ -202,6 +243,8 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 		},
 		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
 			if t.update(keyOf(src, dst), func(a *allocation) bool {
+				a.mu.Lock()
+				defer a.mu.Unlock()
 				_, dup := a.channels[number]
 				a.channels[number] = addrPortOf(peer)
 				return !dup
@@ -211,6 +254,8 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 		},
 		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
 			if t.update(keyOf(src, dst), func(a *allocation) bool {
+				a.mu.Lock()
+				defer a.mu.Unlock()
 				if _, had := a.channels[number]; !had {
 					return false
 				}
@@ -221,6 +266,73 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			}
 		},
 	}
+}
+
+// ended accounts for an allocation pion deleted and writes the allocation log line.
+func (t *allocations) ended(a *allocation) {
+	a.mu.RLock()
+	perms, channels := len(a.perms), len(a.channels)
+	a.mu.RUnlock()
+	t.mu.Lock()
+	reason := a.ending
+	t.mu.Unlock()
+	if reason == "" {
+		reason = endExpired
+	}
+	lived := time.Since(a.created)
+	t.m.AllocationsActive.WithLabelValues(a.transport).Dec()
+	t.m.PermissionsActive.Sub(float64(perms))
+	t.m.ChannelsActive.Sub(float64(channels))
+	t.m.AllocationDuration.WithLabelValues(a.transport).Observe(lived.Seconds())
+	var c relayCounts
+	if a.conn != nil {
+		c = a.conn.counts()
+	}
+	t.log.Info("allocation ended", "user", a.userID, "client", a.client.String(), "transport", a.transport,
+		"relay", a.relayAddr.String(), "duration", lived.Round(time.Millisecond).String(),
+		"bytes_client_to_peer", c.c2pBytes, "packets_client_to_peer", c.c2pPackets,
+		"bytes_peer_to_client", c.p2cBytes, "packets_peer_to_client", c.p2cPackets, "reason", reason)
+}
+
+// ownKey returns the key the allocation at k was created with, if username is the one
+// it was created with. Requests on an existing allocation (Refresh, CreatePermission,
+// ChannelBind) may use it after those credentials expired or their secret was rotated
+// out: a call in progress must not drop because its credentials aged; new allocations
+// still need valid ones.
+func (t *allocations) ownKey(k tupleKey, username string) []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a, ok := t.byKey[k]; ok && a.username == username {
+		return a.key
+	}
+	return nil
+}
+
+// markEnding records why the allocation at k is about to end, for the allocation log.
+func (t *allocations) markEnding(k tupleKey, reason string) {
+	t.mu.Lock()
+	if a, ok := t.byKey[k]; ok && a.ending == "" {
+		a.ending = reason
+	}
+	t.mu.Unlock()
+}
+
+// markAll records reason for every allocation (shutdown).
+func (t *allocations) markAll(reason string) {
+	t.mu.Lock()
+	for _, a := range t.byKey {
+		if a.ending == "" {
+			a.ending = reason
+		}
+	}
+	t.mu.Unlock()
+}
+
+// count is the number of allocations now.
+func (t *allocations) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byKey)
 }
 
 // update applies f to the allocation under the lock and reports what f reports.

@@ -24,6 +24,12 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(p)
 		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				// pion ends its read loop on any error, which would silence this socket for
+				// good; a failed read of one datagram must not.
+				c.s.metrics.ListenerErrors.WithLabelValues(c.gate.transport).Inc()
+				continue
+			}
 			c.once.Do(c.done)
 			return 0, nil, err
 		}
@@ -36,11 +42,18 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	c.s.countOutgoing(p)
-	return c.UDPConn.WriteTo(p, addr)
+	n, err := c.UDPConn.WriteTo(p, addr)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		c.s.metrics.ListenerErrors.WithLabelValues(c.gate.transport).Inc()
+	}
+	return n, err
 }
 
 func (c *packetConn) reply(b []byte, to netip.AddrPort) {
-	_, _ = c.WriteToUDPAddrPort(b, to)
+	c.s.countResponse(b)
+	if _, err := c.WriteToUDPAddrPort(b, to); err != nil && !errors.Is(err, net.ErrClosed) {
+		c.s.metrics.ListenerErrors.WithLabelValues(c.gate.transport).Inc()
+	}
 }
 
 // streamListener accepts TCP or TLS clients for pion and remembers them, so that Close
@@ -57,11 +70,21 @@ type streamListener struct {
 }
 
 func (l *streamListener) Accept() (net.Conn, error) {
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			return nil, err
+			if errors.Is(err, net.ErrClosed) {
+				return nil, err
+			}
+			// pion stops accepting on any error; out of file descriptors (EMFILE) must
+			// only pause the listener, as net/http does.
+			l.s.metrics.ListenerErrors.WithLabelValues(l.transport).Inc()
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
+		backoff = 5 * time.Millisecond
 		local := addrPortOf(c.LocalAddr())
 		remote := addrPortOf(c.RemoteAddr())
 		sc := &streamConn{Conn: c, l: l, remote: remote, gate: newGate(l.s, l.transport, local, true)}
@@ -181,10 +204,15 @@ func (c *streamConn) Write(p []byte) (int, error) {
 }
 
 func (c *streamConn) reply(b []byte, _ netip.AddrPort) {
-	_, _ = c.Write(b)
+	c.l.s.countResponse(b)
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	_, _ = c.Conn.Write(b)
 }
 
 func (c *streamConn) Close() error {
+	// pion deletes the allocation of a connection that ends; say why in its log line.
+	c.l.s.allocs.markEnding(tupleKey{client: c.remote, local: c.gate.local, stream: true}, endConnClose)
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		c.l.mu.Lock()

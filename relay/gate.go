@@ -123,9 +123,6 @@ func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
 		return fail(reasonWrongRealm)
 	}
 	keys, userID, reason, ok := set.auth.Candidates(string(user), set.realm)
-	if !ok {
-		return fail(string(reason))
-	}
 	var key []byte
 	for _, c := range keys {
 		if stun.MessageIntegrity(c).Check(m) == nil {
@@ -133,7 +130,16 @@ func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
 			break
 		}
 	}
-	if key == nil {
+	if key == nil && method != stun.MethodAllocate {
+		// An open allocation keeps the credentials it was made with.
+		if own := g.s.allocs.ownKey(k, string(user)); own != nil && stun.MessageIntegrity(own).Check(m) == nil {
+			key, ok = own, true
+		}
+	}
+	switch {
+	case !ok:
+		return fail(string(reason))
+	case key == nil:
 		return fail(string(auth.ReasonBadPassword))
 	}
 	g.s.keys.put(string(user), set.realm, key)
@@ -148,17 +154,36 @@ func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
 			g.respond(set, from, rep, stun.CodeUnsupportedTransProto, key)
 			return false
 		}
-		switch g.s.allocs.reserve(k, userID, g.transport, set.userAllocations, set.totalAllocations) {
+		if g.s.draining.Load() {
+			// Draining: send new clients elsewhere (300 with ALTERNATE-SERVER) or refuse
+			// with 508, which clients treat as "try another server".
+			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
+			if alt := set.alternate; alt.IsValid() {
+				g.respond(set, from, rep, stun.CodeTryAlternate, key,
+					&stun.AlternateServer{IP: alt.Addr().AsSlice(), Port: int(alt.Port())})
+			} else {
+				g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
+			}
+			return false
+		}
+		r := reservation{userID: userID, transport: g.transport, username: string(user), key: key}
+		switch g.s.allocs.reserve(k, r, set.userAllocations, set.totalAllocations) {
 		case metrics.AllocQuota:
 			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocQuota).Inc()
+			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaUser).Inc()
 			g.respond(set, from, rep, stun.CodeAllocQuotaReached, key)
 			return false
 		case metrics.AllocCapacity:
 			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
+			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaTotal).Inc()
 			g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
 			return false
 		}
 		g.pending, g.hasPending = k, true
+	case stun.MethodRefresh:
+		if lt, err := m.Get(stun.AttrLifetime); err == nil && len(lt) == 4 && binary.BigEndian.Uint32(lt) == 0 {
+			g.s.allocs.markEnding(k, endReleased)
+		}
 	case stun.MethodCreatePermission:
 		// Every peer must pass, or nothing is installed (RFC 8656 §9.2).
 		peers := 0

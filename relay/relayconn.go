@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 var (
@@ -84,7 +85,15 @@ func (r *relayPorts) bindPort(network string, port uint16) (net.PacketConn, net.
 	r.mu.Lock()
 	r.open[port] = c
 	r.mu.Unlock()
+	r.s.metrics.RelayPortsInUse.Inc()
 	return c, net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.advertise, port)), nil
+}
+
+// lookup returns the open relay socket on port.
+func (r *relayPorts) lookup(port uint16) *relayConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.open[port]
 }
 
 func (r *relayPorts) AllocateConn(string, int) (net.Conn, net.Addr, error) {
@@ -102,9 +111,19 @@ func (r *relayPorts) openCount() int {
 // reaches only relay ports, and is counted as it goes.
 type relayConn struct {
 	*net.UDPConn
-	r    *relayPorts
-	port uint16
-	once sync.Once
+	r     *relayPorts
+	port  uint16
+	once  sync.Once
+	alloc atomic.Pointer[allocation] // set once pion reports the allocation
+
+	c2pBytes, c2pPackets, p2cBytes, p2cPackets atomic.Uint64
+}
+
+// relayCounts is what one allocation relayed, for the allocation log.
+type relayCounts struct{ c2pBytes, c2pPackets, p2cBytes, p2cPackets uint64 }
+
+func (c *relayConn) counts() relayCounts {
+	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load()}
 }
 
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -127,6 +146,8 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if err == nil {
 		c.r.s.metrics.BytesClientToPeer.Add(float64(n))
 		c.r.s.metrics.PacketsClientToPeer.Inc()
+		c.c2pBytes.Add(uint64(n))
+		c.c2pPackets.Add(1)
 	}
 	return n, err
 }
@@ -143,6 +164,11 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
 		from = netip.AddrPortFrom(c.r.advertise, from.Port())
 	}
+	// pion forwards what comes from a permitted peer; count it for the allocation log.
+	if a := c.alloc.Load(); a != nil && a.permitted(from.Addr()) {
+		c.p2cBytes.Add(uint64(n))
+		c.p2cPackets.Add(1)
+	}
 	return n, net.UDPAddrFromAddrPort(from), nil
 }
 
@@ -154,6 +180,7 @@ func (c *relayConn) Close() error {
 			delete(c.r.open, c.port)
 		}
 		c.r.mu.Unlock()
+		c.r.s.metrics.RelayPortsInUse.Dec()
 	})
 	return err
 }

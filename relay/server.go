@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/pion/turn/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/relayproject/relay/auth"
@@ -32,6 +34,7 @@ type Options struct {
 // settings is what a request is checked against; swapped whole, so a reload never shows
 // a request half of the old and half of the new configuration.
 type settings struct {
+	alternate        netip.AddrPort // ALTERNATE-SERVER while draining; zero: none
 	realm            string
 	software         string
 	auth             *auth.Authenticator
@@ -46,6 +49,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	settings atomic.Pointer[settings]
+	draining atomic.Bool
 	allocs   *allocations
 	keys     keyCache
 	relay    *relayPorts
@@ -61,6 +65,8 @@ type Server struct {
 	udpLoops sync.WaitGroup
 	addrs    map[string][]net.Addr // transport -> bound listener addresses
 	closed   bool
+
+	requests [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
 }
 
 // New checks the options and works out the relay address; Start opens the sockets.
@@ -72,7 +78,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	cfg := o.Config
-	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics), addrs: map[string][]net.Addr{}}
+	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics, o.Logger), addrs: map[string][]net.Addr{}}
 
 	switch {
 	case cfg.TURN.RelayIP.IsValid():
@@ -101,22 +107,83 @@ func New(o Options) (*Server, error) {
 	if err := s.relay.Validate(); err != nil {
 		return nil, err
 	}
-	s.settings.Store(&settings{
-		realm:    cfg.Realm,
-		software: cfg.Software,
-		auth:     o.Auth,
+	s.allocs.ports = s.relay
+	for i, m := range responseMethods {
+		for j, c := range responseClasses {
+			s.requests[i][j] = o.Metrics.Requests.WithLabelValues(m.name, c)
+		}
+	}
+	o.Metrics.RelayPorts.Set(float64(cfg.TURN.RelayPorts.Size()))
+	o.Metrics.AllocationsLimit.Set(float64(cfg.Limits.TotalAllocations))
+	s.settings.Store(s.newSettings(cfg, o.Auth, cfg.Realm))
+	return s, nil
+}
+
+// newSettings derives what requests are checked against from a configuration. realm
+// is the one the server started with: pion challenges with it, so it cannot change.
+func (s *Server) newSettings(cfg *config.Config, a *auth.Authenticator, realm string) *settings {
+	return &settings{
+		alternate: cfg.TURN.AlternateServer,
+		realm:     realm,
+		software:  cfg.Software,
+		auth:      a,
 		policy: NewPeerPolicy(PeerPolicyConfig{
 			DenyDefault: cfg.Peers.DenyDefault,
 			Deny:        cfg.Peers.DenyPrefixes,
 			Allow:       cfg.Peers.AllowPrefixes,
 			Self:        []netip.Addr{s.relayBind, s.relayAdvertise},
-			SelfPorts:   [2]uint16{cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max},
+			SelfPorts:   [2]uint16{s.cfg.TURN.RelayPorts.Min, s.cfg.TURN.RelayPorts.Max},
 		}),
 		userAllocations:  cfg.Limits.UserAllocations,
 		totalAllocations: cfg.Limits.TotalAllocations,
-	})
-	return s, nil
+	}
 }
+
+// Reload applies a new configuration to the running server: credentials (secrets and
+// static users, through a), the TLS certificate, the peer policy, quotas, SOFTWARE and
+// the alternate server. Open allocations and connections are untouched. It returns the
+// changed keys that only a restart applies (listeners, relay addresses, realm); an error
+// (an unreadable certificate) leaves the running configuration as it was.
+func (s *Server) Reload(cfg *config.Config, a *auth.Authenticator) (needRestart []string, err error) {
+	if len(cfg.TURN.TLS) > 0 && len(s.cfg.TURN.TLS) > 0 {
+		cert, err := tls.LoadX509KeyPair(cfg.TURN.TLSCert, cfg.TURN.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("turn.tls_cert %q / turn.tls_key %q: %w", cfg.TURN.TLSCert, cfg.TURN.TLSKey, err)
+		}
+		s.tlsCert.Store(&cert)
+	}
+	old := s.cfg
+	for _, c := range []struct {
+		key     string
+		changed bool
+	}{
+		{"realm", cfg.Realm != old.Realm},
+		{"turn.udp", !slices.Equal(cfg.TURN.UDP, old.TURN.UDP)},
+		{"turn.tcp", !slices.Equal(cfg.TURN.TCP, old.TURN.TCP)},
+		{"turn.tls", !slices.Equal(cfg.TURN.TLS, old.TURN.TLS)},
+		{"turn.relay_ip", cfg.TURN.RelayIP != old.TURN.RelayIP},
+		{"turn.public_ip", cfg.TURN.PublicIP != old.TURN.PublicIP},
+		{"turn.relay_ports", cfg.TURN.RelayPorts != old.TURN.RelayPorts},
+		{"turn.udp_sockets", cfg.TURN.UDPSockets != old.TURN.UDPSockets},
+	} {
+		if c.changed {
+			needRestart = append(needRestart, c.key)
+		}
+	}
+	s.settings.Store(s.newSettings(cfg, a, old.Realm))
+	s.metrics.AllocationsLimit.Set(float64(cfg.Limits.TotalAllocations))
+	return needRestart, nil
+}
+
+// Drain stops new allocations (they get 300 with the alternate server, or 508); open
+// ones keep relaying until they end or Close.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.metrics.Draining.Set(1)
+}
+
+// AllocationCount is the number of open allocations.
+func (s *Server) AllocationCount() int { return s.allocs.count() }
 
 // DetectRelayIP returns the first IPv4 address of an up, non-loopback interface.
 func DetectRelayIP() (netip.Addr, error) {
@@ -284,6 +351,7 @@ func (s *Server) Close() error {
 	pion, streams := s.pion, s.streams
 	s.mu.Unlock()
 
+	s.allocs.markAll(endShutdown)
 	err := pion.Close()
 	for _, l := range streams {
 		l.closeAll()
@@ -301,21 +369,31 @@ func (s *Server) Close() error {
 	return err
 }
 
-// countOutgoing counts what pion sends to a client: peer data as it passes, and the
-// Allocate failures only pion sees (it runs out of relay ports, or the request is bad).
+// countOutgoing counts what pion sends to a client: peer data as it passes, responses by
+// method and class, and the Allocate failures only pion sees (it runs out of relay
+// ports, or the request is bad).
 func (s *Server) countOutgoing(p []byte) {
 	if n, ok := relayedPayload(p); ok {
 		s.metrics.BytesPeerToClient.Add(float64(n))
 		s.metrics.PacketsPeerToClient.Inc()
 		return
 	}
+	s.countResponse(p)
 	switch code, ok := allocateErrorCode(p); {
 	case !ok, code == 401, code == 438:
 		// Not an Allocate error, or the normal challenge and nonce renewal.
 	case code == 508:
 		s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
+		s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaPorts).Inc()
 	default:
 		s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocError).Inc()
+	}
+}
+
+// countResponse counts a STUN response by method and class (relay_turn_requests_total).
+func (s *Server) countResponse(p []byte) {
+	if m, c, ok := responseClass(p); ok {
+		s.requests[m][c].Inc()
 	}
 }
 

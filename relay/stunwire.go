@@ -82,6 +82,61 @@ func relayedPayload(b []byte) (int, bool) {
 	return 0, false
 }
 
+// responseMethods are the methods counted in relay_turn_requests_total, with their STUN
+// method numbers; responseClasses the result classes.
+var (
+	responseMethods = [...]struct {
+		code uint16
+		name string
+	}{{0x001, "binding"}, {0x003, "allocate"}, {0x004, "refresh"}, {0x008, "create_permission"}, {0x009, "channel_bind"}}
+	responseClasses = [...]string{"2xx", "3xx", "4xx", "5xx"}
+)
+
+// responseClass classifies a STUN response: the index of its method in responseMethods
+// and of its class in responseClasses (errors by their ERROR-CODE class).
+func responseClass(b []byte) (method, class int, ok bool) {
+	if len(b) < stunHeaderSize || b[0]&0xC0 != 0 {
+		return 0, 0, false
+	}
+	t := binary.BigEndian.Uint16(b[0:2])
+	// The class bits are 0x0100 (C1) and 0x0010 (C0); the method is the rest.
+	c1, c0 := t&0x0100 != 0, t&0x0010 != 0
+	if !c1 {
+		return 0, 0, false // a request or an indication
+	}
+	m := t &^ 0x0110
+	m = (m & 0x000F) | ((m & 0x00E0) >> 1) | ((m & 0x3E00) >> 2)
+	method = -1
+	for i, rm := range responseMethods {
+		if rm.code == m {
+			method = i
+		}
+	}
+	if method < 0 {
+		return 0, 0, false
+	}
+	if !c0 {
+		return method, 0, true // success response
+	}
+	for off := stunHeaderSize; off+4 <= len(b); {
+		at := binary.BigEndian.Uint16(b[off : off+2])
+		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if at == attrErrorCode && l >= 4 && off+8 <= len(b) {
+			switch b[off+6] & 0x7 {
+			case 3:
+				return method, 1, true
+			case 4:
+				return method, 2, true
+			case 5, 6:
+				return method, 3, true
+			}
+			return 0, 0, false
+		}
+		off += 4 + (l+3)&^3
+	}
+	return 0, 0, false
+}
+
 // allocateErrorCode returns the ERROR-CODE of an Allocate error response, if b is one.
 func allocateErrorCode(b []byte) (int, bool) {
 	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b[0:2]) != typeAllocateError {

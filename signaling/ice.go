@@ -30,7 +30,7 @@ func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 		deny("rate", http.StatusTooManyRequests, "too many requests from your address; retry later")
 		return
 	}
-	if len(s.cfg.APITokens) > 0 && !s.tokenOK(r.Header.Get("Authorization")) {
+	if len(s.conf().APITokens) > 0 && !s.tokenOK(r.Header.Get("Authorization")) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="relay"`)
 		deny("token", http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <token>")
 		return
@@ -48,7 +48,7 @@ func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 		deny("bad_request", http.StatusBadRequest, "username must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
 		return
 	}
-	creds, err := s.mint(user, s.cfg.CredentialTTL)
+	creds, err := s.mint(user, s.conf().CredentialTTL)
 	if err != nil {
 		s.log.Error("minting TURN credentials", "err", err)
 		jsonError(w, http.StatusInternalServerError, "cannot mint credentials")
@@ -84,7 +84,7 @@ func (s *Server) tokenOK(header string) bool {
 		return false
 	}
 	match := 0
-	for _, t := range s.cfg.APITokens {
+	for _, t := range s.conf().APITokens {
 		match |= subtle.ConstantTimeCompare([]byte(tok), []byte(t))
 	}
 	return match == 1
@@ -93,8 +93,8 @@ func (s *Server) tokenOK(header string) bool {
 // host is the name browsers should use in stun:/turn: URLs: public_host, else the host
 // the request was addressed to.
 func (s *Server) host(r *http.Request) string {
-	if s.cfg.PublicHost != "" {
-		return s.cfg.PublicHost
+	if s.conf().PublicHost != "" {
+		return s.conf().PublicHost
 	}
 	h := r.Host
 	if host, _, err := net.SplitHostPort(h); err == nil {

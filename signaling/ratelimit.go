@@ -23,6 +23,13 @@ func newRateLimiter(perMinute int) *rateLimiter {
 	return &rateLimiter{perMinute: float64(perMinute), buckets: make(map[netip.Addr]*bucket)}
 }
 
+// setRate changes the rate from now on.
+func (l *rateLimiter) setRate(perMinute int) {
+	l.mu.Lock()
+	l.perMinute = float64(perMinute)
+	l.mu.Unlock()
+}
+
 // allow takes a token for ip, or says how long until one is available.
 func (l *rateLimiter) allow(ip netip.Addr, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()

@@ -170,6 +170,13 @@ func (r *memoryRegistry) Expire(cutoff time.Time) []Queued {
 	return out
 }
 
+// setLimits changes the limits for registrations and queueing from now on.
+func (r *memoryRegistry) setLimits(limit, maxQueue int) {
+	r.mu.Lock()
+	r.limit, r.maxQueue = limit, maxQueue
+	r.mu.Unlock()
+}
+
 // queueLen is how many messages wait for id.
 func (r *memoryRegistry) queueLen(id string) int {
 	r.mu.Lock()

@@ -37,7 +37,8 @@ type Options struct {
 
 // Server is the signaling endpoint, the ICE endpoint and the pages on one HTTP server.
 type Server struct {
-	cfg     config.Signal
+	cfg     config.Signal                 // as started: listener, path, key
+	live    atomic.Pointer[config.Signal] // what Reload may change
 	reg     Registry
 	mint    func(string, time.Duration) (auth.Credentials, error)
 	uris    func(string) ([]string, []string)
@@ -75,6 +76,7 @@ func New(o Options) (*Server, error) {
 		metrics: o.Metrics, log: o.Logger, ice: newRateLimiter(o.Config.ICERequestsPerMinute),
 		conns: make(map[*peerConn]struct{}), perIP: make(map[netip.Addr]int),
 	}
+	s.live.Store(&o.Config)
 	s.up = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   1024,
@@ -90,6 +92,42 @@ func New(o Options) (*Server, error) {
 		s.metrics.ICERequestsDenied.WithLabelValues(r)
 	}
 	return s, nil
+}
+
+// conf is the current configuration (Reload swaps it).
+func (s *Server) conf() *config.Signal { return s.live.Load() }
+
+// Reload applies a new [signal] section: origins, tokens, timeouts, limits, credential
+// lifetime, public host and the TLS certificate. Open sockets stay. It returns the
+// changed keys that need a restart (listen, path, key, TLS on or off); an error (an
+// unreadable certificate) changes nothing.
+func (s *Server) Reload(c config.Signal) (needRestart []string, err error) {
+	if c.TLSCert != "" && s.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("signal.tls_cert %q / signal.tls_key %q: %w", c.TLSCert, c.TLSKey, err)
+		}
+		s.cert.Store(&cert)
+	}
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"signal.listen", c.Listen != s.cfg.Listen},
+		{"signal.path", c.Path != s.cfg.Path},
+		{"signal.key", c.Key != s.cfg.Key},
+		{"signal.tls_cert", (c.TLSCert == "") != (s.cfg.TLSCert == "")},
+	} {
+		if k.changed {
+			needRestart = append(needRestart, k.key)
+		}
+	}
+	if r, ok := s.reg.(interface{ setLimits(limit, maxQueue int) }); ok {
+		r.setLimits(c.ConcurrentLimit, c.MaxQueue)
+	}
+	s.ice.setRate(c.ICERequestsPerMinute)
+	s.live.Store(&c)
+	return needRestart, nil
 }
 
 // Start listens on the configured address (https/wss when a certificate is set) and
@@ -173,14 +211,12 @@ func (s *Server) Close(ctx context.Context) error {
 // every second (faster when expire_timeout is short).
 func (s *Server) sweep(ctx context.Context) {
 	defer s.loops.Done()
-	every := min(time.Second, max(s.cfg.ExpireTimeout/5, 20*time.Millisecond))
-	t := time.NewTicker(every)
-	defer t.Stop()
 	for {
+		every := min(time.Second, max(s.conf().ExpireTimeout/5, 20*time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case now := <-time.After(every):
 			s.expire(now)
 			s.ice.prune(now)
 		}
@@ -188,7 +224,7 @@ func (s *Server) sweep(ctx context.Context) {
 }
 
 func (s *Server) expire(now time.Time) {
-	gone := s.reg.Expire(now.Add(-s.cfg.ExpireTimeout))
+	gone := s.reg.Expire(now.Add(-s.conf().ExpireTimeout))
 	if len(gone) == 0 {
 		return
 	}
@@ -210,13 +246,11 @@ func (s *Server) expire(now time.Time) {
 // answer on their own, so clients that never send HEARTBEAT (PeerJS 0.3.x) stay alive.
 func (s *Server) pings(ctx context.Context) {
 	defer s.loops.Done()
-	t := time.NewTicker(max(s.cfg.AliveTimeout/3, 50*time.Millisecond))
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(max(s.conf().AliveTimeout/3, 50*time.Millisecond)):
 			s.mu.Lock()
 			conns := make([]*peerConn, 0, len(s.conns))
 			for p := range s.conns {
@@ -286,7 +320,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case ok && key != "" && what == "id":
 			s.serveID(w)
 		case ok && key != "" && what == "peers":
-			if !s.cfg.AllowDiscovery {
+			if !s.conf().AllowDiscovery {
 				jsonError(w, http.StatusUnauthorized, "peer discovery is disabled (signal.allow_discovery)")
 				return
 			}
@@ -302,7 +336,7 @@ func (s *Server) originAllowed(origin string) bool {
 	if origin == "" {
 		return true // not a browser's cross-origin request
 	}
-	for _, o := range s.cfg.AllowedOrigins {
+	for _, o := range s.conf().AllowedOrigins {
 		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
 			return true
 		}

@@ -53,7 +53,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	overIP := replaced == nil && s.perIP[ip] >= s.cfg.MaxPeersPerIP
+	overIP := replaced == nil && s.perIP[ip] >= s.conf().MaxPeersPerIP
 	if !overIP && !s.closed {
 		s.perIP[ip]++
 		s.conns[p] = struct{}{}
@@ -86,8 +86,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 // read handles the peer's messages. Any frame, and the pong to our pings, proves life.
 func (s *Server) read(p *peerConn) {
 	ws := p.ws
-	alive := s.cfg.AliveTimeout
-	ws.SetReadLimit(int64(s.cfg.MaxMessageBytes))
+	alive := s.conf().AliveTimeout
+	ws.SetReadLimit(int64(s.conf().MaxMessageBytes))
 	_ = ws.SetReadDeadline(time.Now().Add(alive))
 	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(alive)) })
 	ws.SetPingHandler(func(data string) error {

@@ -2,20 +2,38 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/sdnotify"
 	"github.com/relayproject/relay/metrics"
 	"github.com/relayproject/relay/relay"
 	"github.com/relayproject/relay/signaling"
 )
+
+// daemon is a running relay: the parts serve assembles and what reload swaps.
+type daemon struct {
+	path      string
+	cfg       *config.Config // as started
+	level     *slog.LevelVar
+	log       *slog.Logger
+	generated string // the secret made at start when the config has none
+	auth      atomic.Pointer[auth.Authenticator]
+	metrics   *metrics.Metrics
+	turn      *relay.Server
+	sig       *signaling.Server
+	ep        *metrics.Endpoint
+}
 
 func serve(args []string) error {
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
@@ -23,21 +41,55 @@ func serve(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Signals are caught from the start, so one that arrives while starting up is
+	// handled as a request to stop, never by the default action.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log)
+	d := &daemon{path: *configPath, cfg: cfg, level: new(slog.LevelVar)}
+	d.level.Set(cfg.Log.SlogLevel())
+	d.log = newLogger(cfg.Log, d.level)
 	for _, w := range cfg.Warnings() {
-		log.Warn("config: " + w)
+		d.log.Warn("config: " + w)
 	}
+	if err := d.start(); err != nil {
+		d.stop()
+		return err
+	}
+	_ = sdnotify.Ready()
+	d.log.Info("relay started", "config", cfg.Source, "realm", cfg.Realm)
+	stopWatchdog := d.watchdog()
+	defer stopWatchdog()
 
-	generated := len(cfg.Auth.Secrets) == 0
-	if generated {
+	for s := range sigs {
+		switch s {
+		case syscall.SIGHUP:
+			d.reload()
+		case syscall.SIGTERM:
+			d.drain(sigs)
+			d.stop()
+			return nil
+		default: // SIGINT: a person at a terminal wants it gone now
+			d.stop()
+			return nil
+		}
+	}
+	return nil
+}
+
+func (d *daemon) start() error {
+	cfg := d.cfg
+	if len(cfg.Auth.Secrets) == 0 {
 		secret, err := auth.GenerateSecret()
 		if err != nil {
 			return err
 		}
+		d.generated = secret
 		cfg.Auth.Secrets = []string{secret}
 		// Printed once, to the terminal, never into the log stream.
 		fmt.Fprintf(os.Stderr, "WARNING: no [auth] secrets configured; generated a shared secret for this run only:\n\n    %s\n\n"+
@@ -47,59 +99,180 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	if generated {
+	d.auth.Store(a)
+	if d.generated != "" {
 		printTryIt(cfg, a)
 	}
 	ver, rev := buildVersion()
-	m := metrics.New(ver, rev)
+	d.metrics = metrics.New(ver, rev)
 
-	srv, err := relay.New(relay.Options{Config: cfg, Auth: a, Metrics: m, Logger: log})
-	if err != nil {
+	if d.turn, err = relay.New(relay.Options{Config: cfg, Auth: a, Metrics: d.metrics, Logger: d.log}); err != nil {
 		return err
 	}
-	var ep *metrics.Endpoint
 	if cfg.Metrics.Listen != "" {
-		if ep, err = metrics.Listen(cfg.Metrics.Listen, m); err != nil {
+		if d.ep, err = metrics.Listen(cfg.Metrics.Listen, d.metrics); err != nil {
 			return fmt.Errorf("metrics.listen %q: %w", cfg.Metrics.Listen, err)
 		}
-		log.Info("listening", "transport", "http", "addr", ep.Addr().String(), "serves", "/metrics")
+		d.log.Info("listening", "transport", "http", "addr", d.ep.Addr().String(), "serves", "/metrics")
 	}
-	if err := srv.Start(); err != nil {
-		if ep != nil {
-			_ = ep.Shutdown(context.Background())
-		}
+	if err := d.turn.Start(); err != nil {
 		return err
 	}
-	var sig *signaling.Server
 	if cfg.Signal.Listen != "" {
-		if sig, err = startSignal(cfg, a, m, srv, log); err != nil {
-			_ = srv.Close()
-			if ep != nil {
-				_ = ep.Shutdown(context.Background())
-			}
+		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.log); err != nil {
 			return err
 		}
 	}
-	log.Info("relay started", "version", ver, "config", cfg.Source, "realm", cfg.Realm)
+	d.log.Info("version", "version", ver, "revision", rev)
+	return nil
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
-	stop() // a second signal now ends the process the default way
-	log.Info("shutting down")
-	if sig != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = sig.Close(sctx)
-		cancel()
+// mint makes credentials with the authenticator in force (reload swaps it).
+func (d *daemon) mint(userID string, ttl time.Duration) (auth.Credentials, error) {
+	return d.auth.Load().Mint(userID, ttl)
+}
+
+// reload re-reads the config file and applies what can change without a restart. A
+// config that does not load, or names a certificate that does not, changes nothing.
+func (d *daemon) reload() {
+	_ = sdnotify.Reloading()
+	defer func() { _ = sdnotify.Ready() }()
+	fail := func(err error) {
+		d.metrics.ConfigReloads.WithLabelValues(metrics.ReloadFailure).Inc()
+		d.log.Error("reload: keeping the running configuration", "err", err)
 	}
-	err = srv.Close()
-	if ep != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = ep.Shutdown(sctx)
-		cancel()
+	cfg, err := loadConfig(d.path)
+	if err != nil {
+		fail(err)
+		return
 	}
-	log.Info("stopped")
-	return err
+	if len(cfg.Auth.Secrets) == 0 && d.generated != "" {
+		cfg.Auth.Secrets = []string{d.generated} // credentials already handed out stay valid
+	}
+	a, err := newAuthenticator(cfg)
+	if err != nil {
+		fail(err)
+		return
+	}
+	// Check the certificates first so that a bad one leaves everything as it was.
+	for _, pair := range [][2]string{{cfg.TURN.TLSCert, cfg.TURN.TLSKey}, {cfg.Signal.TLSCert, cfg.Signal.TLSKey}} {
+		if pair[0] != "" {
+			if _, err := tls.LoadX509KeyPair(pair[0], pair[1]); err != nil {
+				fail(fmt.Errorf("certificate %q / %q: %w", pair[0], pair[1], err))
+				return
+			}
+		}
+	}
+	restart, err := d.turn.Reload(cfg, a)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if d.sig != nil {
+		more, err := d.sig.Reload(cfg.Signal)
+		if err != nil {
+			fail(err)
+			return
+		}
+		restart = append(restart, more...)
+	} else if cfg.Signal.Listen != "" {
+		restart = append(restart, "signal.listen")
+	}
+	if cfg.Metrics.Listen != d.cfg.Metrics.Listen {
+		restart = append(restart, "metrics.listen")
+	}
+	if cfg.Log.Format != d.cfg.Log.Format {
+		restart = append(restart, "log.format")
+	}
+	d.auth.Store(a)
+	d.level.Set(cfg.Log.SlogLevel())
+	for _, w := range cfg.Warnings() {
+		d.log.Warn("config: " + w)
+	}
+	d.metrics.ConfigReloads.WithLabelValues(metrics.ReloadSuccess).Inc()
+	if len(restart) > 0 {
+		d.log.Warn("config reloaded; these changes need a restart to take effect", "keys", restart)
+	} else {
+		d.log.Info("config reloaded", "config", cfg.Source)
+	}
+}
+
+// drain stops new allocations and waits for open ones to end, up to drain_timeout; a
+// second SIGTERM or SIGINT ends the wait at once.
+func (d *daemon) drain(sigs <-chan os.Signal) {
+	_ = sdnotify.Stopping()
+	d.turn.Drain()
+	n := d.turn.AllocationCount()
+	if n == 0 {
+		return
+	}
+	timeout := d.cfg.TURN.DrainTimeout
+	d.log.Info("draining: no new allocations; waiting for open ones to end", "allocations", n, "timeout", timeout.String())
+	deadline := time.After(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			if d.turn.AllocationCount() == 0 {
+				d.log.Info("drained: every allocation ended")
+				return
+			}
+		case <-deadline:
+			d.log.Info("drain timeout: closing the remaining allocations", "allocations", d.turn.AllocationCount())
+			return
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			d.log.Info("second signal: stopping now", "signal", s.String())
+			return
+		}
+	}
+}
+
+// stop closes everything that was started.
+func (d *daemon) stop() {
+	_ = sdnotify.Stopping()
+	if d.log == nil {
+		return
+	}
+	d.log.Info("shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if d.sig != nil {
+		_ = d.sig.Close(ctx)
+	}
+	if d.turn != nil {
+		_ = d.turn.Close()
+	}
+	if d.ep != nil {
+		_ = d.ep.Shutdown(ctx)
+	}
+	d.log.Info("stopped")
+}
+
+// watchdog pings systemd's watchdog at half its interval when WatchdogSec is set.
+func (d *daemon) watchdog() (stop func()) {
+	every, ok := sdnotify.WatchdogInterval()
+	if !ok {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = sdnotify.Watchdog()
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // printTryIt shows a newcomer an iceServers entry that works against this run.
