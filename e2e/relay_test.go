@@ -30,6 +30,7 @@ udp = ["127.0.0.1:0"]
 tcp = ["127.0.0.1:0"]
 relay_ip = "127.0.0.1"
 relay_ports = "61000-61999"
+drain_timeout = "1s"
 [auth]
 secrets = ["` + e2eSecret + `"]
 [peers]
