@@ -143,7 +143,17 @@ type streamConn struct {
 	closeOnce  sync.Once
 }
 
+// Read returns the next frame for pion. When it fails, pion ends this connection's read
+// loop and deletes its allocation, so the allocation log learns why first.
 func (c *streamConn) Read(p []byte) (int, error) {
+	n, err := c.read(p)
+	if err != nil {
+		c.l.s.allocs.markEnding(tupleKey{client: c.remote, local: c.gate.local, stream: true}, endConnClose)
+	}
+	return n, err
+}
+
+func (c *streamConn) read(p []byte) (int, error) {
 	if c.tls != nil && !c.handshaken {
 		ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
 		err := c.tls.HandshakeContext(ctx)
@@ -211,8 +221,6 @@ func (c *streamConn) reply(b []byte, _ netip.AddrPort) {
 }
 
 func (c *streamConn) Close() error {
-	// pion deletes the allocation of a connection that ends; say why in its log line.
-	c.l.s.allocs.markEnding(tupleKey{client: c.remote, local: c.gate.local, stream: true}, endConnClose)
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
 		c.l.mu.Lock()

@@ -1,9 +1,14 @@
 package relay
 
 import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,4 +120,86 @@ func TestDrain(t *testing.T) {
 		}
 		waitFor(t, "the allocation to end", func() bool { return s.AllocationCount() == 0 })
 	}
+}
+
+// TestAllocationLog: one line per ended allocation, with who, where, how long, how much
+// each way and why it ended.
+func TestAllocationLog(t *testing.T) {
+	var buf syncBuffer
+	s := startServer(t, allowLoopback)
+	s.allocs.log = slog.New(slog.NewJSONHandler(&buf, nil))
+	peer := echoPeer(t)
+
+	// Over TCP, released by closing the connection.
+	user, pass := s.creds(t, "logged")
+	c := dialRaw(t, "tcp", s.addr("tcp"), nil)
+	sess, r := c.allocate(user, pass)
+	if errorCode(r) != 0 {
+		t.Fatalf("allocate: %d", errorCode(r))
+	}
+	ap := netip.MustParseAddrPort(peer.String())
+	if r := sess.request(stun.NewType(stun.MethodCreatePermission, stun.ClassRequest), xorPeer{ap}); errorCode(r) != 0 {
+		t.Fatalf("permission: %d", errorCode(r))
+	}
+	send := mustBuild(t, stun.NewType(stun.MethodSend, stun.ClassIndication), xorPeer{ap}, stun.RawAttribute{Type: stun.AttrData, Value: []byte("twelve bytes")})
+	if _, err := c.conn.Write(send.Raw); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the echo to come back", func() bool { return testutil.ToFloat64(s.metrics.PacketsPeerToClient) == 1 })
+	_ = c.conn.Close()
+
+	// Over UDP, released with Refresh lifetime 0.
+	u2, p2 := s.creds(t, "released")
+	c2 := dialRaw(t, "udp", s.addr("udp"), nil)
+	sess2, r := c2.allocate(u2, p2)
+	if errorCode(r) != 0 {
+		t.Fatalf("allocate: %d", errorCode(r))
+	}
+	if r := sess2.request(stun.NewType(stun.MethodRefresh, stun.ClassRequest), lifetime(0)); errorCode(r) != 0 {
+		t.Fatalf("release: %d", errorCode(r))
+	}
+	waitFor(t, "two allocation log lines", func() bool { return strings.Count(buf.String(), `"allocation ended"`) == 2 })
+
+	lines := map[string]map[string]any{}
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "allocation ended" {
+			lines[rec["user"].(string)] = rec
+		}
+	}
+	tcp := lines["logged"]
+	for k, want := range map[string]any{"transport": "tcp", "reason": "connection_closed",
+		"bytes_client_to_peer": float64(12), "packets_client_to_peer": float64(1),
+		"bytes_peer_to_client": float64(12), "packets_peer_to_client": float64(1)} {
+		if tcp[k] != want {
+			t.Errorf("tcp allocation log %s = %v, want %v (%v)", k, tcp[k], want, tcp)
+		}
+	}
+	if tcp["client"] != c.conn.LocalAddr().String() || !strings.HasPrefix(tcp["relay"].(string), "127.0.0.1:") || tcp["duration"] == "" {
+		t.Errorf("tcp allocation log: %v", tcp)
+	}
+	if udp := lines["released"]; udp["reason"] != "released" || udp["transport"] != "udp" {
+		t.Errorf("udp allocation log: %v", udp)
+	}
+	if strings.Contains(buf.String(), pass) || strings.Contains(buf.String(), testSecret) {
+		t.Errorf("a password or secret reached the log")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test reading it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
