@@ -58,6 +58,7 @@ func need(t *testing.T, name, pkg string) string {
 type relayProc struct {
 	t       *testing.T
 	cmd     *exec.Cmd
+	cfgPath string
 	addrs   map[string]string // transport -> bound address ("udp", "tcp", "tls", "http")
 	mu      sync.Mutex
 	stderr  bytes.Buffer
@@ -70,16 +71,30 @@ type relayProc struct {
 // [signal] section) and waits until it says it started.
 func startRelay(t *testing.T, toml string) *relayProc {
 	t.Helper()
-	cfgPath := filepath.Join(t.TempDir(), "relay.toml")
+	return startRelayEnv(t, toml, nil)
+}
+
+// writeConfig writes toml as the harness runs it: JSON logs, and signaling on a free
+// loopback port unless the TOML has a [signal] section.
+func writeConfig(t *testing.T, path, toml string) {
+	t.Helper()
 	if !strings.Contains(toml, "[signal]") {
 		// The default signaling listener is 0.0.0.0:9001: tests take a free loopback port.
 		toml += "\n[signal]\nlisten = \"127.0.0.1:0\"\n"
 	}
-	if err := os.WriteFile(cfgPath, []byte(toml+"\n[log]\nformat = \"json\"\nlevel = \"info\"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(toml+"\n[log]\nformat = \"json\"\nlevel = \"info\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &relayProc{t: t, addrs: map[string]string{}, exited: make(chan struct{})}
+}
+
+// startRelayEnv is startRelay with extra environment variables.
+func startRelayEnv(t *testing.T, toml string, env []string) *relayProc {
+	t.Helper()
+	cfgPath := filepath.Join(t.TempDir(), "relay.toml")
+	writeConfig(t, cfgPath, toml)
+	p := &relayProc{t: t, cfgPath: cfgPath, addrs: map[string]string{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(relayBin, "-config", cfgPath)
+	p.cmd.Env = append(os.Environ(), env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +137,15 @@ func startRelay(t *testing.T, toml string) *relayProc {
 		t.Fatalf("relay did not start in 10s\n%s", p.log())
 	}
 	return p
+}
+
+// rewrite replaces the config file the relay was started with (for SIGHUP).
+func (p *relayProc) rewrite(toml string) { writeConfig(p.t, p.cfgPath, toml) }
+
+// waitLog waits until the log contains s.
+func (p *relayProc) waitLog(s string) {
+	p.t.Helper()
+	waitFor(p.t, "the log to say "+s, func() bool { return strings.Contains(p.log(), s) })
 }
 
 func (p *relayProc) log() string {
