@@ -24,6 +24,8 @@ func main() {
 		err = serve(args)
 	case "creds":
 		err = creds(args, os.Stdout)
+	case "check":
+		os.Exit(checkCmd(args, os.Stdout, os.Stderr))
 	case "version":
 		fmt.Println(versionString())
 	case "help":
@@ -43,6 +45,7 @@ func usage() {
 	fmt.Fprint(os.Stderr, `Usage:
   relay [-config FILE]                            serve STUN/TURN (no file: embedded defaults)
   relay creds [-config FILE] [-user ID] [-ttl 1h] print time-limited TURN credentials as JSON
+  relay check URL [flags]                         check a deployment from here (relay check -h)
   relay version                                   print the version
 
 See config.example.toml for every configuration key.
