@@ -65,6 +65,7 @@ type Metrics struct {
 	Draining           prometheus.Gauge
 	ListenerErrors     *prometheus.CounterVec // transport
 	Requests           *prometheus.CounterVec // method, class
+	Dropped            *prometheus.CounterVec // reason
 	AllocationsLimit   prometheus.Gauge
 	RelayPorts         prometheus.Gauge
 	RelayPortsInUse    prometheus.Gauge
@@ -152,6 +153,10 @@ func New(version, revision string) *Metrics {
 			Name: "relay_turn_requests_total",
 			Help: "STUN/TURN requests answered, by method (binding, allocate, refresh, create_permission, channel_bind) and result class (2xx, 3xx, 4xx, 5xx).",
 		}, []string{"method", "class"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_turn_dropped_total",
+			Help: "Datagrams the relay path dropped, by reason (no_allocation, no_channel, no_permission, malformed).",
+		}, []string{"reason"}),
 		AllocationsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_turn_allocations_limit",
 			Help: "The configured total_allocations: alerts compare relay_turn_allocations_active with it.",
@@ -194,7 +199,7 @@ func New(version, revision string) *Metrics {
 		m.PeerDenied, m.RelayedBytes, m.RelayedPackets, m.PermissionsActive, m.ChannelsActive,
 		m.BuildInfo,
 		m.AllocationDuration, m.QuotaRejections, m.ConfigReloads, m.Draining, m.ListenerErrors, m.Requests,
-		m.AllocationsLimit, m.RelayPorts, m.RelayPortsInUse,
+		m.Dropped, m.AllocationsLimit, m.RelayPorts, m.RelayPortsInUse,
 		m.SignalPeers, m.SignalMessages, m.SignalExpired, m.SignalRejected, m.ICECredentials, m.ICERequestsDenied,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

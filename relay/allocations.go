@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v4"
@@ -51,17 +52,11 @@ type allocation struct {
 	conn      *relayConn // its relay socket, for the per-allocation counters
 	ending    string     // why it is going away, when relay knows (guarded by the table's mu)
 
-	mu       sync.RWMutex // perms is read per datagram from a peer
-	perms    map[netip.Addr]struct{}
-	channels map[uint16]netip.AddrPort
-}
+	out replier // the client's connection: the fast path sends ChannelData through it
 
-// permitted reports whether the allocation has a permission for a peer IP.
-func (a *allocation) permitted(ip netip.Addr) bool {
-	a.mu.RLock()
-	_, ok := a.perms[ip]
-	a.mu.RUnlock()
-	return ok
+	mu   sync.Mutex // serialises edits of hot
+	hot  atomic.Pointer[hotState]
+	dead atomic.Bool // set when pion deletes it; the fast path's caches drop it then
 }
 
 // Why an allocation ended, in the allocation log.
@@ -78,6 +73,7 @@ type reservation struct {
 	transport string
 	username  string // the credentials the allocation was made with
 	key       []byte
+	out       replier
 }
 
 // allocations tracks allocations, per-user counts and in-flight reservations. One mutex:
@@ -169,10 +165,8 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 		OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
 			k := keyOf(src, dst)
 			ra := addrPortOf(relayAddr)
-			a := &allocation{
-				client: k.client, relayAddr: ra, created: time.Now(),
-				perms: make(map[netip.Addr]struct{}), channels: make(map[uint16]netip.AddrPort),
-			}
+			a := &allocation{client: k.client, relayAddr: ra, created: time.Now()}
+			a.hot.Store(emptyHot)
 			if t.ports != nil {
 				a.conn = t.ports.lookup(ra.Port())
 			}
@@ -184,7 +178,7 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 				r = reservation{userID: userIDOf(username), transport: transportOf(src)}
 				t.perUser[r.userID]++
 			}
-			a.transport, a.userID, a.username, a.key = r.transport, r.userID, r.username, r.key
+			a.transport, a.userID, a.username, a.key, a.out = r.transport, r.userID, r.username, r.key, r.out
 			t.byKey[k] = a
 			t.mu.Unlock()
 			if a.conn != nil {
@@ -208,16 +202,11 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 		},
 		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 			ip, ok := netip.AddrFromSlice(peer)
-			if !ok {
-				return
-			}
-			if t.update(keyOf(src, dst), func(a *allocation) bool {
-				a.mu.Lock()
-				defer a.mu.Unlock()
-				if _, dup := a.perms[ip.Unmap()]; dup {
+			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool {
+				if _, dup := h.perms[ip.Unmap()]; dup {
 					return false
 				}
-				a.perms[ip.Unmap()] = struct{}{}
+				h.perms[ip.Unmap()] = struct{}{}
 				return true
 			}) {
 				t.m.PermissionsActive.Inc()
@@ -225,41 +214,39 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 		},
 		OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 			ip, ok := netip.AddrFromSlice(peer)
-			if !ok {
-				return
-			}
 			// pion may report one permission twice (expiry racing Close): count once.
-			if t.update(keyOf(src, dst), func(a *allocation) bool {
-				a.mu.Lock()
-				defer a.mu.Unlock()
-				if _, had := a.perms[ip.Unmap()]; !had {
+			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool {
+				if _, had := h.perms[ip.Unmap()]; !had {
 					return false
 				}
-				delete(a.perms, ip.Unmap())
+				delete(h.perms, ip.Unmap())
 				return true
 			}) {
 				t.m.PermissionsActive.Dec()
 			}
 		},
 		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
-			if t.update(keyOf(src, dst), func(a *allocation) bool {
-				a.mu.Lock()
-				defer a.mu.Unlock()
-				_, dup := a.channels[number]
-				a.channels[number] = addrPortOf(peer)
+			p := addrPortOf(peer)
+			if t.edit(keyOf(src, dst), func(h *hotState) bool {
+				old, dup := h.byNum[number]
+				if dup {
+					delete(h.byPeer, old)
+				}
+				h.byNum[number] = p
+				h.byPeer[p] = number
 				return !dup
 			}) {
 				t.m.ChannelsActive.Inc()
 			}
 		},
 		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
-			if t.update(keyOf(src, dst), func(a *allocation) bool {
-				a.mu.Lock()
-				defer a.mu.Unlock()
-				if _, had := a.channels[number]; !had {
+			if t.edit(keyOf(src, dst), func(h *hotState) bool {
+				p, had := h.byNum[number]
+				if !had {
 					return false
 				}
-				delete(a.channels, number)
+				delete(h.byNum, number)
+				delete(h.byPeer, p)
 				return true
 			}) {
 				t.m.ChannelsActive.Dec()
@@ -268,11 +255,28 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 	}
 }
 
+// edit changes the hot state of the allocation at k, if it exists.
+func (t *allocations) edit(k tupleKey, f func(*hotState) bool) bool {
+	t.mu.Lock()
+	a := t.byKey[k]
+	t.mu.Unlock()
+	return a != nil && a.edit(f)
+}
+
+// lookup returns the live allocation at k, or nil.
+func (t *allocations) lookup(k tupleKey) *allocation {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byKey[k]
+}
+
 // ended accounts for an allocation pion deleted and writes the allocation log line.
 func (t *allocations) ended(a *allocation) {
-	a.mu.RLock()
-	perms, channels := len(a.perms), len(a.channels)
-	a.mu.RUnlock()
+	a.dead.Store(true)
+	a.mu.Lock()
+	h := a.hot.Swap(emptyHot)
+	a.mu.Unlock()
+	perms, channels := len(h.perms), len(h.byNum)
 	t.mu.Lock()
 	reason := a.ending
 	t.mu.Unlock()
@@ -333,12 +337,4 @@ func (t *allocations) count() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.byKey)
-}
-
-// update applies f to the allocation under the lock and reports what f reports.
-func (t *allocations) update(k tupleKey, f func(*allocation) bool) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	a, ok := t.byKey[k]
-	return ok && f(a)
 }

@@ -26,9 +26,12 @@ const (
 	maxChannel = 0x7FFF
 )
 
-// replier sends a response on the transport a request came in on.
+// replier sends on the transport a request came in on: responses, and (the fast path)
+// ChannelData from peers.
 type replier interface {
 	reply(b []byte, to netip.AddrPort)
+	// sendChannelData sends a ChannelData message (header included) to the client.
+	sendChannelData(b []byte, to netip.AddrPort) error
 }
 
 // gate inspects everything a client sends before pion does. There is one per socket
@@ -46,6 +49,10 @@ type gate struct {
 	// An Allocate passed to pion with a quota slot reserved; settled on the next read.
 	pending    tupleKey
 	hasPending bool
+
+	// The fast path's cache of this socket's allocations by client address (a client
+	// always lands on the same socket). Only this gate's read loop touches it.
+	cache map[netip.AddrPort]*allocation
 }
 
 func newGate(s *Server, transport string, local netip.AddrPort, stream bool) *gate {
@@ -63,7 +70,8 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 		g.s.allocs.settle(g.pending)
 	}
 	if isChannelData(b) {
-		return true
+		g.channelData(b, from)
+		return false
 	}
 	if !isSTUN(b) {
 		return false
@@ -166,7 +174,7 @@ func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
 			}
 			return false
 		}
-		r := reservation{userID: userID, transport: g.transport, username: string(user), key: key}
+		r := reservation{userID: userID, transport: g.transport, username: string(user), key: key, out: rep}
 		switch g.s.allocs.reserve(k, r, set.userAllocations, set.totalAllocations) {
 		case metrics.AllocQuota:
 			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocQuota).Inc()

@@ -38,3 +38,5 @@ func TestGateBindingAllocationFree(t *testing.T) {
 		t.Fatalf("answering a Binding request allocates %v times", n)
 	}
 }
+
+func (r *nopReplier) sendChannelData(b []byte, _ netip.AddrPort) error { r.n += len(b); return nil }

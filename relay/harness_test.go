@@ -79,7 +79,7 @@ func (s *testServer) addr(transport string) string {
 }
 
 // creds mints valid credentials for user.
-func (s *testServer) creds(t *testing.T, user string) (string, string) {
+func (s *testServer) creds(t testing.TB, user string) (string, string) {
 	t.Helper()
 	c, err := s.auth.Mint(user, time.Hour)
 	if err != nil {
@@ -125,13 +125,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // rawClient speaks STUN by hand over UDP, TCP or TLS, to test exact answers.
 type rawClient struct {
-	t      *testing.T
+	t      testing.TB
 	conn   net.Conn
 	stream bool
 	buf    []byte
 }
 
-func dialRaw(t *testing.T, network, addr string, tlsConf *tls.Config) *rawClient {
+func dialRaw(t testing.TB, network, addr string, tlsConf *tls.Config) *rawClient {
 	t.Helper()
 	var c net.Conn
 	var err error

@@ -115,6 +115,7 @@ type relayConn struct {
 	port  uint16
 	once  sync.Once
 	alloc atomic.Pointer[allocation] // set once pion reports the allocation
+	buf   []byte                     // the read loop's buffer (one goroutine reads)
 
 	c2pBytes, c2pPackets, p2cBytes, p2cPackets atomic.Uint64
 }
@@ -124,52 +125,6 @@ type relayCounts struct{ c2pBytes, c2pPackets, p2cBytes, p2cPackets uint64 }
 
 func (c *relayConn) counts() relayCounts {
 	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load()}
-}
-
-func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	ua, ok := addr.(*net.UDPAddr)
-	if !ok {
-		return 0, net.InvalidAddrError("relay: not a UDP address")
-	}
-	to := ua.AddrPort()
-	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
-	set := c.r.s.settings.Load()
-	if reason := set.policy.CheckAddr(to); reason != DenyNone {
-		c.r.s.metrics.PeerDenied.WithLabelValues(string(reason)).Inc()
-		return len(p), nil // dropped, as RFC 8656 drops datagrams without permission
-	}
-	if to.Addr() == c.r.advertise && c.r.advertise != c.r.bind {
-		// Our own public address behind a 1:1 NAT: deliver locally instead of hairpinning.
-		to = netip.AddrPortFrom(c.r.bind, to.Port())
-	}
-	n, err := c.WriteToUDPAddrPort(p, to)
-	if err == nil {
-		c.r.s.metrics.BytesClientToPeer.Add(float64(n))
-		c.r.s.metrics.PacketsClientToPeer.Inc()
-		c.c2pBytes.Add(uint64(n))
-		c.c2pPackets.Add(1)
-	}
-	return n, err
-}
-
-// ReadFrom reports datagrams from our own relay sockets as coming from the public
-// address, the one peers were told and permissions name, since WriteTo delivered them
-// locally from the bind address.
-func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, from, err := c.ReadFromUDPAddrPort(p)
-	if err != nil {
-		return n, nil, err
-	}
-	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-	if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
-		from = netip.AddrPortFrom(c.r.advertise, from.Port())
-	}
-	// pion forwards what comes from a permitted peer; count it for the allocation log.
-	if a := c.alloc.Load(); a != nil && a.permitted(from.Addr()) {
-		c.p2cBytes.Add(uint64(n))
-		c.p2cPackets.Add(1)
-	}
-	return n, net.UDPAddrFromAddrPort(from), nil
 }
 
 func (c *relayConn) Close() error {

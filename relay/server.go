@@ -67,6 +67,23 @@ type Server struct {
 	closed   bool
 
 	requests [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
+	dropped  [4]prometheus.Counter                       // pre-resolved relay_turn_dropped_total
+	denied   map[DenyReason]prometheus.Counter           // pre-resolved relay_turn_peer_denied_total
+}
+
+// Indexes of Server.dropped.
+const (
+	dropNoAllocationIdx = iota
+	dropNoChannelIdx
+	dropNoPermissionIdx
+	dropMalformedIdx
+)
+
+// peerDenied counts a refused peer without a label lookup (it runs per datagram).
+func (s *Server) peerDenied(r DenyReason) {
+	if c, ok := s.denied[r]; ok {
+		c.Inc()
+	}
 }
 
 // New checks the options and works out the relay address; Start opens the sockets.
@@ -99,9 +116,13 @@ func New(o Options) (*Server, error) {
 		string(auth.ReasonUnknownUser), string(auth.ReasonBadPassword), reasonWrongRealm} {
 		o.Metrics.AuthFailures.WithLabelValues(r)
 	}
+	s.denied = make(map[DenyReason]prometheus.Counter)
 	for _, r := range []DenyReason{DenyLoopback, DenyPrivate, DenyLinkLocal, DenyUnspecified, DenyMulticast,
 		DenyReserved, DenyOperator, DenyRelayPort, DenyInvalid} {
-		o.Metrics.PeerDenied.WithLabelValues(string(r))
+		s.denied[r] = o.Metrics.PeerDenied.WithLabelValues(string(r))
+	}
+	for i, r := range []string{dropNoAllocation, dropNoChannel, dropNoPermission, dropMalformed} {
+		s.dropped[i] = o.Metrics.Dropped.WithLabelValues(r)
 	}
 	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max)
 	if err := s.relay.Validate(); err != nil {
