@@ -14,15 +14,16 @@ import (
 // and what pion writes to clients is counted on the way out.
 type packetConn struct {
 	*net.UDPConn
-	s    *Server
-	gate *gate
+	s     *Server
+	gate  *gate
+	batch *batchReader
 	done func() // called once when the read loop ends
 	once sync.Once
 }
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(p)
+		b, from, err := c.batch.next()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				// pion ends its read loop on any error, which would silence this socket for
@@ -33,9 +34,10 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			c.once.Do(c.done)
 			return 0, nil, err
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if c.gate.inspect(p[:n], from, c) {
-			return n, net.UDPAddrFromAddrPort(from), nil
+		if c.gate.inspect(b, from, c) {
+			// Control traffic for pion; a datagram longer than its buffer is cut, and
+			// pion drops what fills its buffer completely.
+			return copy(p, b), net.UDPAddrFromAddrPort(from), nil
 		}
 	}
 }

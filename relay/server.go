@@ -71,6 +71,10 @@ type Server struct {
 	denied   map[DenyReason]prometheus.Counter           // pre-resolved relay_turn_peer_denied_total
 }
 
+// udpReadBufSize fits any datagram worth reading: pion drops STUN over 1600 bytes and
+// ChannelData is never larger on a sane path; a bigger datagram is cut and then dropped.
+const udpReadBufSize = 2048
+
 // Indexes of Server.dropped.
 const (
 	dropNoAllocationIdx = iota
@@ -279,7 +283,11 @@ func (s *Server) Start() (err error) {
 			return fmt.Errorf("turn.udp %q: %w", addr, err)
 		}
 		for _, u := range conns {
-			pc := &packetConn{UDPConn: u, s: s, gate: newGate(s, metrics.TransportUDP, addrPortOf(u.LocalAddr()), false)}
+			batch, err := newBatchReader(u, udpReadBufSize)
+			if err != nil {
+				return fmt.Errorf("turn.udp %q: %w", addr, err)
+			}
+			pc := &packetConn{UDPConn: u, s: s, batch: batch, gate: newGate(s, metrics.TransportUDP, addrPortOf(u.LocalAddr()), false)}
 			s.udpLoops.Add(1)
 			pc.done = s.udpLoops.Done
 			s.udp = append(s.udp, pc)
@@ -471,10 +479,32 @@ func listenUDPShards(addr string, n int) ([]*net.UDPConn, error) {
 			return fail(err)
 		}
 		u := pc.(*net.UDPConn)
+		tuneBuffers(u, listenerSocketBuffer)
 		conns = append(conns, u)
 		if i == 0 {
 			addr = u.LocalAddr().String()
 		}
 	}
 	return conns, nil
+}
+
+// listenerSocketBuffer is the kernel buffer asked for on each UDP listener socket: every
+// client of the socket shares it, so bursts must not overflow it while a core is busy.
+const listenerSocketBuffer = 8 << 20
+
+// tuneBuffers raises a socket's kernel buffers: past net.core.rmem_max/wmem_max when
+// relay may (CAP_NET_ADMIN), else as far as those limits allow.
+func tuneBuffers(u *net.UDPConn, size int) {
+	rc, err := u.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+		}
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, size)
+		}
+	})
 }

@@ -1,0 +1,26 @@
+//go:build !linux
+
+package relay
+
+import (
+	"net"
+	"net/netip"
+)
+
+// batchReader reads one datagram at a time where recvmmsg(2) is not available.
+type batchReader struct {
+	c   *net.UDPConn
+	buf []byte
+}
+
+func newBatchReader(c *net.UDPConn, bufSize int) (*batchReader, error) {
+	return &batchReader{c: c, buf: make([]byte, bufSize)}, nil
+}
+
+func (b *batchReader) next() ([]byte, netip.AddrPort, error) {
+	n, from, err := b.c.ReadFromUDPAddrPort(b.buf)
+	if err != nil {
+		return nil, from, err
+	}
+	return b.buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
+}
