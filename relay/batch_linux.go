@@ -91,3 +91,20 @@ func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
+
+// tuneBuffers raises a socket's kernel buffers: past net.core.rmem_max/wmem_max when
+// relay may (CAP_NET_ADMIN), else as far as those limits allow.
+func tuneBuffers(u *net.UDPConn, size int) {
+	rc, err := u.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+		}
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, size)
+		}
+	})
+}

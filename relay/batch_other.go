@@ -24,3 +24,9 @@ func (b *batchReader) next() ([]byte, netip.AddrPort, error) {
 	}
 	return b.buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
 }
+
+// tuneBuffers asks for larger kernel buffers, as far as the system allows.
+func tuneBuffers(u *net.UDPConn, size int) {
+	_ = u.SetReadBuffer(size)
+	_ = u.SetWriteBuffer(size)
+}

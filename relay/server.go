@@ -491,20 +491,3 @@ func listenUDPShards(addr string, n int) ([]*net.UDPConn, error) {
 // listenerSocketBuffer is the kernel buffer asked for on each UDP listener socket: every
 // client of the socket shares it, so bursts must not overflow it while a core is busy.
 const listenerSocketBuffer = 8 << 20
-
-// tuneBuffers raises a socket's kernel buffers: past net.core.rmem_max/wmem_max when
-// relay may (CAP_NET_ADMIN), else as far as those limits allow.
-func tuneBuffers(u *net.UDPConn, size int) {
-	rc, err := u.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = rc.Control(func(fd uintptr) {
-		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
-			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
-		}
-		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size) != nil {
-			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, size)
-		}
-	})
-}
