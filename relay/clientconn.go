@@ -17,8 +17,8 @@ type packetConn struct {
 	s     *Server
 	gate  *gate
 	batch *batchReader
-	done func() // called once when the read loop ends
-	once sync.Once
+	done  func() // called once when the read loop ends
+	once  sync.Once
 }
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {

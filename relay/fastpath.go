@@ -133,22 +133,26 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.writeToPeer(p, ua.AddrPort())
 }
 
-// relayBufSize holds the largest datagram pion accepts (1600) behind a ChannelData
-// header, with room for stream padding.
-const relayBufSize = channelDataHdrSize + 1600 + 4
+// relayBufSize is the buffer benchmarks and tests hand to fromPeer: pion's 1600 bytes.
+const relayBufSize = 1600
 
 // ReadFrom is pion's read loop on the relay socket. Data from a peer with a channel goes
 // straight to the client as ChannelData; data from a permitted peer without one goes to
-// pion, which sends a Data indication; anything else is dropped here.
+// pion, which sends a Data indication; anything else is dropped here. It reads into
+// pion's own buffer, 4 bytes in, so that the ChannelData header fits in front of the
+// payload without a copy or a buffer of our own per allocation.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if c.buf == nil {
-		c.buf = make([]byte, relayBufSize)
-	}
-	buf := c.buf
+	// Room for the header in front and for stream padding behind.
+	payload := p[channelDataHdrSize : len(p)-3]
 	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf[channelDataHdrSize : channelDataHdrSize+1600])
+		n, from, err := c.ReadFromUDPAddrPort(payload)
 		if err != nil {
 			return 0, nil, err
+		}
+		if n == len(payload) {
+			// Filled the buffer: probably cut short. pion would relay it cut; drop it.
+			c.r.s.dropped[dropMalformedIdx].Inc()
+			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
@@ -156,10 +160,10 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			// public address, the one peers were told and permissions name.
 			from = netip.AddrPortFrom(c.r.advertise, from.Port())
 		}
-		if c.fromPeer(buf, n, from) {
+		if c.fromPeer(p, n, from) {
 			continue
 		}
-		return copy(p, buf[channelDataHdrSize:channelDataHdrSize+n]), net.UDPAddrFromAddrPort(from), nil
+		return copy(p, p[channelDataHdrSize:channelDataHdrSize+n]), net.UDPAddrFromAddrPort(from), nil
 	}
 }
 

@@ -115,7 +115,6 @@ type relayConn struct {
 	port  uint16
 	once  sync.Once
 	alloc atomic.Pointer[allocation] // set once pion reports the allocation
-	buf   []byte                     // the read loop's buffer (one goroutine reads)
 
 	c2pBytes, c2pPackets, p2cBytes, p2cPackets atomic.Uint64
 }
