@@ -68,6 +68,11 @@ type TURN struct {
 	AlternateServer netip.AddrPort
 	// DrainTimeout bounds how long SIGTERM waits for allocations to end.
 	DrainTimeout time.Duration
+	// MaxLifetime caps the lifetime a client may ask for in Allocate and Refresh.
+	MaxLifetime time.Duration
+	// StrictChannelNumbers refuses channel numbers 0x5000-0x7FFF (RFC 8656); off, they
+	// are accepted as RFC 5766 clients still use them.
+	StrictChannelNumbers bool
 }
 
 // Auth is the [auth] section.
@@ -86,6 +91,14 @@ type Auth struct {
 type Limits struct {
 	UserAllocations  int // concurrent allocations per user name
 	TotalAllocations int // concurrent allocations for the whole server
+
+	PermissionsPerAllocation int   // permissions one allocation may hold
+	ChannelsPerAllocation    int   // channel bindings one allocation may hold
+	MaxBPS                   int64 // relayed bits per second per allocation, each way; 0 = no cap
+	UserMaxBPS               int64 // relayed bits per second per user id, each way; 0 = no cap
+	UnauthPerIP              int   // replies per second to unauthenticated requests, per source IP
+	AuthFailuresPerIP        int   // failed authentications per minute per source IP before silence
+	AuthFailuresPerUser      int   // failed authentications per minute per user id before silence
 }
 
 // Peers is the [peers] section: which peer addresses clients may relay to.
@@ -178,13 +191,16 @@ func Default() *Config {
 			TLS:          []string{},
 			RelayPorts:   PortRange{Min: 49152, Max: 65535},
 			DrainTimeout: 30 * time.Second,
+			MaxLifetime:  time.Hour,
 		},
 		Auth: Auth{
 			Secrets: []string{},
 			MaxTTL:  24 * time.Hour,
 			Users:   map[string]string{},
 		},
-		Limits:  Limits{UserAllocations: 10, TotalAllocations: 10000},
+		Limits: Limits{UserAllocations: 10, TotalAllocations: 10000,
+			PermissionsPerAllocation: 64, ChannelsPerAllocation: 64, MaxBPS: 50_000_000,
+			UnauthPerIP: 50, AuthFailuresPerIP: 30, AuthFailuresPerUser: 10},
 		Peers:   Peers{Deny: []string{"default"}, Allow: []string{}},
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
 		Log:     Log{Level: "info", Format: "text"},
@@ -307,6 +323,8 @@ func (s *TURN) decode(t *table) {
 		return err
 	})
 	t.duration("drain_timeout", `a duration such as "30s" or "2m" ("0s" exits at once)`, &s.DrainTimeout)
+	t.duration("max_lifetime", `a duration from "1m" to "1h", e.g. "1h"`, &s.MaxLifetime)
+	t.boolean("strict_channel_numbers", "true or false", &s.StrictChannelNumbers)
 }
 
 func (a *Auth) decode(t *table) {
@@ -324,6 +342,15 @@ func (a *Auth) decode(t *table) {
 func (l *Limits) decode(t *table) {
 	t.integer("user_allocations", "an integer >= 1", &l.UserAllocations)
 	t.integer("total_allocations", "an integer >= 1", &l.TotalAllocations)
+	t.integer("permissions_per_allocation", "an integer >= 1", &l.PermissionsPerAllocation)
+	t.integer("channels_per_allocation", "an integer >= 1", &l.ChannelsPerAllocation)
+	var maxBPS, userBPS = int(l.MaxBPS), int(l.UserMaxBPS)
+	t.integer("max_bps", "bits per second as an integer >= 0 (0 = no cap), e.g. 50000000", &maxBPS)
+	t.integer("user_max_bps", "bits per second as an integer >= 0 (0 = no cap), e.g. 100000000", &userBPS)
+	l.MaxBPS, l.UserMaxBPS = int64(maxBPS), int64(userBPS)
+	t.integer("unauth_per_ip", "an integer >= 1 (replies per second)", &l.UnauthPerIP)
+	t.integer("auth_failures_per_ip", "an integer >= 1 (failures per minute)", &l.AuthFailuresPerIP)
+	t.integer("auth_failures_per_user", "an integer >= 1 (failures per minute)", &l.AuthFailuresPerUser)
 }
 
 func (p *Peers) decode(t *table) {

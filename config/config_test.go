@@ -172,13 +172,18 @@ format = "json"
 			RelayPorts:   PortRange{50000, 50099},
 			UDPSockets:   4,
 			DrainTimeout: 30 * time.Second,
+			MaxLifetime:  time.Hour,
 		},
 		Auth: Auth{
 			Secrets: []string{"0123456789abcdef0123456789abcdef"},
 			MaxTTL:  90 * time.Minute,
 			Users:   map[string]string{"alice": "wonderland"},
 		},
-		Limits: Limits{UserAllocations: 2, TotalAllocations: 3},
+		Limits: func() Limits {
+			l := Default().Limits
+			l.UserAllocations, l.TotalAllocations = 2, 3
+			return l
+		}(),
 		Peers: Peers{
 			Deny:        []string{"198.51.100.7", "10.1.2.3/8", "2001:db8::/32"},
 			Allow:       []string{"127.0.0.0/8", "::1"},

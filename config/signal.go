@@ -27,6 +27,7 @@ type Signal struct {
 	MaxQueue             int // messages queued for one absent peer
 	MaxPeersPerIP        int // registered peers per source IP
 	ICERequestsPerMinute int // ICE endpoint requests per source IP per minute
+	MessagesPerSecond    int // messages one connection may send per second (bursts of 4 s allowed)
 }
 
 func defaultSignal() Signal {
@@ -44,6 +45,7 @@ func defaultSignal() Signal {
 		MaxQueue:             64,
 		MaxPeersPerIP:        100,
 		ICERequestsPerMinute: 60,
+		MessagesPerSecond:    50,
 	}
 }
 
@@ -67,6 +69,7 @@ func (s *Signal) decode(t *table) {
 	t.integer("max_queue", "an integer >= 0", &s.MaxQueue)
 	t.integer("max_peers_per_ip", "an integer >= 1", &s.MaxPeersPerIP)
 	t.integer("ice_requests_per_minute", "an integer >= 1", &s.ICERequestsPerMinute)
+	t.integer("max_messages_per_second", "an integer >= 1", &s.MessagesPerSecond)
 }
 
 func (s *Signal) validate(ch *checker, turn *TURN) {
@@ -128,6 +131,9 @@ func (s *Signal) validate(ch *checker, turn *TURN) {
 	}
 	if s.MaxPeersPerIP < 1 {
 		ch.errorf("signal.max_peers_per_ip", s.MaxPeersPerIP, "expected an integer >= 1")
+	}
+	if s.MessagesPerSecond < 1 {
+		ch.errorf("signal.max_messages_per_second", s.MessagesPerSecond, "expected an integer >= 1")
 	}
 	if s.ICERequestsPerMinute < 1 {
 		ch.errorf("signal.ice_requests_per_minute", s.ICERequestsPerMinute, "expected an integer >= 1")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -149,6 +150,9 @@ func (t *TURN) validateDrain(ch *checker) {
 	if t.DrainTimeout < 0 {
 		ch.errorf("turn.drain_timeout", t.DrainTimeout.String(), `expected a duration >= 0 such as "30s"`)
 	}
+	if t.MaxLifetime < time.Minute || t.MaxLifetime > time.Hour {
+		ch.errorf("turn.max_lifetime", t.MaxLifetime.String(), `expected a duration from "1m" to "1h" (RFC 8656 recommends at most an hour)`)
+	}
 }
 
 func (a *Auth) validate(ch *checker) {
@@ -180,6 +184,26 @@ func (l *Limits) validate(ch *checker) {
 	}
 	if l.TotalAllocations < 1 {
 		ch.errorf("limits.total_allocations", l.TotalAllocations, "expected an integer >= 1")
+	}
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"limits.permissions_per_allocation", l.PermissionsPerAllocation},
+		{"limits.channels_per_allocation", l.ChannelsPerAllocation},
+		{"limits.unauth_per_ip", l.UnauthPerIP},
+		{"limits.auth_failures_per_ip", l.AuthFailuresPerIP},
+		{"limits.auth_failures_per_user", l.AuthFailuresPerUser},
+	} {
+		if v.n < 1 {
+			ch.errorf(v.key, v.n, "expected an integer >= 1")
+		}
+	}
+	if l.MaxBPS < 0 {
+		ch.errorf("limits.max_bps", l.MaxBPS, "expected bits per second >= 0 (0 = no cap)")
+	}
+	if l.UserMaxBPS < 0 {
+		ch.errorf("limits.user_max_bps", l.UserMaxBPS, "expected bits per second >= 0 (0 = no cap)")
 	}
 	if l.UserAllocations >= 1 && l.TotalAllocations >= 1 && l.UserAllocations > l.TotalAllocations {
 		key, value := "limits.user_allocations", l.UserAllocations

@@ -35,9 +35,11 @@ const (
 	AllocError                = "error"
 
 	// Kinds for relay_turn_quota_rejections_total.
-	QuotaUser  = "user_allocations"
-	QuotaTotal = "total_allocations"
-	QuotaPorts = "relay_ports"
+	QuotaUser        = "user_allocations"
+	QuotaTotal       = "total_allocations"
+	QuotaPorts       = "relay_ports"
+	QuotaPermissions = "permissions"
+	QuotaChannels    = "channels"
 
 	// Results for relay_config_reload_total.
 	ReloadSuccess = "success"
@@ -135,7 +137,7 @@ func New(version, revision string) *Metrics {
 		}, []string{"transport"}),
 		QuotaRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_turn_quota_rejections_total",
-			Help: "Allocate requests refused by a limit, by kind (user_allocations: 486; total_allocations and relay_ports: 508).",
+			Help: "Requests refused by a limit, by kind (user_allocations: 486; total_allocations, relay_ports, permissions, channels: 508).",
 		}, []string{"kind"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_config_reload_total",
@@ -155,7 +157,7 @@ func New(version, revision string) *Metrics {
 		}, []string{"method", "class"}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_turn_dropped_total",
-			Help: "Datagrams the relay path dropped, by reason (no_allocation, no_channel, no_permission, malformed).",
+			Help: "Datagrams dropped without relaying or answering, by reason (no_allocation, no_channel, no_permission, malformed, rate_limited, auth_blocked, bandwidth).",
 		}, []string{"reason"}),
 		AllocationsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_turn_allocations_limit",
@@ -218,7 +220,7 @@ func New(version, revision string) *Metrics {
 		m.AllocationDuration.WithLabelValues(t)
 		m.ListenerErrors.WithLabelValues(t)
 	}
-	for _, k := range []string{QuotaUser, QuotaTotal, QuotaPorts} {
+	for _, k := range []string{QuotaUser, QuotaTotal, QuotaPorts, QuotaPermissions, QuotaChannels} {
 		m.QuotaRejections.WithLabelValues(k)
 	}
 	for _, r := range []string{ReloadSuccess, ReloadFailure} {

@@ -54,6 +54,11 @@ type allocation struct {
 
 	out replier // the client's connection: the fast path sends ChannelData through it
 
+	// Bandwidth caps, each way: the allocation's own and its user's (shared by all the
+	// user's allocations). nil means no cap.
+	upBPS, downBPS         *bitRate
+	userUpBPS, userDownBPS *bitRate
+
 	mu   sync.Mutex // serialises edits of hot
 	hot  atomic.Pointer[hotState]
 	dead atomic.Bool // set when pion deletes it; the fast path's caches drop it then
@@ -66,6 +71,21 @@ const (
 	endConnClose = "connection_closed" // the client's TCP/TLS connection ended
 	endShutdown  = "shutdown"          // relay stopped
 )
+
+// userRates are a user's bandwidth caps, shared by its allocations.
+type userRates struct {
+	up, down *bitRate
+	refs     int
+}
+
+// admit takes n bytes from the caps of one direction; false means drop.
+func admit(n int, own, user *bitRate) bool {
+	if own == nil && user == nil {
+		return true
+	}
+	now := time.Now().UnixNano()
+	return own.take(n, now) && user.take(n, now)
+}
 
 // reservation holds a quota slot between an accepted Allocate and pion's verdict on it.
 type reservation struct {
@@ -85,6 +105,7 @@ type allocations struct {
 	mu      sync.Mutex
 	byKey   map[tupleKey]*allocation
 	perUser map[string]int // allocations plus reservations, per user id
+	userBPS map[string]*userRates
 	pending map[tupleKey]reservation
 }
 
@@ -94,6 +115,7 @@ func newAllocations(m *metrics.Metrics, log *slog.Logger) *allocations {
 		log:     log,
 		byKey:   make(map[tupleKey]*allocation),
 		perUser: make(map[string]int),
+		userBPS: make(map[string]*userRates),
 		pending: make(map[tupleKey]reservation),
 	}
 }
@@ -179,6 +201,19 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 				t.perUser[r.userID]++
 			}
 			a.transport, a.userID, a.username, a.key, a.out = r.transport, r.userID, r.username, r.key, r.out
+			if t.ports != nil {
+				lim := t.ports.s.settings.Load().limits
+				a.upBPS, a.downBPS = newBitRate(lim.MaxBPS), newBitRate(lim.MaxBPS)
+				if lim.UserMaxBPS > 0 {
+					u := t.userBPS[a.userID]
+					if u == nil {
+						u = &userRates{up: newBitRate(lim.UserMaxBPS), down: newBitRate(lim.UserMaxBPS)}
+						t.userBPS[a.userID] = u
+					}
+					u.refs++
+					a.userUpBPS, a.userDownBPS = u.up, u.down
+				}
+			}
 			t.byKey[k] = a
 			t.mu.Unlock()
 			if a.conn != nil {
@@ -194,6 +229,11 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			if ok {
 				delete(t.byKey, k)
 				t.releaseUserLocked(a.userID)
+				if u := t.userBPS[a.userID]; u != nil && a.userUpBPS != nil {
+					if u.refs--; u.refs <= 0 {
+						delete(t.userBPS, a.userID)
+					}
+				}
 			}
 			t.mu.Unlock()
 			if ok {

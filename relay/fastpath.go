@@ -18,6 +18,9 @@ const (
 	dropNoChannel    = "no_channel"
 	dropNoPermission = "no_permission"
 	dropMalformed    = "malformed"
+	dropRateLimited  = "rate_limited" // unauthenticated requests past unauth_per_ip: no reply
+	dropAuthBlocked  = "auth_blocked" // past auth_failures_per_ip / _per_user: no reply
+	dropBandwidth    = "bandwidth"    // over max_bps / user_max_bps
 )
 
 // maxCachedAllocations bounds a gate's cache before it sweeps out dead entries.
@@ -105,6 +108,10 @@ func (c *streamConn) sendChannelData(b []byte, _ netip.AddrPort) error {
 // delivery to our own public address, the counters.
 func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	if a := c.alloc.Load(); a != nil && !admit(len(p), a.upBPS, a.userUpBPS) {
+		c.r.s.dropped[dropBandwidthIdx].Inc()
+		return len(p), nil
+	}
 	if reason := c.r.s.settings.Load().policy.CheckAddr(to); reason != DenyNone {
 		c.r.s.peerDenied(reason)
 		return len(p), nil // dropped, as RFC 8656 drops datagrams without permission
@@ -177,6 +184,10 @@ func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort) bool {
 	h := a.hot.Load()
 	if _, ok := h.perms[from.Addr()]; !ok {
 		c.r.s.dropped[dropNoPermissionIdx].Inc()
+		return true
+	}
+	if !admit(n, a.downBPS, a.userDownBPS) {
+		c.r.s.dropped[dropBandwidthIdx].Inc()
 		return true
 	}
 	c.p2cBytes.Add(uint64(n))

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,8 +24,9 @@ const reasonWrongRealm = "wrong_realm"
 // libre/baresip), and numbers above 0x4FFF are otherwise unused, so the old range stays
 // accepted; anything outside it is a 400.
 const (
-	minChannel = 0x4000
-	maxChannel = 0x7FFF
+	minChannel        = 0x4000
+	maxChannel        = 0x7FFF
+	maxChannelRFC8656 = 0x4FFF
 )
 
 // replier sends on the transport a request came in on: responses, and (the fast path)
@@ -85,44 +88,103 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 	}
 	g.msg.Raw = append(g.msg.Raw[:0], b...)
 	if err := g.msg.Decode(); err != nil {
+		// Bad attribute lengths and the like: a request gets 400, anything else is dropped.
+		if b[0]&0x01 == 0 && b[1]&0x10 == 0 && g.unauthReply(set, from) {
+			g.badRequest(set, b, from, rep)
+		} else {
+			g.s.dropped[dropMalformedIdx].Inc()
+		}
 		return false
 	}
-	if g.msg.Type.Class != stun.ClassRequest {
-		return true
+	switch g.msg.Type.Class {
+	case stun.ClassIndication:
+		if g.msg.Type.Method == stun.MethodSend {
+			return true // pion relays it if a permission exists; relayConn checks the policy
+		}
+		g.s.dropped[dropMalformedIdx].Inc()
+		return false
+	case stun.ClassRequest:
+	default:
+		g.s.dropped[dropMalformedIdx].Inc() // responses are not for a server
+		return false
 	}
 	switch g.msg.Type.Method {
 	case stun.MethodAllocate, stun.MethodRefresh, stun.MethodCreatePermission, stun.MethodChannelBind:
-		return g.control(set, from, rep)
+		return g.control(set, b, from, rep)
 	}
-	return true
+	if g.unauthReply(set, from) {
+		g.respond(set, from, rep, stun.CodeBadRequest, nil) // unknown method
+	}
+	return false
+}
+
+// unauthReply reports whether a reply to an unauthenticated request may go to from: a
+// reply is bigger than the request, so answering spoofed floods in full would make the
+// server a reflector. Over the limit, the request is dropped and counted.
+func (g *gate) unauthReply(set *settings, from netip.AddrPort) bool {
+	ip := from.Addr().As16()
+	if set.unauth.allow(ip[:], time.Now()) {
+		return true
+	}
+	g.s.dropped[dropRateLimitedIdx].Inc()
+	return false
+}
+
+// badRequest answers a request that does not decode with 400, taking the method and
+// transaction ID straight from its header.
+func (g *gate) badRequest(set *settings, b []byte, from netip.AddrPort, rep replier) {
+	t := binary.BigEndian.Uint16(b[0:2]) &^ 0x0110
+	method := stun.Method((t & 0x000F) | ((t & 0x00E0) >> 1) | ((t & 0x3E00) >> 2))
+	var txid [stun.TransactionIDSize]byte
+	copy(txid[:], b[8:20])
+	g.msg.Reset()
+	g.msg.Type = stun.NewType(method, stun.ClassRequest)
+	g.msg.TransactionID = txid
+	g.respond(set, from, rep, stun.CodeBadRequest, nil)
 }
 
 // control checks a TURN request's allocation, credentials, peers and quota, answering
 // refusals itself with the code RFC 8656 asks for (pion answers some of them wrongly or
 // not at all). Requests it passes are ones pion will accept, except for pion's own nonce
 // and retransmission handling.
-func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
+func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier) bool {
 	m := &g.msg
 	k := tupleKey{client: from, local: g.local, stream: g.stream}
 	method := m.Type.Method
 	if method != stun.MethodAllocate && !g.s.allocs.exists(k) {
-		g.respond(set, from, rep, stun.CodeAllocMismatch, nil)
+		if g.unauthReply(set, from) {
+			g.respond(set, from, rep, stun.CodeAllocMismatch, nil)
+		}
 		return false
 	}
 	if !m.Contains(stun.AttrMessageIntegrity) {
-		return true // pion challenges with 401, REALM and a NONCE of its own
+		// pion challenges with 401, REALM and a NONCE of its own.
+		return g.unauthReply(set, from)
 	}
 	user, errU := m.Get(stun.AttrUsername)
 	realm, errR := m.Get(stun.AttrRealm)
 	nonce, errN := m.Get(stun.AttrNonce)
 	if errU != nil || errR != nil || errN != nil {
-		return true // pion answers 400
+		return g.unauthReply(set, from) // pion answers 400
+	}
+	now := time.Now()
+	ip := from.Addr().As16()
+	userKey := user
+	if _, id, ok := strings.Cut(string(user), ":"); ok {
+		userKey = []byte(id) // the user id, so that fresh expiries do not dodge the limit
+	}
+	if set.failIP.exhausted(ip[:], now) || set.failUser.exhausted(userKey, now) {
+		// Too many failures lately: no answer at all, so guessing gets no feedback.
+		g.s.dropped[dropAuthBlockedIdx].Inc()
+		return false
 	}
 	fail := func(reason string) bool {
 		g.s.metrics.AuthFailures.WithLabelValues(reason).Inc()
 		if method == stun.MethodAllocate {
 			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnauthorized).Inc()
 		}
+		set.failIP.spend(ip[:], now)
+		set.failUser.spend(userKey, now)
 		g.respond(set, from, rep, stun.CodeUnauthorized, nil,
 			stun.NewRealm(set.realm), stun.NewNonce(string(nonce)))
 		return false
@@ -151,6 +213,16 @@ func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
 		return fail(string(auth.ReasonBadPassword))
 	}
 	g.s.keys.put(string(user), set.realm, key)
+
+	if method == stun.MethodAllocate || method == stun.MethodRefresh {
+		// pion grants what is asked up to an hour (and 10 minutes past it): cap the
+		// request at max_lifetime, re-signing it with the key it was signed with.
+		if lt, err := m.Get(stun.AttrLifetime); err == nil && len(lt) == 4 {
+			if limit := lifetimeSeconds(set.maxLifetime); binary.BigEndian.Uint32(lt) > limit {
+				clampLifetime(b, limit, key)
+			}
+		}
+	}
 
 	switch method {
 	case stun.MethodAllocate:
@@ -195,6 +267,12 @@ func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
 	case stun.MethodCreatePermission:
 		// Every peer must pass, or nothing is installed (RFC 8656 §9.2).
 		peers := 0
+		a := g.s.allocs.lookup(k)
+		var h *hotState
+		if a != nil {
+			h = a.hot.Load()
+		}
+		added := 0
 		for _, a := range m.Attributes {
 			if a.Type != stun.AttrXORPeerAddress {
 				continue
@@ -209,9 +287,19 @@ func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
 				return false
 			}
 			peers++
+			if h != nil {
+				if _, had := h.perms[peer.Addr().Unmap()]; !had {
+					added++
+				}
+			}
 		}
 		if peers == 0 {
 			g.respond(set, from, rep, stun.CodeBadRequest, key)
+			return false
+		}
+		if h != nil && len(h.perms)+added > set.limits.PermissionsPerAllocation {
+			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaPermissions).Inc()
+			g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
 			return false
 		}
 	case stun.MethodChannelBind:
@@ -220,9 +308,18 @@ func (g *gate) control(set *settings, from netip.AddrPort, rep replier) bool {
 			g.respond(set, from, rep, stun.CodeBadRequest, key)
 			return false
 		}
-		if n := binary.BigEndian.Uint16(ch); n < minChannel || n > maxChannel {
+		n := binary.BigEndian.Uint16(ch)
+		if n < minChannel || n > maxChannel || (set.strictChannels && n > maxChannelRFC8656) {
 			g.respond(set, from, rep, stun.CodeBadRequest, key)
 			return false
+		}
+		if a := g.s.allocs.lookup(k); a != nil {
+			h := a.hot.Load()
+			if _, rebind := h.byNum[n]; !rebind && len(h.byNum) >= set.limits.ChannelsPerAllocation {
+				g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaChannels).Inc()
+				g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
+				return false
+			}
 		}
 		v, err := m.Get(stun.AttrXORPeerAddress)
 		peer, ok := decodeXORAddress(v, m.TransactionID)

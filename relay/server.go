@@ -41,6 +41,13 @@ type settings struct {
 	policy           *PeerPolicy
 	userAllocations  int
 	totalAllocations int
+	limits           config.Limits
+	maxLifetime      time.Duration
+	strictChannels   bool
+
+	unauth   *hashedBuckets // replies to unauthenticated requests, per source IP
+	failIP   *hashedBuckets // failed authentications, per source IP
+	failUser *hashedBuckets // failed authentications, per user id
 }
 
 // Server is relay's STUN/TURN server: pion/turn behind relay's own sockets and gate.
@@ -67,7 +74,7 @@ type Server struct {
 	closed   bool
 
 	requests [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
-	dropped  [4]prometheus.Counter                       // pre-resolved relay_turn_dropped_total
+	dropped  [dropCount]prometheus.Counter               // pre-resolved relay_turn_dropped_total
 	denied   map[DenyReason]prometheus.Counter           // pre-resolved relay_turn_peer_denied_total
 }
 
@@ -81,6 +88,10 @@ const (
 	dropNoChannelIdx
 	dropNoPermissionIdx
 	dropMalformedIdx
+	dropRateLimitedIdx
+	dropAuthBlockedIdx
+	dropBandwidthIdx
+	dropCount
 )
 
 // peerDenied counts a refused peer without a label lookup (it runs per datagram).
@@ -125,7 +136,8 @@ func New(o Options) (*Server, error) {
 		DenyReserved, DenyOperator, DenyRelayPort, DenyInvalid} {
 		s.denied[r] = o.Metrics.PeerDenied.WithLabelValues(string(r))
 	}
-	for i, r := range []string{dropNoAllocation, dropNoChannel, dropNoPermission, dropMalformed} {
+	for i, r := range []string{dropNoAllocation, dropNoChannel, dropNoPermission, dropMalformed,
+		dropRateLimited, dropAuthBlocked, dropBandwidth} {
 		s.dropped[i] = o.Metrics.Dropped.WithLabelValues(r)
 	}
 	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max)
@@ -161,6 +173,12 @@ func (s *Server) newSettings(cfg *config.Config, a *auth.Authenticator, realm st
 		}),
 		userAllocations:  cfg.Limits.UserAllocations,
 		totalAllocations: cfg.Limits.TotalAllocations,
+		limits:           cfg.Limits,
+		maxLifetime:      cfg.TURN.MaxLifetime,
+		strictChannels:   cfg.TURN.StrictChannelNumbers,
+		unauth:           newHashedBuckets(float64(cfg.Limits.UnauthPerIP), 2*float64(cfg.Limits.UnauthPerIP)),
+		failIP:           newHashedBuckets(float64(cfg.Limits.AuthFailuresPerIP)/60, float64(cfg.Limits.AuthFailuresPerIP)),
+		failUser:         newHashedBuckets(float64(cfg.Limits.AuthFailuresPerUser)/60, float64(cfg.Limits.AuthFailuresPerUser)),
 	}
 }
 

@@ -1,10 +1,13 @@
 package relay
 
 import (
+	"crypto/hmac"
+	"crypto/sha1" //nolint:gosec // STUN MESSAGE-INTEGRITY is HMAC-SHA1 (RFC 8489)
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"net/netip"
+	"time"
 )
 
 // Wire constants from RFC 8489 / RFC 8656 that the hot path needs without decoding a
@@ -19,13 +22,15 @@ const (
 	attrFingerprint = 0x8028
 	attrData        = 0x0013
 
-	typeBindingRequest  = 0x0001
-	typeAllocateError   = 0x0113
-	attrErrorCode       = 0x0009
-	typeBindingSuccess  = 0x0101
-	typeDataIndication  = 0x0017
-	channelDataHdrSize  = 4
-	maxStreamFrameBytes = 4096 // larger frames on TCP/TLS are abuse: nothing legitimate exceeds the MTU
+	typeBindingRequest   = 0x0001
+	typeAllocateError    = 0x0113
+	attrErrorCode        = 0x0009
+	attrLifetime         = 0x000D
+	attrMessageIntegrity = 0x0008
+	typeBindingSuccess   = 0x0101
+	typeDataIndication   = 0x0017
+	channelDataHdrSize   = 4
+	maxStreamFrameBytes  = 4096 // larger frames on TCP/TLS are abuse: nothing legitimate exceeds the MTU
 )
 
 var errBadFrame = errors.New("relay: not a STUN message or ChannelData frame")
@@ -237,4 +242,44 @@ func decodeXORAddress(v []byte, txid [12]byte) (netip.AddrPort, bool) {
 		return netip.AddrPortFrom(netip.AddrFrom16(a), port), true
 	}
 	return netip.AddrPort{}, false
+}
+
+// lifetimeSeconds is the LIFETIME relay grants at most for limit. pion treats an hour
+// or more as "use the default" (10 minutes), so the grant stays a second under an hour.
+func lifetimeSeconds(limit time.Duration) uint32 {
+	return uint32(min(limit, time.Hour-time.Second) / time.Second)
+}
+
+// clampLifetime rewrites the LIFETIME of the request in b to secs and signs it again
+// with key (MESSAGE-INTEGRITY, then FINGERPRINT if present), so that pion, which checks
+// the signature, grants the capped lifetime.
+func clampLifetime(b []byte, secs uint32, key []byte) {
+	for off := stunHeaderSize; off+4 <= len(b); {
+		t := binary.BigEndian.Uint16(b[off : off+2])
+		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		end := off + 4 + (l+3)&^3
+		if off+4+l > len(b) {
+			return
+		}
+		switch t {
+		case attrLifetime:
+			if l == 4 {
+				binary.BigEndian.PutUint32(b[off+4:], secs)
+			}
+		case attrMessageIntegrity:
+			// The HMAC covers the message up to this attribute, with the header's length
+			// counting up to its end.
+			total := binary.BigEndian.Uint16(b[2:4])
+			binary.BigEndian.PutUint16(b[2:4], uint16(end-stunHeaderSize))
+			mac := hmac.New(sha1.New, key)
+			mac.Write(b[:off])
+			copy(b[off+4:off+4+20], mac.Sum(nil))
+			binary.BigEndian.PutUint16(b[2:4], total)
+		case attrFingerprint:
+			crc := crc32.ChecksumIEEE(b[:off]) ^ fingerprintXOR
+			binary.BigEndian.PutUint32(b[off+4:], crc)
+			return
+		}
+		off = end
+	}
 }

@@ -1,0 +1,110 @@
+package relay
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// hashedBuckets rate-limits by key (a source IP, a user id) without keeping state per
+// key: a fixed table of token buckets indexed by a keyed hash. A flood from spoofed
+// sources can make it no bigger; at worst a legitimate key shares a bucket with an
+// abusive one.
+type hashedBuckets struct {
+	mu     sync.Mutex
+	seed   maphash.Seed
+	rate   float64 // tokens per second
+	burst  float64
+	tokens [4096]float32
+	last   [4096]int64 // unix nanoseconds of the last refill; 0 = full
+}
+
+func newHashedBuckets(perSecond, burst float64) *hashedBuckets {
+	return &hashedBuckets{seed: maphash.MakeSeed(), rate: perSecond, burst: burst}
+}
+
+func (h *hashedBuckets) slot(key []byte) int {
+	return int(maphash.Bytes(h.seed, key) % uint64(len(h.tokens)))
+}
+
+// refill brings slot i up to date and returns its tokens. h.mu is held.
+func (h *hashedBuckets) refill(i int, now int64) float64 {
+	if h.last[i] == 0 {
+		h.last[i] = now
+		h.tokens[i] = float32(h.burst)
+		return h.burst
+	}
+	t := float64(h.tokens[i]) + float64(now-h.last[i])/1e9*h.rate
+	t = min(t, h.burst)
+	h.tokens[i], h.last[i] = float32(t), now
+	return t
+}
+
+// allow takes a token for key if there is one.
+func (h *hashedBuckets) allow(key []byte, now time.Time) bool {
+	i := h.slot(key)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.refill(i, now.UnixNano()) < 1 {
+		return false
+	}
+	h.tokens[i]--
+	return true
+}
+
+// exhausted reports whether key has no token left, without taking one.
+func (h *hashedBuckets) exhausted(key []byte, now time.Time) bool {
+	i := h.slot(key)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.refill(i, now.UnixNano()) < 1
+}
+
+// spend takes a token for key, going no lower than empty.
+func (h *hashedBuckets) spend(key []byte, now time.Time) {
+	i := h.slot(key)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.refill(i, now.UnixNano()) >= 1 {
+		h.tokens[i]--
+	} else {
+		h.tokens[i] = 0
+	}
+}
+
+// bitRate is a token bucket in bits, for the relay path's bandwidth caps. A zero
+// *bitRate (nil) is unlimited.
+type bitRate struct {
+	mu     sync.Mutex
+	rate   float64 // bits per second
+	burst  float64
+	tokens float64
+	last   int64
+}
+
+func newBitRate(bps int64) *bitRate {
+	if bps <= 0 {
+		return nil
+	}
+	// A second's worth of burst: enough for a video keyframe, not for a flood.
+	return &bitRate{rate: float64(bps), burst: float64(bps), tokens: float64(bps)}
+}
+
+// take spends n bytes' worth of bits if the bucket has them.
+func (b *bitRate) take(n int, now int64) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.last != 0 {
+		b.tokens = min(b.burst, b.tokens+float64(now-b.last)/1e9*b.rate)
+	}
+	b.last = now
+	bits := float64(n * 8)
+	if b.tokens < bits {
+		return false
+	}
+	b.tokens -= bits
+	return true
+}
