@@ -85,7 +85,7 @@ func New(o Options) (*Server, error) {
 		CheckOrigin:      func(r *http.Request) bool { return s.originAllowed(r.Header.Get("Origin")) },
 	}
 	for _, r := range []string{"missing_params", "invalid_key", "invalid_id", "id_taken", "full", "per_ip_limit",
-		"origin", "message_too_large", "queue_full", "slow_consumer"} {
+		"origin", "message_too_large", "queue_full", "slow_consumer", "rate"} {
 		s.metrics.SignalRejected.WithLabelValues(r)
 	}
 	for _, r := range []string{"origin", "token", "rate", "bad_request"} {

@@ -602,3 +602,32 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("wss: %s %v", msg, err)
 	}
 }
+
+// TestMessageRate: a connection sending faster than max_messages_per_second has the
+// excess dropped and counted; its connection and others stay.
+func TestMessageRate(t *testing.T) {
+	s := startSignal(t, func(c *config.Signal) { c.MessagesPerSecond = 10 })
+	a := s.dial(t, "a", "t")
+	a.expect("OPEN")
+	b := s.dial(t, "b", "t")
+	b.expect("OPEN")
+	for i := 0; i < 100; i++ {
+		a.send(map[string]any{"type": "CANDIDATE", "dst": "b", "payload": i})
+	}
+	got := 0
+	for {
+		select {
+		case <-b.msgs:
+			got++
+			continue
+		case <-time.After(300 * time.Millisecond):
+		}
+		break
+	}
+	if got < 40 || got > 45 {
+		t.Errorf("%d of 100 messages relayed; want the 4-second burst of 40 (and a few refilled)", got)
+	}
+	waitFor(t, "the excess to be counted", func() bool {
+		return testutil.ToFloat64(s.metrics.SignalRejected.WithLabelValues("rate"))+float64(got) == 100
+	})
+}

@@ -98,6 +98,10 @@ func (s *Server) read(p *peerConn) {
 		}
 		return err
 	})
+	// A token bucket of messages: a call's candidates come in a burst, a flood does not
+	// stop. Excess messages are dropped, not queued.
+	rate := float64(s.conf().MessagesPerSecond)
+	tokens, last := 4*rate, time.Now()
 	for {
 		typ, data, err := ws.ReadMessage()
 		if err != nil {
@@ -106,7 +110,15 @@ func (s *Server) read(p *peerConn) {
 			}
 			return
 		}
-		_ = ws.SetReadDeadline(time.Now().Add(alive))
+		now := time.Now()
+		_ = ws.SetReadDeadline(now.Add(alive))
+		tokens = min(4*rate, tokens+now.Sub(last).Seconds()*rate)
+		last = now
+		if tokens < 1 {
+			s.metrics.SignalRejected.WithLabelValues("rate").Inc()
+			continue
+		}
+		tokens--
 		if typ == websocket.TextMessage {
 			s.handle(p, data)
 		}
