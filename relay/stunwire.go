@@ -267,6 +267,9 @@ func clampLifetime(b []byte, secs uint32, key []byte) {
 				binary.BigEndian.PutUint32(b[off+4:], secs)
 			}
 		case attrMessageIntegrity:
+			if l != 20 {
+				return
+			}
 			// The HMAC covers the message up to this attribute, with the header's length
 			// counting up to its end.
 			total := binary.BigEndian.Uint16(b[2:4])
@@ -276,6 +279,9 @@ func clampLifetime(b []byte, secs uint32, key []byte) {
 			copy(b[off+4:off+4+20], mac.Sum(nil))
 			binary.BigEndian.PutUint16(b[2:4], total)
 		case attrFingerprint:
+			if l != 4 {
+				return
+			}
 			crc := crc32.ChecksumIEEE(b[:off]) ^ fingerprintXOR
 			binary.BigEndian.PutUint32(b[off+4:], crc)
 			return

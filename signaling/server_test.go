@@ -32,7 +32,7 @@ type testSignal struct {
 	metrics *metrics.Metrics
 }
 
-func startSignal(t *testing.T, mutate func(*config.Signal)) *testSignal {
+func startSignal(t testing.TB, mutate func(*config.Signal)) *testSignal {
 	t.Helper()
 	cfg := config.Default().Signal
 	cfg.Listen = "127.0.0.1:0"
@@ -630,4 +630,33 @@ func TestMessageRate(t *testing.T) {
 	waitFor(t, "the excess to be counted", func() bool {
 		return testutil.ToFloat64(s.metrics.SignalRejected.WithLabelValues("rate"))+float64(got) == 100
 	})
+}
+
+// dialFuzz registers a long-lived peer for a fuzz target.
+func (s *testSignal) dialFuzz(f *testing.F, id string) *client {
+	t := &testing.T{}
+	ws, _, err := websocket.DefaultDialer.Dial(s.wsURL("key=peerjs&id="+id+"&token=t"), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	c := &client{t: t, ws: ws, msgs: make(chan map[string]any, 1000), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			_, data, err := ws.ReadMessage()
+			if err != nil {
+				close(c.msgs)
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(data, &m) == nil && m["type"] != "OPEN" {
+				select {
+				case c.msgs <- m:
+				default:
+				}
+			}
+		}
+	}()
+	f.Cleanup(func() { _ = ws.Close(); <-c.done })
+	return c
 }
