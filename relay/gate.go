@@ -77,6 +77,7 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 		return false
 	}
 	if !isSTUN(b) {
+		g.s.dropped[dropMalformedIdx].Inc() // neither STUN nor ChannelData
 		return false
 	}
 	set := g.s.settings.Load()
