@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -224,6 +225,11 @@ func (c *streamConn) reply(b []byte, _ netip.AddrPort) {
 
 func (c *streamConn) Close() error {
 	err := c.Conn.Close()
+	if c.tls != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+		// The client left first and the TLS close-notify found no one to tell: the
+		// connection is closed all the same, as it should be.
+		err = nil
+	}
 	c.closeOnce.Do(func() {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)

@@ -341,6 +341,8 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 func (g *gate) peerAllowed(set *settings, peer netip.AddrPort) bool {
 	if reason := set.policy.CheckAddr(peer); reason != DenyNone {
 		g.s.metrics.PeerDenied.WithLabelValues(string(reason)).Inc()
+		g.s.log.Debug("peer refused by the peer policy", "peer", peer.String(), "reason", string(reason),
+			"hint", "see [peers] deny/allow")
 		return false
 	}
 	return true
