@@ -1,0 +1,443 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The TURN traffic generator: N allocations, each on its own client socket with a
+// channel bound to one echo peer that the generator also owns. One event loop, on one
+// locked OS thread, does everything: it paces raw ChannelData out of the client
+// sockets, echoes what reaches the peer socket (recvmmsg, then sendmmsg of the same
+// buffers back to their source addresses), and reads the echoed ChannelData back on
+// the client sockets (recvmmsg per ready socket). No goroutine is woken per packet and
+// nothing is allocated per packet, so the generator takes as little as possible of the
+// CPUs it shares with the server.
+
+const (
+	benchChannel = 0x4000
+	sendBatchMax = 64
+	// Payload layout (little endian): sequence number, send time (ns since the
+	// generator's base), client index.
+	payloadHeader = 8 + 8 + 4
+)
+
+type trafficClient struct {
+	fd    int
+	local netip.AddrPort
+	sess  *turnSession
+}
+
+type turnLoad struct {
+	server   netip.AddrPort
+	clients  []trafficClient
+	echoFD   int
+	echoAddr netip.AddrPort
+	epfd     int
+	pktLen   int
+	pace     time.Duration
+	setupAt  time.Time
+
+	base   time.Time
+	rr     int
+	seq    uint64
+	single []byte     // one ChannelData datagram for write(2)
+	send   *mmsgBatch // several datagrams for one socket (sendmmsg)
+	recv   *mmsgBatch
+	echo   *mmsgBatch
+	events []unix.EpollEvent
+	hist   histogram
+	ports  map[uint16]bool
+}
+
+// newTurnLoad opens the echo peer and n client sockets, and sets up each allocation
+// (Allocate, CreatePermission, ChannelBind to the echo peer), conc at a time.
+func newTurnLoad(o *options, server netip.AddrPort, n, payload int, userPrefix string) (*turnLoad, error) {
+	if payload < payloadHeader {
+		payload = payloadHeader
+	}
+	g := &turnLoad{server: server, pktLen: 4 + payload, pace: o.pace, base: time.Now(), ports: map[uint16]bool{}, echoFD: -1, epfd: -1}
+	var err error
+	g.echoFD, g.echoAddr, err = openUDP(netip.AddrPort{}, 8<<20)
+	if err != nil {
+		return nil, fmt.Errorf("echo peer socket: %w", err)
+	}
+	g.ports[g.echoAddr.Port()] = true
+	g.clients = make([]trafficClient, n)
+	for i := range g.clients {
+		g.clients[i].fd = -1
+	}
+	for i := range g.clients {
+		fd, local, err := openUDP(server, 1<<20)
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("client socket %d: %w", i, err)
+		}
+		g.clients[i].fd, g.clients[i].local = fd, local
+		g.ports[local.Port()] = true
+	}
+	// Set up the allocations concurrently (each waits on its own socket with poll).
+	errs := make(chan error, n)
+	next := make(chan int, n)
+	for i := range g.clients {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for w := 0; w < min(16, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				user, pass := restCredentials(o.secret, fmt.Sprintf("%s-%d", userPrefix, i), time.Hour)
+				s := newTurnSession(rawUDP{g.clients[i].fd}, user, pass)
+				if err := s.setup(benchChannel, g.echoAddr); err != nil {
+					errs <- fmt.Errorf("allocation %d: %w", i, err)
+					continue
+				}
+				g.clients[i].sess = s
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		g.close()
+		return nil, err
+	}
+	g.setupAt = time.Now()
+
+	g.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	add := func(fd int, tag int32) error {
+		return unix.EpollCtl(g.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag})
+	}
+	if err := add(g.echoFD, -1); err != nil {
+		g.close()
+		return nil, err
+	}
+	for i, c := range g.clients {
+		if err := add(c.fd, int32(i)); err != nil {
+			g.close()
+			return nil, err
+		}
+	}
+
+	g.single = make([]byte, g.pktLen)
+	g.send = newBatch(sendBatchMax, g.pktLen, false)
+	for _, b := range append(g.send.bufs, g.single) {
+		binary.BigEndian.PutUint16(b[0:2], benchChannel)
+		binary.BigEndian.PutUint16(b[2:4], uint16(payload))
+		for j := 4 + payloadHeader; j < len(b); j++ {
+			b[j] = byte(j)
+		}
+	}
+	g.recv = newBatch(32, 2048, false)
+	g.echo = newBatch(64, 2048, true)
+	g.events = make([]unix.EpollEvent, 256)
+	return g, nil
+}
+
+func (g *turnLoad) close() {
+	for _, c := range g.clients {
+		if c.fd >= 0 {
+			unix.Close(c.fd)
+		}
+	}
+	if g.echoFD >= 0 {
+		unix.Close(g.echoFD)
+	}
+	if g.epfd >= 0 {
+		unix.Close(g.epfd)
+	}
+}
+
+// refreshIfOld renews the allocations, permissions and channels when a run has gone on
+// for two minutes (permissions last five), between steps, never inside a window.
+func (g *turnLoad) refreshIfOld() error {
+	if time.Since(g.setupAt) < 2*time.Minute {
+		return nil
+	}
+	for i, c := range g.clients {
+		s := c.sess
+		if err := s.refresh(10 * time.Minute); err != nil {
+			return fmt.Errorf("refresh %d: %w", i, err)
+		}
+		if err := s.createPermission(g.echoAddr); err != nil {
+			return fmt.Errorf("refresh %d: %w", i, err)
+		}
+		if err := s.channelBind(benchChannel, g.echoAddr); err != nil {
+			return fmt.Errorf("refresh %d: %w", i, err)
+		}
+	}
+	g.setupAt = time.Now()
+	return nil
+}
+
+func (g *turnLoad) now() int64 { return int64(time.Since(g.base)) }
+
+// loadStats is one run at one offered rate. A round trip is client -> server -> peer ->
+// server -> client: the server handles four datagrams for each.
+type loadStats struct {
+	OfferedRTps      float64 `json:"offered_rtps"`
+	SentRTps         float64 `json:"sent_rtps"`
+	DeliveredRTps    float64 `json:"delivered_rtps"`
+	Sent             uint64  `json:"sent"`
+	Received         uint64  `json:"received"`
+	LossPct          float64 `json:"loss_pct"`
+	RTTp50us         float64 `json:"rtt_p50_us"`
+	RTTp99us         float64 `json:"rtt_p99_us"`
+	ServerCPUPct     float64 `json:"server_cpu_pct"` // of one core
+	ServerCPUPerRTus float64 `json:"server_cpu_us_per_rt"`
+	ServerCPUPerDgUs float64 `json:"server_cpu_us_per_datagram"`
+	GenCPUPct        float64 `json:"generator_cpu_pct"`
+	GenCPUPerRTus    float64 `json:"generator_cpu_us_per_rt"`
+	OtherCPUPct      float64 `json:"other_cpu_pct"` // everything else on the machine, % of one core
+	SendErrors       uint64  `json:"send_errors"`
+	Skipped          uint64  `json:"skipped_behind"` // packets the generator could not send in time
+	GenDrops         uint64  `json:"generator_socket_drops"`
+	ServerDrops      uint64  `json:"server_socket_drops"`
+	EchoDrops        uint64  `json:"echo_send_drops"`
+	WindowS          float64 `json:"window_s"`
+	Pass             bool    `json:"pass"`
+	Retried          bool    `json:"retried_after_noise,omitempty"`
+	Note             string  `json:"note,omitempty"`
+}
+
+// run offers rate round trips per second for warmup+window, then listens for drain more.
+// Counts, latencies and CPU cover only packets sent inside the window.
+func (g *turnLoad) run(srv *server, rate float64, warmup, window, drain time.Duration) (st loadStats, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread() // an exiting locked thread would take Pdeathsig children with it
+	setTimerSlack(time.Microsecond)
+	defer setTimerSlack(50 * time.Microsecond)
+
+	g.hist.reset()
+	st.OfferedRTps = rate
+	mineGen := func(p uint16) bool { return g.ports[p] }
+	// Kernel drop counters cover the whole step (warm-up and drain included): reading
+	// /proc/net/udp inside the loop would stall the pacing.
+	genDrops0 := udpDrops(mineGen)
+	srvDrops0 := udpDrops(srv.ownsPort)
+	start := g.now()
+	wStart := start + int64(warmup)
+	wEnd := wStart + int64(window)
+	stop := wEnd + int64(drain)
+	maxBehind := int64(rate * 0.02) // 20 ms of traffic; beyond that the generator is not keeping up
+	if maxBehind < 1 {
+		maxBehind = 1
+	}
+	var (
+		sentWin, recvWin             uint64
+		inWindow, windowDone         bool
+		srvCPU0, srvCPU1, gen0, gen1 time.Duration
+		busy0, busy1                 time.Duration
+		paced                        int64 // datagrams the pacing has accounted for
+	)
+	for {
+		now := g.now()
+		if !inWindow && now >= wStart {
+			inWindow = true
+			if srvCPU0, err = procCPU(srv.pid); err != nil {
+				return st, err
+			}
+			gen0 = selfCPU()
+			busy0 = machineBusy()
+		}
+		if inWindow && !windowDone && now >= wEnd {
+			windowDone = true
+			if srvCPU1, err = procCPU(srv.pid); err != nil {
+				return st, err
+			}
+			gen1 = selfCPU()
+			busy1 = machineBusy()
+		}
+		if now >= stop {
+			break
+		}
+		if now < wEnd {
+			due := int64(rate*float64(now-start)/1e9) - paced
+			if due > maxBehind {
+				if now >= wStart {
+					st.Skipped += uint64(due - maxBehind)
+				}
+				paced += due - maxBehind
+				due = maxBehind
+			}
+			if due > 0 {
+				paced += due
+				sw, e := g.sendDue(int(due), wStart, wEnd)
+				sentWin += sw
+				if now >= wStart && now < wEnd {
+					st.SendErrors += e
+				}
+			}
+		}
+		// Sleep until the next datagram is due, but at least pace (so a high rate goes out
+		// in small bursts rather than one wake-up per datagram) and at most 1 ms.
+		wait := time.Millisecond
+		if now < wEnd {
+			next := start + int64(float64(paced+1)*1e9/rate)
+			wait = min(max(time.Duration(next-now), g.pace), time.Millisecond)
+		}
+		n, werr := epollWait(g.epfd, g.events, wait)
+		if werr != nil && werr != unix.EINTR {
+			return st, werr
+		}
+		for i := 0; i < n; i++ {
+			tag := g.events[i].Fd
+			if tag < 0 {
+				st.EchoDrops += g.echoAll()
+				continue
+			}
+			recvWin += g.readClient(g.clients[tag].fd, wStart, wEnd)
+		}
+	}
+	st.GenDrops = udpDrops(mineGen) - genDrops0
+	st.ServerDrops = udpDrops(srv.ownsPort) - srvDrops0
+	w := window.Seconds()
+	st.WindowS = w
+	st.Sent, st.Received = sentWin, recvWin
+	st.SentRTps = float64(sentWin) / w
+	st.DeliveredRTps = float64(recvWin) / w
+	if sentWin > 0 {
+		lost := float64(sentWin) - float64(recvWin)
+		if lost < 0 {
+			lost = 0
+		}
+		st.LossPct = 100 * lost / float64(sentWin)
+	}
+	st.RTTp50us = g.hist.quantile(0.50)
+	st.RTTp99us = g.hist.quantile(0.99)
+	srvCPU := srvCPU1 - srvCPU0
+	genCPU := gen1 - gen0
+	st.ServerCPUPct = 100 * srvCPU.Seconds() / w
+	st.GenCPUPct = 100 * genCPU.Seconds() / w
+	st.OtherCPUPct = max(0, 100*(busy1-busy0-srvCPU-genCPU).Seconds()/w)
+	if recvWin > 0 {
+		st.ServerCPUPerRTus = float64(srvCPU.Microseconds()) / float64(recvWin)
+		st.ServerCPUPerDgUs = st.ServerCPUPerRTus / 4
+		st.GenCPUPerRTus = float64(genCPU.Microseconds()) / float64(recvWin)
+	}
+	return st, srv.alive()
+}
+
+func (g *turnLoad) stamp(b []byte, idx int) int64 {
+	ts := g.now()
+	g.seq++
+	binary.LittleEndian.PutUint64(b[4:12], g.seq)
+	binary.LittleEndian.PutUint64(b[12:20], uint64(ts))
+	binary.LittleEndian.PutUint32(b[20:24], uint32(idx))
+	return ts
+}
+
+// sendDue sends due datagrams round-robin over the client sockets: one write(2) each
+// while fewer than one per socket is due, one sendmmsg per socket when the loop has
+// fallen far enough behind that several are (batches grow with load, by themselves).
+func (g *turnLoad) sendDue(due int, wStart, wEnd int64) (sentWin, errs uint64) {
+	n := len(g.clients)
+	count := func(ts int64) {
+		if ts >= wStart && ts < wEnd {
+			sentWin++
+		}
+	}
+	for due > 0 {
+		per := due / n
+		if per == 0 {
+			c := g.rr
+			g.rr = (g.rr + 1) % n
+			ts := g.stamp(g.single, c)
+			if e := writeRaw(g.clients[c].fd, g.single); e != 0 {
+				errs++
+			} else {
+				count(ts)
+			}
+			due--
+			continue
+		}
+		per = min(per, sendBatchMax)
+		for k := 0; k < n; k++ {
+			c := (g.rr + k) % n
+			var ts [sendBatchMax]int64
+			for j := 0; j < per; j++ {
+				ts[j] = g.stamp(g.send.bufs[j], c)
+				g.send.setLen(j, g.pktLen)
+			}
+			done, e := g.send.send(g.clients[c].fd, 0, per)
+			if e != 0 {
+				errs += uint64(per)
+				continue
+			}
+			for j := 0; j < done; j++ {
+				count(ts[j])
+			}
+			errs += uint64(per - done)
+		}
+		due -= per * n
+	}
+	return sentWin, errs
+}
+
+// echoAll is the peer: everything waiting on its socket goes straight back to where it
+// came from (the allocation's relayed address), in batches.
+func (g *turnLoad) echoAll() (drops uint64) {
+	b := g.echo
+	for {
+		n, e := b.recv(g.echoFD)
+		if e != 0 || n <= 0 {
+			return drops
+		}
+		for i := 0; i < n; i++ {
+			b.setLen(i, int(b.hdrs[i].Len))
+		}
+		for off := 0; off < n; {
+			k, e := b.send(g.echoFD, off, n)
+			if e != 0 || k <= 0 {
+				drops += uint64(n - off)
+				break
+			}
+			off += k
+		}
+		if n < len(b.hdrs) {
+			return drops
+		}
+	}
+}
+
+// readClient drains one client socket and accounts the echoed datagrams sent inside the
+// window.
+func (g *turnLoad) readClient(fd int, wStart, wEnd int64) (inWindow uint64) {
+	b := g.recv
+	for {
+		n, e := b.recv(fd)
+		if e != 0 || n <= 0 {
+			return inWindow
+		}
+		now := g.now()
+		for i := 0; i < n; i++ {
+			p := b.bufs[i][:b.hdrs[i].Len]
+			if len(p) < 4+payloadHeader || p[0]&0xC0 != 0x40 {
+				continue // not ChannelData (a late STUN response)
+			}
+			ts := int64(binary.LittleEndian.Uint64(p[12:20]))
+			if ts >= wStart && ts < wEnd {
+				inWindow++
+				g.hist.record((now - ts) / 1000)
+			}
+		}
+		if n < len(b.hdrs) {
+			return inWindow
+		}
+	}
+}
