@@ -15,9 +15,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pion/logging"
-	"github.com/pion/turn/v4"
 )
 
 const e2eSecret = "e2e-shared-secret-0123456789abcdef"
@@ -158,29 +155,11 @@ func TestCredsThenRelay(t *testing.T) {
 	}
 
 	echo := udpEcho(t)
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	client, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: p.addr("udp"), TURNServerAddr: p.addr("udp"), Conn: conn,
-		Username: creds.Username, Password: creds.Password, Realm: "e2e.relay", LoggerFactory: lf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	if err := client.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	relayConn, err := client.Allocate()
+	sess, err := dialTURN(t, p.addr("udp"), creds.Username, creds.Password)
 	if err != nil {
 		t.Fatalf("allocate with relay creds output: %v", err)
 	}
-	defer relayConn.Close()
+	relayConn := sess.relay
 	buf := make([]byte, 100)
 	for i := 0; i < 5; i++ {
 		if _, err := relayConn.WriteTo([]byte("hello"), echo); err != nil {
@@ -338,29 +317,9 @@ func TestICEEndpointAllocates(t *testing.T) {
 	if got := ice.ICEServers[0].URLs[0]; got != "stun:127.0.0.1:"+p.port("udp") {
 		t.Fatalf("stun url %q", got)
 	}
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	client, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: p.addr("udp"), TURNServerAddr: p.addr("udp"), Conn: conn,
-		Username: ice.ICEServers[1].Username, Password: ice.ICEServers[1].Credential, Realm: "e2e.relay", LoggerFactory: lf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	if err := client.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	relayConn, err := client.Allocate()
-	if err != nil {
+	if _, err := dialTURN(t, p.addr("udp"), ice.ICEServers[1].Username, ice.ICEServers[1].Credential); err != nil {
 		t.Fatalf("allocate with ICE endpoint credentials: %v", err)
 	}
-	_ = relayConn.Close()
 	if m := p.metrics(); m["relay_ice_credentials_issued_total"] != 1 {
 		t.Errorf("relay_ice_credentials_issued_total = %v", m["relay_ice_credentials_issued_total"])
 	}

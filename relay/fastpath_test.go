@@ -23,7 +23,7 @@ type channelSession struct {
 
 func bindChannel(t testing.TB, s *testServer, transport string) *channelSession {
 	t.Helper()
-	return bindChannelTo(t, s, transport, netip.MustParseAddrPort(echoPeerTB(t).String()))
+	return bindChannelTo(t, s, transport, netip.MustParseAddrPort(echoPeer(t).String()))
 }
 
 func bindChannelTo(t testing.TB, s *testServer, transport string, peer netip.AddrPort) *channelSession {
@@ -158,29 +158,6 @@ func TestFastPathMalformed(t *testing.T) {
 	if got := cs.echo(t, []byte("still fine")); string(got) != "still fine" {
 		t.Fatalf("echo after bad input: %q", got)
 	}
-}
-
-// echoPeerTB is echoPeer for benchmarks too.
-func echoPeerTB(t testing.TB) *net.UDPAddr {
-	t.Helper()
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close(); <-done })
-	return pc.LocalAddr().(*net.UDPAddr)
 }
 
 // fastPathFixture is an allocation with a channel, driven without its sockets' read

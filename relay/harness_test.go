@@ -89,7 +89,7 @@ func (s *testServer) creds(t testing.TB, user string) (string, string) {
 }
 
 // echoPeer is a UDP peer on 127.0.0.1 that sends every datagram back.
-func echoPeer(t *testing.T) *net.UDPAddr {
+func echoPeer(t testing.TB) *net.UDPAddr {
 	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
