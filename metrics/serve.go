@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/relayproject/relay/internal/listen"
 )
 
 // Endpoint is the HTTP listener that serves /metrics, apart from any public listener so
@@ -17,7 +19,7 @@ type Endpoint struct {
 
 // Listen binds addr and starts serving m at /metrics.
 func Listen(addr string, m *Metrics) (*Endpoint, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen(listen.Network("tcp", addr), addr)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/listen"
 	"github.com/relayproject/relay/metrics"
 )
 
@@ -334,7 +335,7 @@ func (s *Server) Start() (err error) {
 		{metrics.TransportTLS, "turn.tls", s.cfg.TURN.TLS, tlsConfig},
 	} {
 		for _, addr := range l.addrs {
-			ln, err := net.Listen(networkFor("tcp", addr), addr)
+			ln, err := net.Listen(listen.Network("tcp", addr), addr)
 			if err != nil {
 				return fmt.Errorf("%s %q: %w", l.key, addr, err)
 			}
@@ -444,22 +445,6 @@ func (s *Server) countResponse(p []byte) {
 	}
 }
 
-// networkFor picks udp4/tcp4 for IPv4 literals (including 0.0.0.0), udp6/tcp6 for IPv6
-// literals, and the dual-stack network for an empty host.
-func networkFor(base, addr string) string {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil || host == "" {
-		return base
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if ip.Is4() {
-			return base + "4"
-		}
-		return base + "6"
-	}
-	return base
-}
-
 // listenUDPShards opens n UDP sockets on one address with SO_REUSEPORT, so the kernel
 // spreads clients over them (by 4-tuple hash, so one client always lands on one socket)
 // and one listener uses every core. Port 0 binds the first socket to a free port and the
@@ -474,7 +459,7 @@ func listenUDPShards(addr string, n int) ([]*net.UDPConn, error) {
 		}
 		return serr
 	}}
-	network := networkFor("udp", addr)
+	network := listen.Network("udp", addr)
 	// SO_REUSEPORT would let a second relay (or anything of the same user) join our port
 	// silently and take half the clients; a plain bind first says "address in use".
 	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/listen"
 	"github.com/relayproject/relay/metrics"
 )
 
@@ -133,7 +134,7 @@ func (s *Server) Reload(c config.Signal) (needRestart []string, err error) {
 // Start listens on the configured address (https/wss when a certificate is set) and
 // starts the expiry sweep and the pings.
 func (s *Server) Start() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := net.Listen(listen.Network("tcp", s.cfg.Listen), s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("signal.listen %q: %w", s.cfg.Listen, err)
 	}
