@@ -36,7 +36,7 @@ func FuzzMessages(f *testing.F) {
 		_ = a.WriteMessage(websocket.TextMessage, data)
 		// The server still routes: a well-formed message from a reaches b, from a.
 		_ = a.WriteMessage(websocket.TextMessage, []byte(`{"type":"CANDIDATE","dst":"b","payload":"probe"}`))
-		deadline := time.After(2 * time.Second)
+		deadline := time.After(300 * time.Millisecond)
 		for {
 			select {
 			case m := <-b.msgs:
