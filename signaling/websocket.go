@@ -57,6 +57,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !overIP && !s.closed {
 		s.perIP[ip]++
 		s.conns[p] = struct{}{}
+		s.loops.Add(1) // under the lock that Close takes first: never after its Wait began
 	}
 	closed := s.closed
 	s.mu.Unlock()
@@ -74,13 +75,17 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.metrics.SignalPeers.Inc()
 	}
-	defer s.release(p, ip)
-
 	p.Send(encode(outbound{Type: typeOpen}))
 	for _, m := range s.reg.Drain(id) {
 		p.Send(m.Data)
 	}
-	s.read(p)
+	// Read on a fresh goroutine and let the HTTP handler return: its stack grew
+	// through the HTTP and upgrade code, and an idle peer would keep it for hours.
+	go func() {
+		defer s.loops.Done()
+		defer s.release(p, ip)
+		s.read(p)
+	}()
 }
 
 // read handles the peer's messages. Any frame, and the pong to our pings, proves life.
