@@ -54,15 +54,7 @@ func sumMetric(m map[string]float64, name string) float64 {
 func TestFloodsDoNotHurt(t *testing.T) {
 	p := startRelay(t, baseConfig(""))
 	a, _ := auth.New(auth.Options{Secrets: []string{e2eSecret}, MaxTTL: time.Hour})
-	c, _ := a.Mint("legit", time.Hour)
-	sess, err := dialTURN(t, p.addr("udp"), c.Username, c.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := udpEcho(t)
-	stop := make(chan struct{})
-	sent, got, done := pacedStream(t, sess, peer, stop)
-	waitFor(t, "the stream to flow", func() bool { return got.Load() > 10 })
+	_, stop, sent, got, done := streamThrough(t, p, a, "legit")
 	rssBefore := rssKiB(t, p.cmd.Process.Pid)
 	before := p.metrics()
 

@@ -98,6 +98,23 @@ func pacedStream(t *testing.T, s *turnSession, peer net.Addr, stop <-chan struct
 	return sent, got, finished
 }
 
+// streamThrough allocates for user with credentials from a and starts a paced stream
+// to an echo peer, returning once it flows.
+func streamThrough(t *testing.T, p *relayProc, a *auth.Authenticator, user string) (sess *turnSession, stop chan struct{}, sent, got *atomic.Int64, done <-chan struct{}) {
+	t.Helper()
+	c, err := a.Mint(user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sess, err = dialTURN(t, p.addr("udp"), c.Username, c.Password); err != nil {
+		t.Fatal(err)
+	}
+	stop = make(chan struct{})
+	sent, got, done = pacedStream(t, sess, udpEcho(t), stop)
+	waitFor(t, "the stream to flow", func() bool { return got.Load() > 10 })
+	return sess, stop, sent, got, done
+}
+
 // TestReloadKeepsTraffic: SIGHUP rotates the secret and the TLS certificate while a paced
 // stream runs through an open allocation: nothing is lost, new credentials work, old
 // ones no longer allocate, the new certificate is served; a broken file changes nothing.
@@ -207,15 +224,7 @@ func sameCert(t *testing.T, addr, file string) bool {
 func TestDrainOnSIGTERM(t *testing.T) {
 	p := startRelay(t, strings.Replace(baseConfig(""), `drain_timeout = "1s"`, `drain_timeout = "60s"`, 1))
 	a, _ := auth.New(auth.Options{Secrets: []string{e2eSecret}, MaxTTL: time.Hour})
-	c, _ := a.Mint("caller", time.Hour)
-	sess, err := dialTURN(t, p.addr("udp"), c.Username, c.Password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := udpEcho(t)
-	stop := make(chan struct{})
-	sent, got, done := pacedStream(t, sess, peer, stop)
-	waitFor(t, "the stream to flow", func() bool { return got.Load() > 10 })
+	sess, stop, sent, got, done := streamThrough(t, p, a, "caller")
 
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -23,7 +23,8 @@ func FuzzMessages(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	s := startSignal(f, nil)
-	b := s.dialFuzz(f, "b")
+	b := s.dial(f, "b", "t")
+	b.expect("OPEN")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, _, err := websocket.DefaultDialer.Dial(s.wsURL("key=peerjs&id=a&token=t"), nil)
 		if err != nil {
