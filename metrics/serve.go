@@ -17,6 +17,9 @@ type Endpoint struct {
 	ln  net.Listener
 }
 
+// debugRoutes adds profiling routes in builds with the pprof tag (see pprof.go).
+var debugRoutes func(*http.ServeMux)
+
 // Listen binds addr and starts serving m at /metrics.
 func Listen(addr string, m *Metrics) (*Endpoint, error) {
 	ln, err := net.Listen(listen.Network("tcp", addr), addr)
@@ -25,6 +28,9 @@ func Listen(addr string, m *Metrics) (*Endpoint, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if debugRoutes != nil {
+		debugRoutes(mux)
+	}
 	e := &Endpoint{ln: ln, srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
