@@ -108,3 +108,157 @@ func tuneBuffers(u *net.UDPConn, size int) {
 		}
 	})
 }
+
+// sendBatch gathers ChannelData for UDP clients during one poller wake-up and sends it
+// with one sendmmsg(2) per listener socket. A poller owns one; nothing here allocates.
+type sendBatch struct {
+	n     int
+	items [pollBufs]sendItem
+	hdrs  [pollBufs]unix.Mmsghdr
+	iovs  [pollBufs]unix.Iovec
+	names [pollBufs]unix.RawSockaddrInet6
+
+	// The arguments of write, which runs inside RawConn.Write: a method value made once,
+	// so that a send allocates no closure.
+	wpc        *packetConn
+	wfrom, wto int
+	wsent      int
+	werr       syscall.Errno
+	write      func(fd uintptr) bool
+}
+
+type sendItem struct {
+	pc      *packetConn
+	b       []byte
+	to      netip.AddrPort
+	payload int
+}
+
+// add queues b (a ChannelData message of payload bytes of data) for to through pc. b
+// must stay untouched until flush.
+func (q *sendBatch) add(pc *packetConn, b []byte, to netip.AddrPort, payload int) {
+	if q.n == len(q.items) {
+		q.flush()
+	}
+	q.items[q.n] = sendItem{pc: pc, b: b, to: to, payload: payload}
+	q.n++
+}
+
+// flush sends everything queued, grouped by listener socket.
+func (q *sendBatch) flush() {
+	if q.write == nil {
+		q.write = q.writeFD
+	}
+	for start := 0; start < q.n; start++ {
+		pc := q.items[start].pc
+		if pc == nil {
+			continue // sent with an earlier group
+		}
+		// Gather this socket's messages, in order, at the front of hdrs.
+		k := 0
+		for i := start; i < q.n; i++ {
+			it := &q.items[i]
+			if it.pc != pc {
+				continue
+			}
+			putSockaddr(&q.names[k], it.to, pc.family)
+			q.iovs[k].Base = &it.b[0]
+			q.iovs[k].SetLen(len(it.b))
+			h := &q.hdrs[k].Hdr
+			h.Name = (*byte)(unsafe.Pointer(&q.names[k]))
+			h.Namelen = sockaddrLen(pc.family)
+			h.Iov = &q.iovs[k]
+			h.SetIovlen(1)
+			q.hdrs[k].Len = 0
+			q.items[k+start], q.items[i] = q.items[i], q.items[k+start] // keep the group's payload sizes at start..start+k
+			k++
+		}
+		q.send(pc, start, k)
+		for i := start; i < start+k; i++ {
+			q.items[i].pc = nil
+		}
+		start += k - 1
+	}
+	for i := range q.items[:q.n] {
+		q.items[i] = sendItem{}
+	}
+	q.n = 0
+}
+
+// send sends hdrs[0:k], whose payload sizes are items[start:start+k], through pc.
+func (q *sendBatch) send(pc *packetConn, start, k int) {
+	var bytes, packets int
+	for q.wfrom, q.wto = 0, k; q.wfrom < q.wto; {
+		q.wpc, q.wsent, q.werr = pc, 0, 0
+		if err := pc.rc.Write(q.write); err != nil {
+			return // the listener closed
+		}
+		if q.wsent == 0 && q.werr == 0 {
+			return
+		}
+		for i := q.wfrom; i < q.wfrom+q.wsent; i++ {
+			bytes += q.items[start+i].payload
+		}
+		packets += q.wsent
+		q.wfrom += q.wsent
+		if q.werr != 0 {
+			// This destination refused (unreachable, no route); the rest still go.
+			pc.s.metrics.ListenerErrors.WithLabelValues(pc.gate.transport).Inc()
+			q.wfrom++
+		}
+	}
+	if packets > 0 {
+		pc.s.metrics.BytesPeerToClient.Add(float64(bytes))
+		pc.s.metrics.PacketsPeerToClient.Add(float64(packets))
+	}
+}
+
+func (q *sendBatch) writeFD(fd uintptr) bool {
+	r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&q.hdrs[q.wfrom])),
+		uintptr(q.wto-q.wfrom), unix.MSG_DONTWAIT, 0, 0)
+	for errno == unix.EINTR {
+		r, _, errno = unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&q.hdrs[q.wfrom])),
+			uintptr(q.wto-q.wfrom), unix.MSG_DONTWAIT, 0, 0)
+	}
+	switch {
+	case errno == unix.EAGAIN || errno == unix.EWOULDBLOCK:
+		return false // the socket buffer is full: the runtime poller waits for room
+	case errno != 0:
+		q.werr = errno
+	default:
+		q.wsent = int(r)
+	}
+	return true
+}
+
+// putSockaddr writes to as a socket address of the listener's family (an IPv4 client of
+// a dual-stack socket as ::ffff:a.b.c.d).
+func putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort, family int) {
+	if family == unix.AF_INET {
+		putSockaddr4((*unix.RawSockaddrInet4)(unsafe.Pointer(sa)), to)
+		return
+	}
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: to.Addr().As16()}
+	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	p[0], p[1] = byte(to.Port()>>8), byte(to.Port())
+}
+
+func sockaddrLen(family int) uint32 {
+	if family == unix.AF_INET {
+		return unix.SizeofSockaddrInet4
+	}
+	return unix.SizeofSockaddrInet6
+}
+
+// socketFamily is a UDP socket's address family (AF_INET or AF_INET6).
+func socketFamily(u *net.UDPConn) int {
+	family := unix.AF_INET6
+	if rc, err := u.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			if d, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil {
+				family = d
+			}
+		})
+	}
+	return family
+}

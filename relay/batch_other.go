@@ -30,3 +30,17 @@ func tuneBuffers(u *net.UDPConn, size int) {
 	_ = u.SetReadBuffer(size)
 	_ = u.SetWriteBuffer(size)
 }
+
+// sendBatch sends at once where sendmmsg(2) is not available.
+type sendBatch struct{}
+
+func (q *sendBatch) add(pc *packetConn, b []byte, to netip.AddrPort, payload int) {
+	if pc.sendChannelData(b, to) == nil {
+		pc.s.metrics.BytesPeerToClient.Add(float64(payload))
+		pc.s.metrics.PacketsPeerToClient.Inc()
+	}
+}
+
+func (q *sendBatch) flush() {}
+
+func socketFamily(*net.UDPConn) int { return 0 }

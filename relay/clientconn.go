@@ -15,11 +15,13 @@ import (
 // and what pion writes to clients is counted on the way out.
 type packetConn struct {
 	*net.UDPConn
-	s     *Server
-	gate  *gate
-	batch *batchReader
-	done  func() // called once when the read loop ends
-	once  sync.Once
+	rc     syscall.RawConn // for batched sends
+	family int             // AF_INET or AF_INET6
+	s      *Server
+	gate   *gate
+	batch  *batchReader
+	done   func() // called once when the read loop ends
+	once   sync.Once
 }
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {

@@ -21,6 +21,7 @@ const (
 	dropRateLimited  = "rate_limited" // unauthenticated requests past unauth_per_ip: no reply
 	dropAuthBlocked  = "auth_blocked" // past auth_failures_per_ip / _per_user: no reply
 	dropBandwidth    = "bandwidth"    // over max_bps / user_max_bps
+	dropBacklog      = "backlog"      // pion's read loop is this far behind on Data indications
 )
 
 // maxCachedAllocations bounds a gate's cache before it sweeps out dead entries.
@@ -120,7 +121,7 @@ func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
 		// Our own public address behind a 1:1 NAT: deliver locally instead of hairpinning.
 		to = netip.AddrPortFrom(c.r.bind, to.Port())
 	}
-	n, err := c.WriteToUDPAddrPort(p, to)
+	n, err := c.sock.sendTo(p, to)
 	if err == nil {
 		c.r.s.metrics.BytesClientToPeer.Add(float64(n))
 		c.r.s.metrics.PacketsClientToPeer.Inc()
@@ -143,40 +144,11 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 // relayBufSize is the buffer benchmarks and tests hand to fromPeer: pion's 1600 bytes.
 const relayBufSize = 1600
 
-// ReadFrom is pion's read loop on the relay socket. Data from a peer with a channel goes
-// straight to the client as ChannelData; data from a permitted peer without one goes to
-// pion, which sends a Data indication; anything else is dropped here. It reads into
-// pion's own buffer, 4 bytes in, so that the ChannelData header fits in front of the
-// payload without a copy or a buffer of our own per allocation.
-func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	// Room for the header in front and for stream padding behind.
-	payload := p[channelDataHdrSize : len(p)-3]
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(payload)
-		if err != nil {
-			return 0, nil, err
-		}
-		if n == len(payload) {
-			// Filled the buffer: probably cut short. pion would relay it cut; drop it.
-			c.r.s.dropped[dropMalformedIdx].Inc()
-			continue
-		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
-			// Another allocation of ours delivered this locally: it comes from the
-			// public address, the one peers were told and permissions name.
-			from = netip.AddrPortFrom(c.r.advertise, from.Port())
-		}
-		if c.fromPeer(p, n, from) {
-			continue
-		}
-		return copy(p, p[channelDataHdrSize:channelDataHdrSize+n]), net.UDPAddrFromAddrPort(from), nil
-	}
-}
-
-// fromPeer handles n bytes from a peer, read into buf[4:]. It reports whether it is done
-// with them (relayed as ChannelData, or dropped); otherwise pion is to see them.
-func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort) bool {
+// fromPeer handles n bytes from a peer, read into buf[4:] (buf has 3 bytes of room
+// behind them for stream padding). It reports whether it is done with them (relayed as
+// ChannelData, or dropped); otherwise pion is to see them. ChannelData for UDP clients
+// goes into out when there is one, to be sent with the rest of the batch.
+func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort, out *sendBatch) bool {
 	a := c.alloc.Load()
 	if a == nil {
 		return false // pion has not reported the allocation yet: let it decide
@@ -198,6 +170,10 @@ func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort) bool {
 	}
 	binary.BigEndian.PutUint16(buf[0:2], ch)
 	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
+	if pc, ok := a.out.(*packetConn); ok && out != nil {
+		out.add(pc, buf[:channelDataHdrSize+n], a.client, n)
+		return true
+	}
 	if a.out.sendChannelData(buf[:channelDataHdrSize+n], a.client) == nil {
 		c.r.s.metrics.BytesPeerToClient.Add(float64(n))
 		c.r.s.metrics.PacketsPeerToClient.Inc()

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -163,6 +164,13 @@ func TestFastPathMalformed(t *testing.T) {
 // fastPathFixture is an allocation with a channel, driven without its sockets' read
 // loops: the client→peer half through the gate, the peer→client half through fromPeer.
 func fastPathFixture(b testing.TB) (g *gate, cd []byte, from netip.AddrPort, rc *relayConn, peer netip.AddrPort) {
+	g, cd, from, rc, peer, a := fastPathAllocation(b)
+	a.out = &nopReplier{} // peer→client sends go nowhere: measure relay, not the socket
+	return g, cd, from, rc, peer
+}
+
+// fastPathAllocation is fastPathFixture with the allocation's real client socket.
+func fastPathAllocation(b testing.TB) (g *gate, cd []byte, from netip.AddrPort, rc *relayConn, peer netip.AddrPort, a *allocation) {
 	s := startServer(b, func(c *config.Config) {
 		allowLoopback(c)
 		c.Limits.MaxBPS = 0 // measure the path, not the cap dropping the flood
@@ -184,10 +192,9 @@ func fastPathFixture(b testing.TB) (g *gate, cd []byte, from netip.AddrPort, rc 
 	}()
 	cs := bindChannelTo(b, s, "udp", netip.MustParseAddrPort(sink.LocalAddr().String()))
 	from = addrPortOf(cs.conn.LocalAddr())
-	a := s.allocs.lookup(tupleKey{client: from, local: addrPortOf(s.Addrs("udp")[0])})
+	a = s.allocs.lookup(tupleKey{client: from, local: addrPortOf(s.Addrs("udp")[0])})
 	g = newGate(s.Server, "udp", addrPortOf(s.Addrs("udp")[0]), false)
-	a.out = &nopReplier{} // peer→client sends go nowhere: measure relay, not the socket
-	return g, channelData(0x4001, make([]byte, 160)), from, a.conn, cs.peer
+	return g, channelData(0x4001, make([]byte, 160)), from, a.conn, cs.peer, a
 }
 
 func BenchmarkChannelDataClientToPeer(b *testing.B) {
@@ -208,20 +215,89 @@ func BenchmarkChannelDataPeerToClient(b *testing.B) {
 	b.SetBytes(160)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if !rc.fromPeer(buf, 160, peer) {
+		if !rc.fromPeer(buf, 160, peer, nil) {
 			b.Fatal("not relayed on the fast path")
 		}
 	}
 }
 
+// BenchmarkChannelDataPeerToClientBatched is the poller's way: 64 datagrams framed and
+// then sent to the client with sendmmsg(2), the system call included.
+func BenchmarkChannelDataPeerToClientBatched(b *testing.B) {
+	_, _, _, rc, peer, _ := fastPathAllocation(b)
+	var bufs [64][relayBufSize]byte
+	out := &sendBatch{}
+	b.ReportAllocs()
+	b.SetBytes(160)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if !rc.fromPeer(bufs[i%64][:], 160, peer, out) {
+			b.Fatal("not relayed on the fast path")
+		}
+		if i%64 == 63 {
+			out.flush()
+		}
+	}
+	out.flush()
+}
+
 func TestFastPathAllocationFree(t *testing.T) {
+	t.Run("batched", func(t *testing.T) {
+		_, _, _, rc, peer, _ := fastPathAllocation(t)
+		out := &sendBatch{}
+		buf := make([]byte, relayBufSize)
+		if n := testing.AllocsPerRun(500, func() { rc.fromPeer(buf, 160, peer, out); out.flush() }); n != 0 {
+			t.Errorf("peer→client ChannelData through sendmmsg allocates %v times per packet", n)
+		}
+	})
 	g, cd, from, rc, peer := fastPathFixture(t)
 	rep := &nopReplier{}
 	buf := make([]byte, relayBufSize)
 	if n := testing.AllocsPerRun(500, func() { g.inspect(cd, from, rep) }); n != 0 {
 		t.Errorf("client→peer ChannelData allocates %v times per packet", n)
 	}
-	if n := testing.AllocsPerRun(500, func() { rc.fromPeer(buf, 160, peer) }); n != 0 {
+	if n := testing.AllocsPerRun(500, func() { rc.fromPeer(buf, 160, peer, nil) }); n != 0 {
 		t.Errorf("peer→client ChannelData allocates %v times per packet", n)
+	}
+}
+
+// Data from a peer that pion must see (no channel) waits in a bounded queue for pion's
+// read loop; past the bound it is dropped and counted, and Close wakes the reader.
+func TestRelayQueueForPion(t *testing.T) {
+	s := startServer(t, nil)
+	c := &relayConn{r: s.relay, wake: make(chan struct{}, 1)} // no allocation yet: everything goes to pion
+	from := netip.MustParseAddrPort("192.0.2.7:5000")
+	before := testutil.ToFloat64(s.metrics.Dropped.WithLabelValues(dropBacklog))
+	buf := make([]byte, relayBufSize)
+	for i := 0; i <= maxQueued; i++ {
+		buf[channelDataHdrSize] = byte(i)
+		c.received(buf, 1, from, nil)
+	}
+	if got := testutil.ToFloat64(s.metrics.Dropped.WithLabelValues(dropBacklog)) - before; got != 1 {
+		t.Fatalf("dropped{reason=backlog} rose by %v, want 1", got)
+	}
+	p := make([]byte, 64)
+	for i := 0; i < maxQueued; i++ {
+		n, addr, err := c.ReadFrom(p)
+		if err != nil || n != 1 || p[0] != byte(i) || addr.String() != from.String() {
+			t.Fatalf("datagram %d: %d bytes %v from %v, %v", i, n, p[:n], addr, err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.ReadFrom(p)
+		done <- err
+	}()
+	c.qmu.Lock()
+	c.qclosed = true
+	close(c.wake)
+	c.qmu.Unlock()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read after close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadFrom still blocked after the socket closed")
 	}
 }

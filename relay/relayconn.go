@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 var (
 	errRelayPortsExhausted = errors.New("relay: no free port in the relay port range")
 	errNoTCPRelay          = errors.New("relay: TCP relays (RFC 6062) are not supported")
+	errRelayPortBusy       = errors.New("relay: relay port in use")
 )
 
 // relayPorts is the RelayAddressGenerator handed to pion: it binds relay sockets on the
@@ -26,14 +28,17 @@ type relayPorts struct {
 	mu   sync.Mutex
 	open map[uint16]*relayConn
 	next uint16 // where the next search starts; random at first so restarts do not reuse ports in order
+
+	pollers *pollers // read every relay socket
 }
 
 func newRelayPorts(s *Server, bind, advertise netip.Addr, min, max uint16) *relayPorts {
 	span := int(max) - int(min) + 1
 	return &relayPorts{
 		s: s, bind: bind, advertise: advertise, min: min, max: max,
-		open: make(map[uint16]*relayConn),
-		next: min + uint16(rand.IntN(span)),
+		open:    make(map[uint16]*relayConn),
+		next:    min + uint16(rand.IntN(span)),
+		pollers: newPollers(),
 	}
 }
 
@@ -76,15 +81,21 @@ func (r *relayPorts) AllocatePacketConn(network string, requestedPort int) (net.
 	return nil, nil, errRelayPortsExhausted
 }
 
-func (r *relayPorts) bindPort(network string, port uint16) (net.PacketConn, net.Addr, error) {
-	u, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.bind, port)))
-	if err != nil {
+func (r *relayPorts) bindPort(_ string, port uint16) (net.PacketConn, net.Addr, error) {
+	c := &relayConn{r: r, port: port, wake: make(chan struct{}, 1)}
+	r.mu.Lock()
+	if _, busy := r.open[port]; busy {
+		r.mu.Unlock()
+		return nil, nil, errRelayPortBusy
+	}
+	r.open[port] = c // claimed before the socket is, so that no datagram finds it missing
+	r.mu.Unlock()
+	if err := c.sock.open(r.pollers, c, netip.AddrPortFrom(r.bind, port)); err != nil {
+		r.mu.Lock()
+		delete(r.open, port)
+		r.mu.Unlock()
 		return nil, nil, err
 	}
-	c := &relayConn{UDPConn: u, r: r, port: port}
-	r.mu.Lock()
-	r.open[port] = c
-	r.mu.Unlock()
 	r.s.metrics.RelayPortsInUse.Inc()
 	return c, net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.advertise, port)), nil
 }
@@ -106,18 +117,34 @@ func (r *relayPorts) openCount() int {
 	return len(r.open)
 }
 
-// relayConn is one allocation's relay socket. Every datagram pion sends to a peer passes
-// the peer policy here, per packet, so that a permission on the server's own address
-// reaches only relay ports, and is counted as it goes.
+// relayConn is one allocation's relay socket as pion sees it. Every datagram to a peer
+// passes the peer policy here, per packet, so that a permission on the server's own
+// address reaches only relay ports, and is counted as it goes. Datagrams from peers are
+// read by the server's pollers, not by pion: those for a channel go to the client
+// straight away, and only the rest (Data indications) are queued for pion's read loop,
+// which otherwise sleeps.
 type relayConn struct {
-	*net.UDPConn
+	sock  relaySock
 	r     *relayPorts
 	port  uint16
 	once  sync.Once
 	alloc atomic.Pointer[allocation] // set once pion reports the allocation
 
 	c2pBytes, c2pPackets, p2cBytes, p2cPackets atomic.Uint64
+
+	qmu     sync.Mutex
+	queue   []queuedDatagram // for pion; nil while empty
+	qclosed bool
+	wake    chan struct{} // one token: something was queued, or the socket closed
 }
+
+type queuedDatagram struct {
+	b    []byte
+	from netip.AddrPort
+}
+
+// maxQueued bounds what waits for pion on one relay socket; more is dropped.
+const maxQueued = 64
 
 // relayCounts is what one allocation relayed, for the allocation log.
 type relayCounts struct{ c2pBytes, c2pPackets, p2cBytes, p2cPackets uint64 }
@@ -126,9 +153,75 @@ func (c *relayConn) counts() relayCounts {
 	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load()}
 }
 
+// received handles a datagram a poller read into buf[4:4+n].
+func (c *relayConn) received(buf []byte, n int, from netip.AddrPort, out *sendBatch) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
+		// Another allocation of ours delivered this locally: it comes from the public
+		// address, the one peers were told and permissions name.
+		from = netip.AddrPortFrom(c.r.advertise, from.Port())
+	}
+	if c.fromPeer(buf, n, from, out) {
+		return
+	}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.qclosed {
+		return
+	}
+	if len(c.queue) >= maxQueued {
+		c.r.s.dropped[dropBacklogIdx].Inc()
+		return
+	}
+	c.queue = append(c.queue, queuedDatagram{b: append([]byte(nil), buf[channelDataHdrSize:channelDataHdrSize+n]...), from: from})
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// ReadFrom is pion's read loop: it sleeps until a datagram needs pion (a permitted peer
+// without a channel: pion sends a Data indication) or the socket closes.
+func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		c.qmu.Lock()
+		if len(c.queue) > 0 {
+			d := c.queue[0]
+			c.queue[0] = queuedDatagram{}
+			c.queue = c.queue[1:]
+			if len(c.queue) == 0 {
+				c.queue = nil
+			}
+			c.qmu.Unlock()
+			return copy(p, d.b), net.UDPAddrFromAddrPort(d.from), nil
+		}
+		closed := c.qclosed
+		c.qmu.Unlock()
+		if closed {
+			return 0, nil, net.ErrClosed
+		}
+		<-c.wake
+	}
+}
+
+// LocalAddr is the bound relay address.
+func (c *relayConn) LocalAddr() net.Addr {
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.r.bind, c.port))
+}
+
+// pion sets no deadlines on relay sockets: its read loop ends when the socket closes.
+func (c *relayConn) SetDeadline(time.Time) error      { return nil }
+func (c *relayConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *relayConn) SetWriteDeadline(time.Time) error { return nil }
+
 func (c *relayConn) Close() error {
-	err := c.UDPConn.Close()
+	err := net.ErrClosed
 	c.once.Do(func() {
+		err = c.sock.close()
+		c.qmu.Lock()
+		c.qclosed, c.queue = true, nil
+		close(c.wake)
+		c.qmu.Unlock()
 		c.r.mu.Lock()
 		if c.r.open[c.port] == c {
 			delete(c.r.open, c.port)

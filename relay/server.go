@@ -92,6 +92,7 @@ const (
 	dropRateLimitedIdx
 	dropAuthBlockedIdx
 	dropBandwidthIdx
+	dropBacklogIdx
 	dropCount
 )
 
@@ -138,7 +139,7 @@ func New(o Options) (*Server, error) {
 		s.denied[r] = o.Metrics.PeerDenied.WithLabelValues(string(r))
 	}
 	for i, r := range []string{dropNoAllocation, dropNoChannel, dropNoPermission, dropMalformed,
-		dropRateLimited, dropAuthBlocked, dropBandwidth} {
+		dropRateLimited, dropAuthBlocked, dropBandwidth, dropBacklog} {
 		s.dropped[i] = o.Metrics.Dropped.WithLabelValues(r)
 	}
 	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max)
@@ -306,7 +307,11 @@ func (s *Server) Start() (err error) {
 			if err != nil {
 				return fmt.Errorf("turn.udp %q: %w", addr, err)
 			}
-			pc := &packetConn{UDPConn: u, s: s, batch: batch, gate: newGate(s, metrics.TransportUDP, addrPortOf(u.LocalAddr()), false)}
+			rc, err := u.SyscallConn()
+			if err != nil {
+				return fmt.Errorf("turn.udp %q: %w", addr, err)
+			}
+			pc := &packetConn{UDPConn: u, rc: rc, family: socketFamily(u), s: s, batch: batch, gate: newGate(s, metrics.TransportUDP, addrPortOf(u.LocalAddr()), false)}
 			s.udpLoops.Add(1)
 			pc.done = s.udpLoops.Done
 			s.udp = append(s.udp, pc)
@@ -414,6 +419,7 @@ func (s *Server) Close() error {
 	if n := s.relay.openCount(); n > 0 {
 		s.log.Warn("relay sockets still open after close", "count", n)
 	}
+	s.relay.pollers.stop()
 	return err
 }
 
