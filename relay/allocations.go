@@ -242,53 +242,25 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 		},
 		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 			ip, ok := netip.AddrFromSlice(peer)
-			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool {
-				if _, dup := h.perms[ip.Unmap()]; dup {
-					return false
-				}
-				h.perms[ip.Unmap()] = struct{}{}
-				return true
-			}) {
+			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool { return h.addPerm(ip.Unmap()) }) {
 				t.m.PermissionsActive.Inc()
 			}
 		},
 		OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 			ip, ok := netip.AddrFromSlice(peer)
 			// pion may report one permission twice (expiry racing Close): count once.
-			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool {
-				if _, had := h.perms[ip.Unmap()]; !had {
-					return false
-				}
-				delete(h.perms, ip.Unmap())
-				return true
-			}) {
+			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool { return h.deletePerm(ip.Unmap()) }) {
 				t.m.PermissionsActive.Dec()
 			}
 		},
 		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
 			p := addrPortOf(peer)
-			if t.edit(keyOf(src, dst), func(h *hotState) bool {
-				old, dup := h.byNum[number]
-				if dup {
-					delete(h.byPeer, old)
-				}
-				h.byNum[number] = p
-				h.byPeer[p] = number
-				return !dup
-			}) {
+			if t.edit(keyOf(src, dst), func(h *hotState) bool { return h.bind(number, p) }) {
 				t.m.ChannelsActive.Inc()
 			}
 		},
 		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
-			if t.edit(keyOf(src, dst), func(h *hotState) bool {
-				p, had := h.byNum[number]
-				if !had {
-					return false
-				}
-				delete(h.byNum, number)
-				delete(h.byPeer, p)
-				return true
-			}) {
+			if t.edit(keyOf(src, dst), func(h *hotState) bool { return h.unbind(number) }) {
 				t.m.ChannelsActive.Dec()
 			}
 		},
@@ -316,7 +288,7 @@ func (t *allocations) ended(a *allocation) {
 	a.mu.Lock()
 	h := a.hot.Swap(emptyHot)
 	a.mu.Unlock()
-	perms, channels := len(h.perms), len(h.byNum)
+	perms, channels := len(h.perms), len(h.channels)
 	t.mu.Lock()
 	reason := a.ending
 	t.mu.Unlock()

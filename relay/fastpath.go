@@ -40,12 +40,12 @@ func (g *gate) channelData(b []byte, from netip.AddrPort) {
 		return
 	}
 	h := a.hot.Load()
-	peer, ok := h.byNum[binary.BigEndian.Uint16(b[0:2])]
+	peer, ok := h.peerOf(binary.BigEndian.Uint16(b[0:2]))
 	if !ok {
 		g.s.dropped[dropNoChannelIdx].Inc()
 		return
 	}
-	if _, ok := h.perms[peer.Addr()]; !ok {
+	if !h.permitted(peer.Addr()) {
 		g.s.dropped[dropNoPermissionIdx].Inc() // the permission expired; the channel alone is not enough
 		return
 	}
@@ -154,7 +154,7 @@ func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort, out *sendBa
 		return false // pion has not reported the allocation yet: let it decide
 	}
 	h := a.hot.Load()
-	if _, ok := h.perms[from.Addr()]; !ok {
+	if !h.permitted(from.Addr()) {
 		c.r.s.dropped[dropNoPermissionIdx].Inc()
 		return true
 	}
@@ -164,7 +164,7 @@ func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort, out *sendBa
 	}
 	c.p2cBytes.Add(uint64(n))
 	c.p2cPackets.Add(1)
-	ch, ok := h.byPeer[from]
+	ch, ok := h.channelOf(from)
 	if !ok || a.out == nil {
 		return false // permitted, no channel: pion sends a Data indication
 	}

@@ -289,7 +289,7 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 			}
 			peers++
 			if h != nil {
-				if _, had := h.perms[peer.Addr().Unmap()]; !had {
+				if !h.permitted(peer.Addr().Unmap()) {
 					added++
 				}
 			}
@@ -316,7 +316,7 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 		}
 		if a := g.s.allocs.lookup(k); a != nil {
 			h := a.hot.Load()
-			if _, rebind := h.byNum[n]; !rebind && len(h.byNum) >= set.limits.ChannelsPerAllocation {
+			if _, rebind := h.peerOf(n); !rebind && len(h.channels) >= set.limits.ChannelsPerAllocation {
 				g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaChannels).Inc()
 				g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
 				return false
