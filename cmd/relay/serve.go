@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -54,6 +55,7 @@ func serve(args []string) error {
 	d := &daemon{path: *configPath, cfg: cfg, level: new(slog.LevelVar)}
 	d.level.Set(cfg.Log.SlogLevel())
 	d.log = newLogger(cfg.Log, d.level)
+	procs := setProcs()
 	for _, w := range cfg.Warnings() {
 		d.log.Warn("config: " + w)
 	}
@@ -62,7 +64,7 @@ func serve(args []string) error {
 		return err
 	}
 	_ = sdnotify.Ready()
-	d.log.Info("relay started", "config", cfg.Source, "realm", cfg.Realm)
+	d.log.Info("relay started", "config", cfg.Source, "realm", cfg.Realm, "gomaxprocs", procs)
 	stopWatchdog := d.watchdog()
 	defer stopWatchdog()
 
@@ -291,4 +293,18 @@ func printTryIt(cfg *config.Config, a *auth.Authenticator) {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "\nA browser can use it for the next hour (RTCPeerConnection iceServers):\n\n    %s\n\n", b)
+}
+
+// setProcs gives Go half the CPUs (at least one) unless GOMAXPROCS says otherwise. Most
+// of the work of relaying is the kernel's (sending and receiving datagrams), which needs
+// CPUs of its own; and with a datagram or two per wake-up, Go's scheduler waking idle
+// processors for each one costs more than the parallelism gives (bench/README.md has
+// the measurements). It returns the setting in effect.
+func setProcs() int {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return runtime.GOMAXPROCS(0)
+	}
+	n := max(1, runtime.GOMAXPROCS(0)/2)
+	runtime.GOMAXPROCS(n)
+	return n
 }
