@@ -97,6 +97,42 @@ func TestFastPathEcho(t *testing.T) {
 	}
 }
 
+// TestFastPathBurst: bursts longer than one recvmmsg batch from a peer all reach the
+// client, in order: the poller comes back for what one read left behind.
+func TestFastPathBurst(t *testing.T) {
+	s := startServer(t, allowLoopback)
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	cs := bindChannelTo(t, s, "udp", netip.MustParseAddrPort(peer.LocalAddr().String()))
+	a := s.allocs.lookup(tupleKey{client: addrPortOf(cs.conn.LocalAddr()), local: addrPortOf(s.Addrs("udp")[0])})
+	if a == nil {
+		t.Fatal("no allocation")
+	}
+	to := net.UDPAddrFromAddrPort(a.relayAddr)
+	buf := make([]byte, 2048)
+	for burst := 0; burst < 4; burst++ {
+		const n = 43 // more than five of the poller's recvmmsg batches
+		for i := 0; i < n; i++ {
+			if _, err := peer.WriteToUDP([]byte{byte(burst), byte(i)}, to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < n; i++ {
+			_ = cs.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			m, err := cs.conn.Read(buf)
+			if err != nil {
+				t.Fatalf("burst %d: %d of %d datagrams arrived: %v", burst, i, n, err)
+			}
+			if m < 6 || binary.BigEndian.Uint16(buf[0:2]) != 0x4001 || buf[4] != byte(burst) || buf[5] != byte(i) {
+				t.Fatalf("burst %d datagram %d: % x", burst, i, buf[:m])
+			}
+		}
+	}
+}
+
 // TestFastPathPermissionExpiry: when pion expires a permission (its event is the signal),
 // ChannelData to and from that peer is dropped and counted, though the channel remains.
 func TestFastPathPermissionExpiry(t *testing.T) {

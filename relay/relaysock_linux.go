@@ -258,20 +258,27 @@ func (p *poller) poll(fd uintptr) bool {
 		if n <= 0 {
 			return false
 		}
+		more := n == len(p.events)
 		for i := 0; i < n; i++ {
 			p.mu.Lock()
 			c := p.conns[p.events[i].Fd]
 			p.mu.Unlock()
-			if c != nil {
-				p.read(c)
+			if c != nil && p.read(c) {
+				more = true
 			}
 		}
 		p.flush()
+		if !more {
+			// Every ready socket was emptied: whatever arrives from now on is a new event
+			// for the runtime poller, so it can wait without asking epoll once more.
+			return false
+		}
 	}
 }
 
-// read takes up to pollBatch datagrams from c's socket and hands each on.
-func (p *poller) read(c *relayConn) {
+// read takes up to pollBatch datagrams from c's socket and hands each on. It reports
+// whether the socket may hold more.
+func (p *poller) read(c *relayConn) bool {
 	if p.used+pollBatch > pollBufs {
 		p.flush()
 	}
@@ -286,13 +293,16 @@ func (p *poller) read(c *relayConn) {
 	c.sock.mu.RLock()
 	if c.sock.closed {
 		c.sock.mu.RUnlock()
-		return
+		return false
 	}
 	r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.sock.fd), uintptr(unsafe.Pointer(&p.hdrs[0])),
 		pollBatch, unix.MSG_DONTWAIT, 0, 0)
 	c.sock.mu.RUnlock()
+	if errno == unix.EAGAIN {
+		return false
+	}
 	if errno != 0 {
-		return // EAGAIN (another reader was first) or an ICMP error surfacing: nothing to relay
+		return true // an ICMP error surfacing: datagrams may wait behind it
 	}
 	first := p.used
 	p.used += int(r)
@@ -304,6 +314,7 @@ func (p *poller) read(c *relayConn) {
 		}
 		c.received(buf, int(p.hdrs[i].Len), sockaddrToAddrPort(&p.names[i]), &p.out)
 	}
+	return r == pollBatch
 }
 
 // flush sends what is batched and frees the buffers.
