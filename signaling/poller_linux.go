@@ -3,10 +3,12 @@
 package signaling
 
 import (
-	"errors"
 	"net"
+	"os"
 	"runtime"
 	"sync"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,6 +18,11 @@ import (
 // into a buffer it shares between all of them, parses the frames and handles the
 // messages inline. So an idle peer holds no goroutine and no buffer. The socket is a
 // duplicate of the one net/http accepted, taken out of Go's own poller.
+//
+// The epoll descriptor itself sits in Go's poller: the poller goroutine asks it for
+// events without waiting and parks like any goroutine reading a socket when there are
+// none. Blocking in epoll_wait instead would hold a thread in a system call, which the
+// runtime keeps taking its processor back from, at a cost per wake-up.
 
 // readBufferSize is each poller's read buffer: one read takes what a client sent.
 const readBufferSize = 64 << 10
@@ -27,7 +34,9 @@ const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP
 type poller struct {
 	s    *Server
 	epfd int
-	wake int // an eventfd: Close wakes the poller through it
+	ep   *os.File        // epfd, in Go's poller
+	rc   syscall.RawConn // ep's, to wait for events
+	wake int             // an eventfd: Close wakes the poller through it
 	buf  []byte
 
 	mu      sync.Mutex
@@ -76,51 +85,99 @@ func newPoller(s *Server) (*poller, error) {
 		_ = unix.Close(wake)
 		return nil, err
 	}
-	return &poller{s: s, epfd: epfd, wake: wake, buf: make([]byte, readBufferSize), conns: make(map[int32]*peerConn)}, nil
+	// Non-blocking, so that os.NewFile puts it in Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		return nil, err
+	}
+	ep := os.NewFile(uintptr(epfd), "signaling-epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		_ = ep.Close()
+		_ = unix.Close(wake)
+		return nil, err
+	}
+	return &poller{s: s, epfd: epfd, ep: ep, rc: rc, wake: wake, buf: make([]byte, readBufferSize),
+		conns: make(map[int32]*peerConn)}, nil
 }
 
 func (pl *poller) run() {
 	defer pl.s.loops.Done()
 	events := make([]unix.EpollEvent, 256)
-	for {
-		n, err := unix.EpollWait(pl.epfd, events, -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
+	var werr error
+	err := pl.rc.Read(func(fd uintptr) bool {
+		for {
+			n, errno := epollWaitNow(int(fd), events)
+			switch {
+			case errno == unix.EINTR:
 				continue
+			case errno != 0:
+				werr = errno
+				return true
+			case n == 0:
+				return false // park until the epoll instance has events
 			}
-			pl.s.log.Error("signaling poller stopped", "err", err)
-			pl.shutdown()
-			return
+			stop, drained := pl.dispatch(events[:n])
+			if stop {
+				return true
+			}
+			// Every socket read to the end and every event taken: what arrives from
+			// now on wakes us, so there is no need to ask again before parking.
+			if drained && n < len(events) {
+				return false
+			}
 		}
-		for _, ev := range events[:n] {
-			if ev.Fd == int32(pl.wake) {
-				pl.mu.Lock()
-				stopped := pl.stopped
-				pl.mu.Unlock()
-				if stopped {
-					pl.shutdown()
-					return
-				}
-				continue
-			}
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		pl.s.log.Error("signaling poller stopped", "err", err)
+	}
+	pl.shutdown()
+}
+
+// dispatch handles one batch of events. drained is false when a socket may still have
+// bytes to read.
+func (pl *poller) dispatch(events []unix.EpollEvent) (stop, drained bool) {
+	drained = true
+	for _, ev := range events {
+		if ev.Fd == int32(pl.wake) {
 			pl.mu.Lock()
-			p := pl.conns[ev.Fd]
+			stopped := pl.stopped
 			pl.mu.Unlock()
-			if p == nil {
-				continue
+			if stopped {
+				return true, drained
 			}
-			if ev.Events&unix.EPOLLOUT != 0 {
-				p.mu.Lock()
-				if !p.closed {
-					p.flushLocked()
-				}
-				p.mu.Unlock()
+			continue
+		}
+		pl.mu.Lock()
+		p := pl.conns[ev.Fd]
+		pl.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		if ev.Events&unix.EPOLLOUT != 0 {
+			p.mu.Lock()
+			if !p.closed {
+				p.flushLocked()
 			}
-			if ev.Events&^unix.EPOLLOUT != 0 {
-				p.readFd(pl.buf)
-			}
+			p.mu.Unlock()
+		}
+		if ev.Events&^unix.EPOLLOUT != 0 && !p.readFd(pl.buf) {
+			drained = false
 		}
 	}
+	return false, drained
+}
+
+// epollWaitNow takes the events that are ready without waiting (epoll_pwait, as
+// epoll_wait is missing on some architectures).
+func epollWaitNow(epfd int, events []unix.EpollEvent) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), 0, 0, 0)
+	return int(n), errno
 }
 
 // stop asks the poller to close its sockets and return.
@@ -143,7 +200,7 @@ func (pl *poller) shutdown() {
 	for _, p := range conns {
 		p.finish()
 	}
-	_ = unix.Close(pl.epfd)
+	_ = pl.ep.Close()
 	_ = unix.Close(pl.wake)
 }
 
@@ -202,21 +259,24 @@ func (p *peerConn) toPoller(pl *poller) bool {
 	return true
 }
 
-// readFd reads what the client sent, on the poller's goroutine.
-func (p *peerConn) readFd(buf []byte) {
+// readFd reads what the client sent, on the poller's goroutine. It reports false when
+// the read filled buf: more may be waiting.
+func (p *peerConn) readFd(buf []byte) (drained bool) {
 	if p.dead.Load() {
 		p.finish()
-		return
+		return true
 	}
-	n, err := unix.Read(p.fd, buf)
+	n, eof, err := readFdOnce(p.fd, buf)
 	switch {
-	case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
-		return
-	case err != nil || n <= 0:
+	case err != nil || eof:
 		p.finish()
+	case n == 0:
 	case !p.consume(buf[:n]):
 		p.finish()
+	default:
+		return n < len(buf)
 	}
+	return true
 }
 
 // finish closes the socket and releases the peer, once; on the poller's goroutine (or
@@ -332,18 +392,47 @@ func (p *peerConn) arm(on bool) {
 // an error.
 func writeFd(fd int, b []byte) (int, error) {
 	for {
-		n, err := unix.Write(fd, b)
-		switch {
-		case err == nil:
+		n, err := rawIO(unix.SYS_WRITE, fd, b)
+		switch err {
+		case 0:
 			return n, nil
-		case errors.Is(err, unix.EINTR):
+		case unix.EINTR:
 			continue
-		case errors.Is(err, unix.EAGAIN):
+		case unix.EAGAIN:
 			return 0, nil
 		default:
 			return 0, err
 		}
 	}
+}
+
+// readFdOnce reads from a non-blocking socket: 0, nil when nothing is there.
+func readFdOnce(fd int, b []byte) (n int, eof bool, err error) {
+	for {
+		n, errno := rawIO(unix.SYS_READ, fd, b)
+		switch errno {
+		case 0:
+			return n, n == 0, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, false, nil
+		default:
+			return 0, false, errno
+		}
+	}
+}
+
+// rawIO is read(2) or write(2) without telling the scheduler: on a non-blocking socket
+// it returns at once, and a goroutine marked as in a system call on every message
+// keeps the runtime's monitor thread waking up to take its processor back.
+func rawIO(trap uintptr, fd int, b []byte) (int, unix.Errno) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, errno := unix.RawSyscall(trap, uintptr(fd), uintptr(p), uintptr(len(b)))
+	return int(n), errno
 }
 
 func shutdownFd(fd int) { _ = unix.Shutdown(fd, unix.SHUT_RDWR) }

@@ -64,7 +64,7 @@ func cat(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
 
 func TestFrameReader(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789"), 7000) // 70,000 bytes: a 64-bit length
-	mid := bytes.Repeat([]byte("x"), 300)          // a 16-bit length
+	mid := bytes.Repeat([]byte("x"), 300)           // a 16-bit length
 	cases := []struct {
 		name   string
 		stream []byte
