@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"unicode/utf8"
 )
@@ -168,6 +169,13 @@ func skipSpace(b []byte, i int) int {
 func scanString(b []byte, i int) (end int, plain bool) {
 	plain = true
 	for i++; i < len(b); i++ {
+		// Eight bytes at a time past the ones that need no look: most of a payload.
+		for i+8 <= len(b) && specialBytes(binary.LittleEndian.Uint64(b[i:])) == 0 {
+			i += 8
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
@@ -200,6 +208,19 @@ func scanString(b []byte, i int) (end int, plain bool) {
 		}
 	}
 	return -1, false
+}
+
+const (
+	lsbs = 0x0101010101010101
+	msbs = 0x8080808080808080
+)
+
+// specialBytes is non-zero when one of the eight bytes in x ends or escapes a string or
+// needs a closer look: '"', '\\', a control character, or a byte of a UTF-8 sequence.
+func specialBytes(x uint64) uint64 {
+	q := x ^ (lsbs * '"')
+	e := x ^ (lsbs * '\\')
+	return ((q-lsbs)&^q | (e-lsbs)&^e | (x-lsbs*0x20)&^x | x) & msbs
 }
 
 func isHex(c byte) bool {
