@@ -8,7 +8,9 @@ import (
 )
 
 // FuzzMessages sends arbitrary frames over a real WebSocket: the server must neither
-// crash nor stop serving others, and relayed messages always carry the sender's id.
+// crash nor stop serving others, and relayed messages always carry the sender's id. The
+// same bytes must parse as encoding/json reads them (checkParse), and fed to the frame
+// reader as a raw stream they must not crash it.
 func FuzzMessages(f *testing.F) {
 	for _, seed := range []string{
 		`{"type":"OFFER","dst":"b","payload":{"sdp":"x"}}`,
@@ -26,6 +28,10 @@ func FuzzMessages(f *testing.F) {
 	b := s.dial(f, "b", "t")
 	b.expect("OPEN")
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkParse(t, data)
+		var r frameReader
+		_ = r.feed(append([]byte(nil), data...), 1024, func(byte, []byte) bool { return true })
+
 		a, _, err := websocket.DefaultDialer.Dial(s.wsURL("key=peerjs&id=a&token=t"), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -57,4 +63,18 @@ func FuzzMessages(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzParseMessage holds the one-pass message reader to encoding/json, without sockets:
+// many more inputs per second than FuzzMessages.
+func FuzzParseMessage(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"OFFER","dst":"b","payload":{"sdp":"v=0\r\n","n":[1,-2.5e3,true,null]}}`,
+		`{"TYPE":"OFFER","dst":null,"payload":null,"payload":"x"}`,
+		`{"type":"CANDIDATE","dst":"\u0062"}`,
+		`{"type":"OFFER","payload":01}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkParse(t, data) })
 }

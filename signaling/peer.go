@@ -1,10 +1,15 @@
 package signaling
 
 import (
+	"bytes"
+	"crypto/tls"
+	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/relayproject/relay/config"
 )
 
 const (
@@ -12,46 +17,211 @@ const (
 	// rather than allowed to grow memory or block anyone else.
 	maxOutbox    = 256
 	writeTimeout = 10 * time.Second
+	// maxCoalesce bounds the bytes of queued frames gathered into one write.
+	maxCoalesce = 64 << 10
 )
 
-// peerConn is one client WebSocket. Reads happen on the HTTP handler's goroutine;
-// writes go through an outbox drained by a goroutine that exists only while there is
-// something to write, so an idle peer costs no writer goroutine and a slow one never
-// blocks the peer that sends to it.
+// peerConn is one client WebSocket. On Linux a plain TCP socket is read by a poller
+// (poller_linux.go): an idle peer is this struct and nothing else, no goroutine and no
+// buffer. A TLS socket, or any socket elsewhere, is read by a goroutine of its own
+// (stream.go). Either way a message is written by whoever routes it, at once when
+// nothing is waiting; what the socket does not take waits in a bounded outbox, so a
+// slow peer never blocks the one that sends to it.
 type peerConn struct {
 	s         *Server
-	ws        *websocket.Conn
 	id, token string
+	ip        netip.Addr
+
+	// The socket: fd, read by the poller pl; or nc, read by its own goroutine. raw is
+	// what Close closes on the goroutine path (under TLS, the TCP connection).
+	pl  *poller
+	fd  int
+	nc  net.Conn
+	raw net.Conn
+
+	seen  atomic.Int64 // Server.now of the last frame received: any frame proves life
+	stuck atomic.Int64 // Server.now of the last progress while writes wait; 0: none wait
+	dead  atomic.Bool  // closed (set under mu, read without it)
+
+	// Reader state, touched only by whoever reads the socket.
+	rd     frameReader
+	tokens float64 // message token bucket
+	last   int64
 
 	mu      sync.Mutex
-	outbox  [][]byte // a nil entry is a ping
-	writing bool
+	outbox  []outFrame // frames waiting, at most maxOutbox
+	pending []byte     // encoded bytes a short write left (poller path)
+	armed   bool       // poller path: EPOLLOUT is requested
+	held    bool       // the handshake has not finished: queue, do not write yet
+	writing bool       // goroutine path: a writer goroutine is running
 	closed  bool
+
+	wmu sync.Mutex // goroutine path: one write on nc at a time
 }
 
-func (p *peerConn) Send(b []byte) bool { return p.enqueue(b, false) }
+type outFrame struct {
+	op byte
+	b  []byte
+}
+
+func newPeerConn(s *Server, conn net.Conn, id, token string, ip netip.Addr) *peerConn {
+	p := &peerConn{s: s, id: id, token: token, ip: ip, fd: -1, nc: conn, raw: conn, held: true}
+	if tc, ok := conn.(*tls.Conn); ok {
+		p.raw = tc.NetConn()
+	}
+	now := s.now()
+	p.seen.Store(now)
+	p.tokens, p.last = 4*float64(s.conf().MessagesPerSecond), now
+	return p
+}
+
+// Send queues b as a text message; false if the peer is closed or too far behind.
+func (p *peerConn) Send(b []byte) bool { return p.queue(opText, b) }
 
 // ping queues a WebSocket ping; browsers answer with a pong, which counts as life.
-func (p *peerConn) ping() { p.enqueue(nil, true) }
+func (p *peerConn) ping() { p.queue(opPing, nil) }
 
-func (p *peerConn) enqueue(b []byte, ping bool) bool {
+func (p *peerConn) queue(op byte, b []byte) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return false
 	}
-	if len(p.outbox) >= maxOutbox {
-		return ping // a ping that does not fit is simply skipped
+	if p.pl != nil && !p.held && len(p.outbox) == 0 && len(p.pending) == 0 {
+		p.writeFrameLocked(op, b)
+		return true
 	}
-	p.outbox = append(p.outbox, b)
-	if !p.writing {
+	if len(p.outbox) >= maxOutbox {
+		return op != opText // a control frame that does not fit is skipped
+	}
+	p.outbox = append(p.outbox, outFrame{op, b})
+	if p.pl == nil && !p.held && !p.writing {
 		p.writing = true
-		go p.flush()
+		go p.writeStream()
 	}
 	return true
 }
 
-func (p *peerConn) flush() {
+// start ends the handshake: OPEN goes first, then what was queued meanwhile.
+func (p *peerConn) start(open []byte, queued [][]byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	out := make([]outFrame, 0, 1+len(p.outbox)+len(queued))
+	out = append(out, outFrame{opText, open})
+	out = append(out, p.outbox...)
+	for _, b := range queued {
+		out = append(out, outFrame{opText, b})
+	}
+	p.outbox = out
+	p.held = false
+	if p.pl != nil {
+		p.flushLocked()
+	} else if !p.writing {
+		p.writing = true
+		go p.writeStream()
+	}
+}
+
+// Close ends the connection. On the poller path the poller then closes the socket and
+// releases the peer; on the goroutine path its reader does.
+func (p *peerConn) Close() {
+	p.mu.Lock()
+	p.closeLocked()
+	p.mu.Unlock()
+}
+
+func (p *peerConn) closeLocked() {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	p.dead.Store(true)
+	p.outbox, p.pending = nil, nil
+	p.stuck.Store(0)
+	if p.fd >= 0 {
+		shutdownFd(p.fd) // the poller sees the hang-up and finishes
+	} else if p.raw != nil {
+		_ = p.raw.Close()
+	}
+}
+
+// closeWith sends a close frame with payload (best effort) and closes.
+func (p *peerConn) closeWith(payload []byte) {
+	if p.pl == nil {
+		// The writer goroutine may be in a long write: then the close frame is skipped.
+		if p.wmu.TryLock() {
+			_ = p.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = p.nc.Write(appendFrame(nil, opClose, payload))
+			p.wmu.Unlock()
+		}
+		p.Close()
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed && len(p.pending) == 0 {
+		p.writeFrameLocked(opClose, payload)
+	}
+	p.closeLocked()
+}
+
+// consume handles bytes read from the client; false once the connection is ending.
+func (p *peerConn) consume(data []byte) bool {
+	now, c := p.s.now(), p.s.conf()
+	code := p.rd.feed(data, c.MaxMessageBytes, func(op byte, payload []byte) bool {
+		return p.frame(op, payload, now, c)
+	})
+	if code != 0 {
+		if code == closeTooBig {
+			p.s.metrics.SignalRejected.WithLabelValues("message_too_large").Inc()
+		}
+		p.closeWith(closePayload(code))
+		return false
+	}
+	return !p.dead.Load()
+}
+
+// frame handles one frame or message. Any frame proves life.
+func (p *peerConn) frame(op byte, payload []byte, now int64, c *config.Signal) bool {
+	p.seen.Store(now)
+	switch op {
+	case opPing:
+		p.queue(opPong, bytes.Clone(payload))
+	case opPong:
+	case opClose:
+		// Answer the close handshake with the client's code, then close.
+		switch len(payload) {
+		case 0:
+			p.closeWith(nil)
+		case 1:
+			p.closeWith(closePayload(closeProtocolError))
+		default:
+			p.closeWith(payload[:2])
+		}
+		return false
+	default:
+		// A token bucket of messages: a call's candidates come in a burst, a flood does
+		// not stop. Excess messages are dropped, not queued.
+		rate := float64(c.MessagesPerSecond)
+		p.tokens = min(4*rate, p.tokens+float64(now-p.last)/float64(time.Second)*rate)
+		p.last = now
+		if p.tokens < 1 {
+			p.s.metrics.SignalRejected.WithLabelValues("rate").Inc()
+			return true
+		}
+		p.tokens--
+		if op == opText {
+			p.s.handle(p, payload)
+		}
+	}
+	return !p.dead.Load()
+}
+
+// writeStream drains the outbox on the goroutine path, all waiting frames in one write.
+func (p *peerConn) writeStream() {
 	for {
 		p.mu.Lock()
 		if p.closed || len(p.outbox) == 0 {
@@ -60,45 +230,33 @@ func (p *peerConn) flush() {
 			p.mu.Unlock()
 			return
 		}
-		b := p.outbox[0]
-		p.outbox[0] = nil
-		p.outbox = p.outbox[1:]
+		frames := p.outbox
+		p.outbox = nil
 		p.mu.Unlock()
 
-		_ = p.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-		var err error
-		if b == nil {
-			err = p.ws.WriteMessage(websocket.PingMessage, nil)
-		} else {
-			err = p.ws.WriteMessage(websocket.TextMessage, b)
+		buf := getScratch()
+		for _, f := range frames {
+			*buf = appendFrame(*buf, f.op, f.b)
 		}
+		p.wmu.Lock()
+		_ = p.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_, err := p.nc.Write(*buf)
+		p.wmu.Unlock()
+		putScratch(buf)
 		if err != nil {
 			p.Close()
 		}
 	}
 }
 
-// Close ends the connection; the read loop then unregisters the peer.
-func (p *peerConn) Close() {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
-	p.closed = true
-	p.outbox = nil
-	p.mu.Unlock()
-	_ = p.ws.Close()
-}
+var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// closeWith sends a final message and a close frame, then closes: for handshake
-// refusals, before any writer goroutine exists.
-func closeWith(ws *websocket.Conn, msg []byte) {
-	deadline := time.Now().Add(time.Second)
-	_ = ws.SetWriteDeadline(deadline)
-	if msg != nil {
-		_ = ws.WriteMessage(websocket.TextMessage, msg)
+// getScratch returns an empty buffer to encode frames into; putScratch takes it back.
+func getScratch() *[]byte { return scratchPool.Get().(*[]byte) }
+
+func putScratch(b *[]byte) {
+	if cap(*b) <= 4*maxCoalesce {
+		*b = (*b)[:0]
+		scratchPool.Put(b)
 	}
-	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), deadline)
-	_ = ws.Close()
 }

@@ -48,12 +48,7 @@ type outbound struct {
 }
 
 func encode(m outbound) []byte {
-	b, err := json.Marshal(m)
-	if err != nil {
-		// Only a malformed RawMessage could fail, and inbound JSON was parsed already.
-		b, _ = json.Marshal(outbound{Type: m.Type, Src: m.Src, Dst: m.Dst})
-	}
-	return b
+	return appendOutbound(nil, m.Type, m.Src, m.Dst, m.Payload)
 }
 
 func errorMessage(typ, msg string) []byte {

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
@@ -47,8 +47,12 @@ type Server struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	ice     *rateLimiter
-	up      websocket.Upgrader
 	cert    atomic.Pointer[tls.Certificate]
+	epoch   time.Time                     // now() counts from here, on the monotonic clock
+	counts  map[string]prometheus.Counter // relay_signal_messages_total by type
+
+	pollers    []*poller // read plain TCP sockets (Linux)
+	nextPoller atomic.Uint32
 
 	mu     sync.Mutex
 	conns  map[*peerConn]struct{}
@@ -76,14 +80,11 @@ func New(o Options) (*Server, error) {
 		cfg: o.Config, reg: o.Registry, mint: o.Mint, uris: o.URIs, pages: o.Pages,
 		metrics: o.Metrics, log: o.Logger, ice: newRateLimiter(o.Config.ICERequestsPerMinute),
 		conns: make(map[*peerConn]struct{}), perIP: make(map[netip.Addr]int),
+		epoch: time.Now(), counts: make(map[string]prometheus.Counter),
 	}
 	s.live.Store(&o.Config)
-	s.up = websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   1024,
-		WriteBufferSize:  1024,
-		WriteBufferPool:  &sync.Pool{},
-		CheckOrigin:      func(r *http.Request) bool { return s.originAllowed(r.Header.Get("Origin")) },
+	for _, t := range []string{typeOffer, typeAnswer, typeCandidate, typeLeave, typeExpire, typeHeartbeat, "other"} {
+		s.counts[t] = s.metrics.SignalMessages.WithLabelValues(t)
 	}
 	for _, r := range []string{"missing_params", "invalid_key", "invalid_id", "id_taken", "full", "per_ip_limit",
 		"origin", "message_too_large", "queue_full", "slow_consumer", "rate"} {
@@ -97,6 +98,12 @@ func New(o Options) (*Server, error) {
 
 // conf is the current configuration (Reload swaps it).
 func (s *Server) conf() *config.Signal { return s.live.Load() }
+
+// now is a monotonic clock in nanoseconds, for liveness and rates.
+func (s *Server) now() int64 { return int64(time.Since(s.epoch)) }
+
+// countMessage counts a received message by type.
+func (s *Server) countMessage(typ string) { s.counts[metricType(typ)].Inc() }
 
 // Reload applies a new [signal] section: origins, tokens, timeouts, limits, credential
 // lifetime, public host and the TLS certificate. Open sockets stay. It returns the
@@ -149,6 +156,10 @@ func (s *Server) Start() error {
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 		})
+	}
+	if err := s.startPollers(); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("signaling: epoll: %w", err)
 	}
 	s.ln = ln
 	s.httpSrv = &http.Server{
@@ -204,6 +215,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel()
 	}
+	s.stopPollers()
 	s.loops.Wait()
 	return err
 }
@@ -245,23 +257,41 @@ func (s *Server) expire(now time.Time) {
 
 // pings sends every socket a WebSocket ping three times per alive_timeout. Browsers
 // answer on their own, so clients that never send HEARTBEAT (PeerJS 0.3.x) stay alive.
+// It also closes sockets silent for alive_timeout, and those whose writes have made no
+// progress for writeTimeout.
 func (s *Server) pings(ctx context.Context) {
 	defer s.loops.Done()
+	var conns []*peerConn
+	lastPing := s.now()
 	for {
+		alive := s.conf().AliveTimeout
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(max(s.conf().AliveTimeout/3, 50*time.Millisecond)):
-			s.mu.Lock()
-			conns := make([]*peerConn, 0, len(s.conns))
-			for p := range s.conns {
-				conns = append(conns, p)
-			}
-			s.mu.Unlock()
-			for _, p := range conns {
+		case <-time.After(min(time.Second, max(alive/8, 10*time.Millisecond))):
+		}
+		now := s.now()
+		ping := time.Duration(now-lastPing) >= max(alive/3, 50*time.Millisecond)
+		if ping {
+			lastPing = now
+		}
+		s.mu.Lock()
+		for p := range s.conns {
+			conns = append(conns, p)
+		}
+		s.mu.Unlock()
+		for i, p := range conns {
+			conns[i] = nil
+			switch stuck := p.stuck.Load(); {
+			case time.Duration(now-p.seen.Load()) > alive:
+				p.Close()
+			case stuck != 0 && time.Duration(now-stuck) > writeTimeout:
+				p.Close()
+			case ping:
 				p.ping()
 			}
 		}
+		conns = conns[:0]
 	}
 }
 
@@ -297,7 +327,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case rest == "peerjs":
 		s.serveWebSocket(w, r)
-	case websocket.IsWebSocketUpgrade(r):
+	case isWebSocketUpgrade(r):
 		jsonError(w, http.StatusBadRequest, "the WebSocket endpoint is "+s.cfg.Path+"peerjs")
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		jsonError(w, http.StatusNotFound, "not found") // e.g. the legacy XHR stream POSTs

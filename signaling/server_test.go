@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -92,13 +93,17 @@ func (s *testSignal) dial(t testing.TB, id, token string) *client {
 
 func (s *testSignal) dialURL(t testing.TB, u string, hdr http.Header) *client {
 	t.Helper()
-	return s.dialWith(t, u, hdr, nil)
+	return s.dialWith(t, u, hdr, nil, nil)
 }
 
-// dialWith dials and lets prepare adjust the socket before the reader starts.
-func (s *testSignal) dialWith(t testing.TB, u string, hdr http.Header, prepare func(*websocket.Conn)) *client {
+// dialWith dials (with d, or the default dialer) and lets prepare adjust the socket
+// before the reader starts.
+func (s *testSignal) dialWith(t testing.TB, u string, hdr http.Header, prepare func(*websocket.Conn), d *websocket.Dialer) *client {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial(u, hdr)
+	if d == nil {
+		d = websocket.DefaultDialer
+	}
+	ws, _, err := d.Dial(u, hdr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", u, err)
 	}
@@ -419,7 +424,7 @@ func TestAliveByPongs(t *testing.T) {
 
 	silent := s.dialWith(t, s.wsURL("key=peerjs&id=silent&token=t"), nil, func(ws *websocket.Conn) {
 		ws.SetPingHandler(func(string) error { return nil }) // never pongs
-	})
+	}, nil)
 	silent.expect("OPEN")
 
 	start := time.Now()
@@ -562,6 +567,39 @@ func TestSlowConsumerDoesNotBlock(t *testing.T) {
 	wg.Wait()
 }
 
+// TestSlowConsumerDropped: a peer that falls maxOutbox messages behind is closed and
+// the sender told it left.
+func TestSlowConsumerDropped(t *testing.T) {
+	s := startSignal(t, func(c *config.Signal) { c.MessagesPerSecond = 100000 })
+	sender := s.dial(t, "sender", "t")
+	sender.expect("OPEN")
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(4096) // take little before stalling
+		}
+		return c, err
+	}}
+	stuck, _, err := d.Dial(s.wsURL("key=peerjs&id=stuck&token=t"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	waitFor(t, "stuck to register", func() bool { return s.reg.Taken("stuck") })
+	msg, _ := json.Marshal(map[string]any{"type": "CANDIDATE", "dst": "stuck", "payload": strings.Repeat("z", 20000)})
+	for i := 0; i < 2000 && s.reg.Taken("stuck"); i++ {
+		if err := sender.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the slow consumer to be dropped", func() bool {
+		return testutil.ToFloat64(s.metrics.SignalRejected.WithLabelValues("slow_consumer")) >= 1 && !s.reg.Taken("stuck")
+	})
+	if m := sender.expect("LEAVE"); m["src"] != "stuck" || m["dst"] != "sender" {
+		t.Errorf("LEAVE %v", m)
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -603,6 +641,15 @@ func TestTLS(t *testing.T) {
 	_, msg, err := ws.ReadMessage()
 	if err != nil || !strings.Contains(string(msg), "OPEN") {
 		t.Fatalf("wss: %s %v", msg, err)
+	}
+	// Messages are relayed between TLS sockets (each read by its own goroutine).
+	b := s.dialWith(t, "wss://"+s.Addr().String()+"/peerjs?key=peerjs&id=b&token=t", nil, nil, &d)
+	b.expect("OPEN")
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"OFFER","dst":"b","payload":{"sdp":"v=0"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := b.expect("OFFER"); m["src"] != "a" {
+		t.Errorf("relayed over TLS: %v", m)
 	}
 }
 

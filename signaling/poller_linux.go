@@ -1,0 +1,438 @@
+//go:build linux
+
+package signaling
+
+import (
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A poller reads many plain TCP WebSockets with one goroutine: the sockets are in an
+// epoll instance of our own, and when one is readable the poller reads what is there
+// into a buffer it shares between all of them, parses the frames and handles the
+// messages inline. So an idle peer holds no goroutine and no buffer. The socket is a
+// duplicate of the one net/http accepted, taken out of Go's own poller.
+//
+// The epoll descriptor itself sits in Go's poller: the poller goroutine asks it for
+// events without waiting and parks like any goroutine reading a socket when there are
+// none. Blocking in epoll_wait instead would hold a thread in a system call, which the
+// runtime keeps taking its processor back from, at a cost per wake-up.
+
+// readBufferSize is each poller's read buffer: one read takes what a client sent.
+const readBufferSize = 64 << 10
+
+// readEvents are the events a socket is always watched for; EPOLLOUT is added while
+// writes wait.
+const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP
+
+type poller struct {
+	s    *Server
+	epfd int
+	ep   *os.File        // epfd, in Go's poller
+	rc   syscall.RawConn // ep's, to wait for events
+	wake int             // an eventfd: Close wakes the poller through it
+	buf  []byte
+
+	mu      sync.Mutex
+	conns   map[int32]*peerConn
+	stopped bool
+}
+
+// startPollers starts one poller per CPU Go may use, for plain (non-TLS) listeners.
+func (s *Server) startPollers() error {
+	if s.cfg.TLSCert != "" {
+		return nil
+	}
+	n := max(1, min(runtime.GOMAXPROCS(0), 8))
+	for range n {
+		pl, err := newPoller(s)
+		if err != nil {
+			s.stopPollers()
+			return err
+		}
+		s.pollers = append(s.pollers, pl)
+		s.loops.Add(1)
+		go pl.run()
+	}
+	return nil
+}
+
+func (s *Server) stopPollers() {
+	for _, pl := range s.pollers {
+		pl.stop()
+	}
+}
+
+func newPoller(s *Server) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		return nil, err
+	}
+	// Non-blocking, so that os.NewFile puts it in Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(wake)
+		return nil, err
+	}
+	ep := os.NewFile(uintptr(epfd), "signaling-epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		_ = ep.Close()
+		_ = unix.Close(wake)
+		return nil, err
+	}
+	return &poller{s: s, epfd: epfd, ep: ep, rc: rc, wake: wake, buf: make([]byte, readBufferSize),
+		conns: make(map[int32]*peerConn)}, nil
+}
+
+func (pl *poller) run() {
+	defer pl.s.loops.Done()
+	events := make([]unix.EpollEvent, 256)
+	var werr error
+	err := pl.rc.Read(func(fd uintptr) bool {
+		for {
+			n, errno := epollWaitNow(int(fd), events)
+			switch {
+			case errno == unix.EINTR:
+				continue
+			case errno != 0:
+				werr = errno
+				return true
+			case n == 0:
+				return false // park until the epoll instance has events
+			}
+			stop, drained := pl.dispatch(events[:n])
+			if stop {
+				return true
+			}
+			// Every socket read to the end and every event taken: what arrives from
+			// now on wakes us, so there is no need to ask again before parking.
+			if drained && n < len(events) {
+				return false
+			}
+		}
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		pl.s.log.Error("signaling poller stopped", "err", err)
+	}
+	pl.shutdown()
+}
+
+// dispatch handles one batch of events. drained is false when a socket may still have
+// bytes to read.
+func (pl *poller) dispatch(events []unix.EpollEvent) (stop, drained bool) {
+	drained = true
+	for _, ev := range events {
+		if ev.Fd == int32(pl.wake) {
+			pl.mu.Lock()
+			stopped := pl.stopped
+			pl.mu.Unlock()
+			if stopped {
+				return true, drained
+			}
+			continue
+		}
+		pl.mu.Lock()
+		p := pl.conns[ev.Fd]
+		pl.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		if ev.Events&unix.EPOLLOUT != 0 {
+			p.mu.Lock()
+			if !p.closed {
+				p.flushLocked()
+			}
+			p.mu.Unlock()
+		}
+		if ev.Events&^unix.EPOLLOUT != 0 && !p.readFd(pl.buf) {
+			drained = false
+		}
+	}
+	return false, drained
+}
+
+// epollWaitNow takes the events that are ready without waiting (epoll_pwait, as
+// epoll_wait is missing on some architectures).
+func epollWaitNow(epfd int, events []unix.EpollEvent) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), 0, 0, 0)
+	return int(n), errno
+}
+
+// stop asks the poller to close its sockets and return.
+func (pl *poller) stop() {
+	pl.mu.Lock()
+	pl.stopped = true
+	pl.mu.Unlock()
+	var one [8]byte
+	one[0] = 1 // eventfd counters are host-endian; any non-zero value wakes
+	_, _ = unix.Write(pl.wake, one[:])
+}
+
+// shutdown finishes every socket still registered and closes the epoll instance.
+func (pl *poller) shutdown() {
+	pl.mu.Lock()
+	pl.stopped = true
+	conns := pl.conns
+	pl.conns = nil
+	pl.mu.Unlock()
+	for _, p := range conns {
+		p.finish()
+	}
+	_ = pl.ep.Close()
+	_ = unix.Close(pl.wake)
+}
+
+// add registers p's socket; false if the poller has stopped.
+func (pl *poller) add(p *peerConn) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.stopped {
+		return false
+	}
+	ev := unix.EpollEvent{Events: readEvents, Fd: int32(p.fd)}
+	if unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_ADD, p.fd, &ev) != nil {
+		return false
+	}
+	pl.conns[int32(p.fd)] = p
+	return true
+}
+
+// pickPoller spreads sockets over the pollers; nil when there are none (TLS).
+func (s *Server) pickPoller() *poller {
+	if len(s.pollers) == 0 {
+		return nil
+	}
+	return s.pollers[s.nextPoller.Add(1)%uint32(len(s.pollers))]
+}
+
+// toPoller hands p's socket to pl: p.nc is replaced by a duplicate of its descriptor
+// and closed, which takes the socket out of Go's poller. False if the socket cannot be
+// taken (not TCP), and p stays on the goroutine path.
+func (p *peerConn) toPoller(pl *poller) bool {
+	tc, ok := p.nc.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	p.mu.Lock()
+	if p.closed { // closed during the handshake (a reconnect, Close)
+		p.mu.Unlock()
+		p.s.release(p)
+		return true
+	}
+	fd := -1
+	if rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }) != nil || err != nil || fd < 0 {
+		p.mu.Unlock()
+		return false
+	}
+	_ = tc.Close() // the duplicate keeps the socket open (and non-blocking)
+	p.fd, p.nc, p.raw, p.pl = fd, nil, nil, pl
+	p.mu.Unlock()
+	if !pl.add(p) {
+		p.finish()
+	}
+	return true
+}
+
+// readFd reads what the client sent, on the poller's goroutine. It reports false when
+// the read filled buf: more may be waiting.
+func (p *peerConn) readFd(buf []byte) (drained bool) {
+	if p.dead.Load() {
+		p.finish()
+		return true
+	}
+	n, eof, err := readFdOnce(p.fd, buf)
+	switch {
+	case err != nil || eof:
+		p.finish()
+	case n == 0:
+	case !p.consume(buf[:n]):
+		p.finish()
+	default:
+		return n < len(buf)
+	}
+	return true
+}
+
+// finish closes the socket and releases the peer, once; on the poller's goroutine (or
+// the handshake's, when the poller had stopped).
+func (p *peerConn) finish() {
+	p.mu.Lock()
+	p.closeLocked()
+	fd := p.fd
+	if fd >= 0 {
+		// Closing our descriptor, the socket's only one, also takes it out of the epoll
+		// instance; deleting it first keeps the table and the kernel in step while the
+		// poller runs. (After shutdown the table is gone and so may be the epoll fd.)
+		p.pl.mu.Lock()
+		if p.pl.conns[int32(fd)] == p {
+			delete(p.pl.conns, int32(fd))
+			_ = unix.EpollCtl(p.pl.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		}
+		p.pl.mu.Unlock()
+		_ = unix.Close(fd)
+		p.fd = -1
+	}
+	p.mu.Unlock()
+	if fd >= 0 {
+		p.rd.reset()
+		p.s.release(p)
+	}
+}
+
+// writeFrameLocked writes one frame now, leaving what the socket does not take
+// pending. Only when nothing else waits.
+func (p *peerConn) writeFrameLocked(op byte, b []byte) {
+	buf := getScratch()
+	*buf = appendFrame(*buf, op, b)
+	p.writeLocked(*buf)
+	putScratch(buf)
+}
+
+// writeLocked writes b; what the socket does not take is kept pending and written when
+// the poller reports the socket writable.
+func (p *peerConn) writeLocked(b []byte) {
+	n, err := writeFd(p.fd, b)
+	if err != nil {
+		p.closeLocked()
+		return
+	}
+	if n < len(b) {
+		p.pending = append([]byte(nil), b[n:]...)
+		p.stuck.Store(p.s.now())
+		p.arm(true)
+	}
+}
+
+// flushLocked writes what waits: the pending bytes, then queued frames coalesced into
+// writes of up to maxCoalesce bytes, until the socket takes no more.
+func (p *peerConn) flushLocked() {
+	for !p.closed {
+		if len(p.pending) > 0 {
+			n, err := writeFd(p.fd, p.pending)
+			if err != nil {
+				p.closeLocked()
+				return
+			}
+			if n > 0 {
+				p.stuck.Store(p.s.now())
+			}
+			if p.pending = p.pending[n:]; len(p.pending) > 0 {
+				p.arm(true)
+				return
+			}
+			p.pending = nil
+		}
+		if len(p.outbox) == 0 {
+			p.outbox = nil
+			p.stuck.Store(0)
+			p.arm(false)
+			return
+		}
+		buf := getScratch()
+		k := 0
+		for ; k < len(p.outbox) && (k == 0 || len(*buf)+len(p.outbox[k].b)+14 <= maxCoalesce); k++ {
+			*buf = appendFrame(*buf, p.outbox[k].op, p.outbox[k].b)
+			p.outbox[k] = outFrame{}
+		}
+		p.outbox = p.outbox[k:]
+		n, err := writeFd(p.fd, *buf)
+		if err != nil {
+			putScratch(buf)
+			p.closeLocked()
+			return
+		}
+		if n < len(*buf) {
+			p.pending = append([]byte(nil), (*buf)[n:]...)
+		}
+		putScratch(buf)
+	}
+}
+
+// arm asks the poller for EPOLLOUT while writes wait, and stops asking after.
+func (p *peerConn) arm(on bool) {
+	if p.armed == on || p.fd < 0 {
+		return
+	}
+	ev := unix.EpollEvent{Events: readEvents, Fd: int32(p.fd)}
+	if on {
+		ev.Events |= unix.EPOLLOUT
+	}
+	if unix.EpollCtl(p.pl.epfd, unix.EPOLL_CTL_MOD, p.fd, &ev) == nil {
+		p.armed = on
+	}
+}
+
+// writeFd writes to a non-blocking socket: a full socket buffer is a short write, not
+// an error.
+func writeFd(fd int, b []byte) (int, error) {
+	for {
+		n, err := rawIO(unix.SYS_WRITE, fd, b)
+		switch err {
+		case 0:
+			return n, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, nil
+		default:
+			return 0, err
+		}
+	}
+}
+
+// readFdOnce reads from a non-blocking socket: 0, nil when nothing is there.
+func readFdOnce(fd int, b []byte) (n int, eof bool, err error) {
+	for {
+		n, errno := rawIO(unix.SYS_READ, fd, b)
+		switch errno {
+		case 0:
+			return n, n == 0, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, false, nil
+		default:
+			return 0, false, errno
+		}
+	}
+}
+
+// rawIO is read(2) or write(2) without telling the scheduler: on a non-blocking socket
+// it returns at once, and a goroutine marked as in a system call on every message
+// keeps the runtime's monitor thread waking up to take its processor back.
+func rawIO(trap uintptr, fd int, b []byte) (int, unix.Errno) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, errno := unix.RawSyscall(trap, uintptr(fd), uintptr(p), uintptr(len(b)))
+	return int(n), errno
+}
+
+func shutdownFd(fd int) { _ = unix.Shutdown(fd, unix.SHUT_RDWR) }

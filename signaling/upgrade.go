@@ -1,0 +1,108 @@
+package signaling
+
+import (
+	"crypto/sha1"
+	"encoding/base64"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// The WebSocket opening handshake (RFC 6455 section 4.2), answered on net/http's
+// connection, which is then hijacked: no subprotocol, no extension.
+
+const (
+	websocketGUID    = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+	handshakeTimeout = 10 * time.Second
+)
+
+// isWebSocketUpgrade reports whether r asks for a WebSocket.
+func isWebSocketUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+// headerHasToken reports whether a comma-separated header lists token (in any case).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// upgrade answers the handshake and takes the connection from net/http. buffered is
+// what the client sent after its request, already read by net/http. On failure the
+// response is written and ok is false.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (conn net.Conn, buffered []byte, ok bool) {
+	fail := func(status int) {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, http.StatusText(status), status)
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	switch {
+	case !isWebSocketUpgrade(r):
+		fail(http.StatusBadRequest)
+		return nil, nil, false
+	case r.Method != http.MethodGet:
+		fail(http.StatusMethodNotAllowed)
+		return nil, nil, false
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		fail(http.StatusBadRequest)
+		return nil, nil, false
+	case !s.originAllowed(r.Header.Get("Origin")):
+		s.metrics.SignalRejected.WithLabelValues("origin").Inc()
+		fail(http.StatusForbidden)
+		return nil, nil, false
+	case !validChallenge(key):
+		fail(http.StatusBadRequest)
+		return nil, nil, false
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		fail(http.StatusInternalServerError)
+		return nil, nil, false
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		buffered = append([]byte(nil), b...)
+	}
+	// net/http's read and write timeouts end here: liveness is ours from now on.
+	_ = conn.SetDeadline(time.Time{})
+	_ = conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		acceptKey(key) + "\r\n\r\n"
+	if _, err := conn.Write([]byte(resp)); err != nil {
+		_ = conn.Close()
+		return nil, nil, false
+	}
+	_ = conn.SetWriteDeadline(time.Time{})
+	return conn, buffered, true
+}
+
+// validChallenge: Sec-WebSocket-Key is 16 bytes in base64.
+func validChallenge(key string) bool {
+	b, err := base64.StdEncoding.DecodeString(key)
+	return err == nil && len(b) == 16
+}
+
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + websocketGUID))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// refuse sends a final message and a close frame (policy violation), then closes: for
+// handshake refusals, before the peer is anyone's.
+func refuse(conn net.Conn, msg []byte) {
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+	var b []byte
+	if msg != nil {
+		b = appendFrame(b, opText, msg)
+	}
+	b = appendFrame(b, opClose, closePayload(closePolicyViolated))
+	_, _ = conn.Write(b)
+	_ = conn.Close()
+}

@@ -1,0 +1,243 @@
+package signaling
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/relayproject/relay/config"
+)
+
+// rawClient speaks WebSocket frame by frame, to send what a well-behaved client library
+// would not.
+type rawClient struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func (s *testSignal) rawDial(t *testing.T, id string) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	req := "GET /peerjs?key=peerjs&token=t&id=" + id + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols ||
+		resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" { // RFC 6455's example
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	rc := &rawClient{t: t, c: c, br: br}
+	if op, p := rc.read(); op != opText || string(p) != `{"type":"OPEN"}` {
+		t.Fatalf("first frame %d %q, want OPEN", op, p)
+	}
+	return rc
+}
+
+func (rc *rawClient) write(frames ...[]byte) {
+	rc.t.Helper()
+	if _, err := rc.c.Write(bytes.Join(frames, nil)); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+// read returns the next server frame (which must be unmasked); op 0xff at EOF.
+func (rc *rawClient) read() (op byte, payload []byte) {
+	rc.t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var h [2]byte
+	if _, err := io.ReadFull(rc.br, h[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "reset") {
+			return 0xff, nil
+		}
+		rc.t.Fatal(err)
+	}
+	if h[0]&0x80 == 0 || h[1]&0x80 != 0 {
+		rc.t.Fatalf("server frame header %x: want FIN and no mask", h)
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		_, _ = io.ReadFull(rc.br, b[:])
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		_, _ = io.ReadFull(rc.br, b[:])
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(rc.br, payload); err != nil {
+		rc.t.Fatal(err)
+	}
+	return h[0] & 0x0f, payload
+}
+
+// expectClose reads frames until a close frame, checks its code, then expects EOF.
+func (rc *rawClient) expectClose(code int) {
+	rc.t.Helper()
+	for {
+		op, p := rc.read()
+		if op == 0xff {
+			rc.t.Fatalf("socket closed without a close frame (want %d)", code)
+		}
+		if op != opClose {
+			continue
+		}
+		if len(p) < 2 || int(binary.BigEndian.Uint16(p)) != code {
+			rc.t.Fatalf("close frame %x, want code %d", p, code)
+		}
+		break
+	}
+	if op, _ := rc.read(); op != 0xff {
+		rc.t.Fatalf("frame %d after the close frame", op)
+	}
+}
+
+func TestWebSocketProtocolErrors(t *testing.T) {
+	s := startSignal(t, func(c *config.Signal) { c.MaxMessageBytes = 1024 })
+	cases := []struct {
+		name   string
+		frames [][]byte
+		code   int
+	}{
+		{"unmasked frame", [][]byte{clientFrame(true, opText, []byte(`{"type":"HEARTBEAT"}`), false)}, closeProtocolError},
+		{"RSV bit", [][]byte{func() []byte { b := clientFrame(true, opText, []byte("{}"), true); b[0] |= 0x20; return b }()}, closeProtocolError},
+		{"continuation first", [][]byte{clientFrame(true, opContinuation, []byte("{}"), true)}, closeProtocolError},
+		{"oversized frame", [][]byte{clientFrame(true, opText, make([]byte, 1025), true)}, closeTooBig},
+		{"oversized by fragments", [][]byte{
+			clientFrame(false, opText, make([]byte, 600), true),
+			clientFrame(true, opContinuation, make([]byte, 600), true)}, closeTooBig},
+		{"close handshake", [][]byte{clientFrame(true, opClose, closePayload(closeNormal), true)}, closeNormal},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("p%d", i)
+			rc := s.rawDial(t, id)
+			rc.write(tc.frames...)
+			rc.expectClose(tc.code)
+			waitFor(t, "the id to be freed", func() bool { return !s.reg.Taken(id) })
+		})
+	}
+	if got := testutil.ToFloat64(s.metrics.SignalRejected.WithLabelValues("message_too_large")); got != 2 {
+		t.Errorf("relay_signal_rejected_total{reason=message_too_large} = %v, want 2", got)
+	}
+}
+
+// TestFragmentedMessageRelayed: a message in fragments with a ping between them is
+// relayed whole, and the ping answered with its payload.
+func TestFragmentedMessageRelayed(t *testing.T) {
+	s := startSignal(t, nil)
+	b := s.dial(t, "b", "t")
+	b.expect("OPEN")
+	rc := s.rawDial(t, "a")
+	msg := []byte(`{"type":"OFFER","dst":"b","payload":{"sdp":"v=0"}}`)
+	rc.write(
+		clientFrame(false, opText, msg[:10], true),
+		clientFrame(true, opPing, []byte("are you there"), true),
+		clientFrame(false, opContinuation, msg[10:30], true),
+		clientFrame(true, opContinuation, msg[30:], true),
+	)
+	if op, p := rc.read(); op != opPong || string(p) != "are you there" {
+		t.Fatalf("answer to the ping: %d %q", op, p)
+	}
+	m := b.expect("OFFER")
+	if m["src"] != "a" || fmt.Sprint(m["payload"]) != "map[sdp:v=0]" {
+		t.Fatalf("relayed %v", m)
+	}
+	// One byte per write: the reader keeps partial frames across reads.
+	whole := clientFrame(true, opText, []byte(`{"type":"CANDIDATE","dst":"b","payload":2}`), true)
+	for i := range whole {
+		rc.write(whole[i : i+1])
+	}
+	if m := b.expect("CANDIDATE"); m["payload"] != float64(2) {
+		t.Fatalf("relayed %v", m)
+	}
+}
+
+// TestCloseHandshakeGorilla: a client library's close is answered with the same code.
+func TestCloseHandshakeGorilla(t *testing.T) {
+	s := startSignal(t, nil)
+	ws, _, err := websocket.DefaultDialer.Dial(s.wsURL("key=peerjs&id=a&token=t"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if _, _, err := ws.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "bye")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = ws.ReadMessage()
+	if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("after our close: %v, want the server's close 1001", err)
+	}
+	waitFor(t, "the id to be freed", func() bool { return !s.reg.Taken("a") })
+}
+
+// TestIdlePeersHoldNoGoroutine: on the poller path a connected, idle peer costs no
+// goroutine.
+func TestIdlePeersHoldNoGoroutine(t *testing.T) {
+	s := startSignal(t, nil)
+	if len(s.pollers) == 0 {
+		t.Skip("no epoll pollers on this system")
+	}
+	const n = 50
+	base := runtime.NumGoroutine()
+	var conns []*websocket.Conn
+	for i := range n {
+		// No reader goroutine on our side either: read OPEN and leave the socket idle.
+		ws, _, err := websocket.DefaultDialer.Dial(s.wsURL(fmt.Sprintf("key=peerjs&id=idle%d&token=t", i)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, ws)
+		if _, m, err := ws.ReadMessage(); err != nil || !bytes.Contains(m, []byte("OPEN")) {
+			t.Fatalf("OPEN: %q %v", m, err)
+		}
+	}
+	defer func() {
+		for _, ws := range conns {
+			_ = ws.Close()
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		g := runtime.NumGoroutine()
+		if g <= base {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines with %d idle peers connected, %d before", g, n, base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// They are served: a message reaches the last one.
+	if err := conns[0].WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"OFFER","dst":"idle%d","payload":1}`, n-1))); err != nil {
+		t.Fatal(err)
+	}
+	_ = conns[n-1].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, m, err := conns[n-1].ReadMessage(); err != nil || !bytes.Contains(m, []byte(`"src":"idle0"`)) {
+		t.Fatalf("relayed %q %v", m, err)
+	}
+}
