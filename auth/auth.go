@@ -115,31 +115,46 @@ func (a *Authenticator) HasSecrets() bool { return len(a.secrets) > 0 }
 // for static users. Static users are looked up first (exact match), then the
 // REST form. On refusal keys is nil, userID is empty and reason says why.
 func (a *Authenticator) Candidates(username, realm string) (keys [][]byte, userID string, reason Reason, ok bool) {
+	userID, reason, ok = a.Admit(username)
+	if !ok {
+		return nil, "", reason, false
+	}
 	if pass, found := a.users[username]; found {
-		return [][]byte{LongTermKey(username, realm, pass)}, username, "", true
-	}
-	expiry, id, good := parseREST(username)
-	if !good {
-		return nil, "", ReasonMalformed, false
-	}
-	if len(a.secrets) == 0 {
-		return nil, "", ReasonUnknownUser, false
-	}
-	now := a.now().Unix()
-	if expiry < now {
-		return nil, "", ReasonExpired, false
-	}
-	// expiry >= now here, so the difference cannot overflow for any
-	// realistic clock; comparing it avoids overflowing now+MaxTTL instead.
-	limit := int64(a.maxTTL/time.Second) + int64(futureTolerance/time.Second)
-	if expiry-now > limit {
-		return nil, "", ReasonTooFarFuture, false
+		return [][]byte{LongTermKey(username, realm, pass)}, userID, "", true
 	}
 	keys = make([][]byte, len(a.secrets))
 	for i, s := range a.secrets {
 		keys[i] = LongTermKey(username, realm, RESTPassword(s, username))
 	}
-	return keys, id, "", true
+	return keys, userID, "", true
+}
+
+// Admit runs Candidates' checks without deriving any key: whether username names a
+// static user or well-formed REST credentials that are neither expired nor too far in
+// the future. A caller holding a key it verified with this Authenticator before may
+// check a message against it and skip Candidates.
+func (a *Authenticator) Admit(username string) (userID string, reason Reason, ok bool) {
+	if _, found := a.users[username]; found {
+		return username, "", true
+	}
+	expiry, id, good := parseREST(username)
+	if !good {
+		return "", ReasonMalformed, false
+	}
+	if len(a.secrets) == 0 {
+		return "", ReasonUnknownUser, false
+	}
+	now := a.now().Unix()
+	if expiry < now {
+		return "", ReasonExpired, false
+	}
+	// expiry >= now here, so the difference cannot overflow for any
+	// realistic clock; comparing it avoids overflowing now+MaxTTL instead.
+	limit := int64(a.maxTTL/time.Second) + int64(futureTolerance/time.Second)
+	if expiry-now > limit {
+		return "", ReasonTooFarFuture, false
+	}
+	return id, "", true
 }
 
 // Credentials is what `relay creds` and the ICE endpoint hand out.

@@ -492,3 +492,21 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// Admit decides exactly as Candidates does, without deriving keys.
+func TestAdmitAgreesWithCandidates(t *testing.T) {
+	a := newTest(t, Options{Secrets: []string{"s1", "s2"}, MaxTTL: time.Hour, Users: map[string]string{"static": "pw"}})
+	for _, u := range []string{
+		"static", "nobody", "",
+		strconv.FormatInt(testNow.Add(time.Minute).Unix(), 10) + ":alice",
+		strconv.FormatInt(testNow.Add(-time.Minute).Unix(), 10) + ":alice",
+		strconv.FormatInt(testNow.Add(3*time.Hour).Unix(), 10) + ":alice",
+		"12x:alice", ":alice", strconv.FormatInt(testNow.Unix(), 10) + ":",
+	} {
+		keys, id, reason, ok := a.Candidates(u, testRealm)
+		aid, areason, aok := a.Admit(u)
+		if aok != ok || aid != id || areason != reason || (ok && len(keys) == 0) {
+			t.Errorf("%q: Admit = (%q, %q, %v), Candidates = (%d keys, %q, %q, %v)", u, aid, areason, aok, len(keys), id, reason, ok)
+		}
+	}
+}

@@ -193,12 +193,23 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 	if string(realm) != set.realm {
 		return fail(reasonWrongRealm)
 	}
-	keys, userID, reason, ok := set.auth.Candidates(string(user), set.realm)
+	userID, reason, ok := set.auth.Admit(string(user))
 	var key []byte
-	for _, c := range keys {
-		if stun.MessageIntegrity(c).Check(m) == nil {
-			key = c
-			break
+	verified := false // by this configuration's credentials, not by an allocation's own
+	if ok {
+		// The key this user's last request was verified with, if the configuration has
+		// not changed since (Reload empties the cache): one HMAC check instead of
+		// deriving a key per secret.
+		if c, hit := set.keys.verified(string(user), set.realm); hit && stun.MessageIntegrity(c).Check(m) == nil {
+			key, verified = c, true
+		} else {
+			keys, _, _, _ := set.auth.Candidates(string(user), set.realm)
+			for _, c := range keys {
+				if stun.MessageIntegrity(c).Check(m) == nil {
+					key, verified = c, true
+					break
+				}
+			}
 		}
 	}
 	if key == nil && method != stun.MethodAllocate {
@@ -213,7 +224,7 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 	case key == nil:
 		return fail(string(auth.ReasonBadPassword))
 	}
-	g.s.keys.put(string(user), set.realm, key)
+	set.keys.put(string(user), set.realm, key, verified)
 
 	if method == stun.MethodAllocate || method == stun.MethodRefresh {
 		// pion grants what is asked up to an hour (and 10 minutes past it): cap the
@@ -375,30 +386,50 @@ func (g *gate) respond(set *settings, to netip.AddrPort, rep replier, code stun.
 	}
 }
 
-// keyCache hands pion the long-term key the gate verified a request with. With several
-// secrets (rotation) pion's AuthHandler could not know which one a client used.
+// keyCache hands pion the long-term key the gate verified a request with, and lets the
+// gate check a user's next request against the same key before deriving any. With
+// several secrets (rotation) or an allocation's own credentials pion could not know
+// which key applies; the gate does. Each configuration has its own, so a key from a
+// secret a reload removed verifies nothing new.
 type keyCache struct {
 	mu sync.Mutex
-	m  map[string][]byte
+	m  map[string]cachedKey
+}
+
+type cachedKey struct {
+	key      []byte
+	verified bool // derived from the configuration's credentials (not an allocation's own)
 }
 
 const maxCachedKeys = 1 << 16
 
-func (c *keyCache) put(username, realm string, key []byte) {
+func (c *keyCache) put(username, realm string, key []byte, verified bool) {
 	id := username + "\x00" + realm
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedKeys {
 		// Only verified keys land here, so a full cache is simply forgotten; the gate
 		// refills it on the next request of each user.
-		c.m = make(map[string][]byte)
+		c.m = make(map[string]cachedKey)
 	}
-	c.m[id] = key
+	if old, ok := c.m[id]; ok && old.verified == verified && string(old.key) == string(key) {
+		return
+	}
+	c.m[id] = cachedKey{key: key, verified: verified}
 }
 
+// get is pion's AuthHandler: the key the gate just verified this user's request with.
 func (c *keyCache) get(username, realm string) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k, ok := c.m[username+"\x00"+realm]
-	return k, ok
+	return k.key, ok
+}
+
+// verified returns the user's key if it came from the configuration's credentials.
+func (c *keyCache) verified(username, realm string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.m[username+"\x00"+realm]
+	return k.key, ok && k.verified
 }

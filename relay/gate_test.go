@@ -41,12 +41,15 @@ func TestCredentials(t *testing.T) {
 		{"beyond max_ttl", "", "", 401, "too_far_future"},
 		{"static wrong password", "static", "nope", 401, "bad_password"},
 		{"malformed username", "not-a-user", "x", 401, "malformed"},
+		// u0's key is cached from the first case: a wrong password still fails.
+		{"verified user, wrong password", "", "wrong", 401, "bad_password"},
 	}
 	cases[0].user, cases[0].pass = rest(testSecret, now.Add(time.Hour), "u0")
 	cases[1].user, cases[1].pass = rest(oldSecret, now.Add(time.Hour), "u1")
 	cases[3].user, cases[3].pass = rest(testSecret, now.Add(-time.Minute), "u3")
 	cases[4].user, cases[4].pass = rest("some-other-secret", now.Add(time.Hour), "u4")
 	cases[5].user, cases[5].pass = rest(testSecret, now.Add(3*time.Hour), "u5")
+	cases[8].user = cases[0].user
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			allocsBefore := s.allocs.total()
@@ -82,8 +85,8 @@ func TestCredentials(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(s.metrics.AllocationsTotal.WithLabelValues("unauthorized")); got != 5 {
-		t.Errorf("relay_turn_allocations_total{result=unauthorized} = %v, want 5", got)
+	if got := testutil.ToFloat64(s.metrics.AllocationsTotal.WithLabelValues("unauthorized")); got != 6 {
+		t.Errorf("relay_turn_allocations_total{result=unauthorized} = %v, want 6", got)
 	}
 }
 

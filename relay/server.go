@@ -46,6 +46,8 @@ type settings struct {
 	maxLifetime      time.Duration
 	strictChannels   bool
 
+	keys *keyCache // keys verified under these credentials (a reload starts afresh)
+
 	unauth   *hashedBuckets // replies to unauthenticated requests, per source IP
 	failIP   *hashedBuckets // failed authentications, per source IP
 	failUser *hashedBuckets // failed authentications, per user id
@@ -59,7 +61,6 @@ type Server struct {
 	settings atomic.Pointer[settings]
 	draining atomic.Bool
 	allocs   *allocations
-	keys     keyCache
 	relay    *relayPorts
 
 	relayBind, relayAdvertise netip.Addr
@@ -178,6 +179,7 @@ func (s *Server) newSettings(cfg *config.Config, a *auth.Authenticator, realm st
 		limits:           cfg.Limits,
 		maxLifetime:      cfg.TURN.MaxLifetime,
 		strictChannels:   cfg.TURN.StrictChannelNumbers,
+		keys:             &keyCache{},
 		unauth:           newHashedBuckets(float64(cfg.Limits.UnauthPerIP), 2*float64(cfg.Limits.UnauthPerIP)),
 		failIP:           newHashedBuckets(float64(cfg.Limits.AuthFailuresPerIP)/60, float64(cfg.Limits.AuthFailuresPerIP)),
 		failUser:         newHashedBuckets(float64(cfg.Limits.AuthFailuresPerUser)/60, float64(cfg.Limits.AuthFailuresPerUser)),
@@ -361,7 +363,7 @@ func (s *Server) Start() (err error) {
 		LoggerFactory:     pionLogs{l: s.log},
 		Realm:             s.cfg.Realm,
 		AuthHandler: func(username, realm string, _ net.Addr) ([]byte, bool) {
-			return s.keys.get(username, realm)
+			return s.settings.Load().keys.get(username, realm)
 		},
 		EventHandler: s.allocs.eventHandler(func(client net.Addr) string {
 			if _, ok := client.(*net.TCPAddr); ok {
