@@ -11,9 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// batchSize is how many datagrams one recvmmsg(2) may return.
-const batchSize = 32
-
 // batchReader reads a UDP socket with recvmmsg(2): under load one system call and one
 // wake-up bring in up to batchSize datagrams. Buffers, headers and the read callback
 // are made once, so a read allocates nothing. One goroutine uses it.
@@ -62,6 +59,9 @@ func newBatchReader(c *net.UDPConn, bufSize int) (*batchReader, error) {
 }
 
 // next returns the next datagram (valid until the following call) and its source.
+// buffered reports whether next has datagrams left from the last read.
+func (b *batchReader) buffered() bool { return b.i < b.n }
+
 func (b *batchReader) next() ([]byte, netip.AddrPort, error) {
 	for b.i >= b.n {
 		b.i, b.n = 0, 0
@@ -134,8 +134,8 @@ type sendItem struct {
 	payload int
 }
 
-// add queues b (a ChannelData message of payload bytes of data) for to through pc. b
-// must stay untouched until flush.
+// add queues b (a ChannelData message of payload bytes of data, or a response:
+// notRelayed) for to through pc. b must stay untouched until flush.
 func (q *sendBatch) add(pc *packetConn, b []byte, to netip.AddrPort, payload int) {
 	if q.n == len(q.items) {
 		q.flush()
@@ -197,9 +197,11 @@ func (q *sendBatch) send(pc *packetConn, start, k int) {
 			return
 		}
 		for i := q.wfrom; i < q.wfrom+q.wsent; i++ {
-			bytes += q.items[start+i].payload
+			if n := q.items[start+i].payload; n != notRelayed {
+				bytes += n
+				packets++
+			}
 		}
-		packets += q.wsent
 		q.wfrom += q.wsent
 		if q.werr != 0 {
 			// This destination refused (unreachable, no route); the rest still go.

@@ -17,6 +17,9 @@ func newBatchReader(c *net.UDPConn, bufSize int) (*batchReader, error) {
 	return &batchReader{c: c, buf: make([]byte, bufSize)}, nil
 }
 
+// buffered is always false: every read takes one datagram.
+func (b *batchReader) buffered() bool { return false }
+
 func (b *batchReader) next() ([]byte, netip.AddrPort, error) {
 	n, from, err := b.c.ReadFromUDPAddrPort(b.buf)
 	if err != nil {
@@ -35,7 +38,7 @@ func tuneBuffers(u *net.UDPConn, size int) {
 type sendBatch struct{}
 
 func (q *sendBatch) add(pc *packetConn, b []byte, to netip.AddrPort, payload int) {
-	if pc.sendChannelData(b, to) == nil {
+	if pc.sendChannelData(b, to) == nil && payload != notRelayed {
 		pc.s.metrics.BytesPeerToClient.Add(float64(payload))
 		pc.s.metrics.PacketsPeerToClient.Inc()
 	}

@@ -11,6 +11,10 @@ import (
 	"time"
 )
 
+// batchSize is how many datagrams one read of a UDP listener may return (recvmmsg(2)),
+// and how many answers wait to go out together.
+const batchSize = 32
+
 // packetConn is a UDP listener socket as pion sees it: reads pass through the gate first,
 // and what pion writes to clients is counted on the way out.
 type packetConn struct {
@@ -22,10 +26,19 @@ type packetConn struct {
 	batch  *batchReader
 	done   func() // called once when the read loop ends
 	once   sync.Once
+
+	// Answers the gate gives (Binding responses, refusals) wait here while datagrams of
+	// the same recvmmsg batch are handled, then go out with one sendmmsg(2).
+	replies   sendBatch
+	replyBufs [batchSize][]byte
+	nReplies  int
 }
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
+		if c.nReplies > 0 && !c.batch.buffered() {
+			c.flushReplies() // the batch is done: answer before waiting for more
+		}
 		b, from, err := c.batch.next()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
@@ -40,6 +53,7 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		if c.gate.inspect(b, from, c) {
 			// Control traffic for pion; a datagram longer than its buffer is cut, and
 			// pion drops what fills its buffer completely.
+			c.flushReplies()
 			return copy(p, b), net.UDPAddrFromAddrPort(from), nil
 		}
 	}
@@ -54,11 +68,22 @@ func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
+// reply queues an answer of the gate's; ReadFrom sends the queue when the datagrams
+// read with it are handled.
 func (c *packetConn) reply(b []byte, to netip.AddrPort) {
 	c.s.countResponse(b)
-	if _, err := c.WriteToUDPAddrPort(b, to); err != nil && !errors.Is(err, net.ErrClosed) {
-		c.s.metrics.ListenerErrors.WithLabelValues(c.gate.transport).Inc()
+	if c.nReplies == len(c.replyBufs) {
+		c.flushReplies()
 	}
+	buf := append(c.replyBufs[c.nReplies][:0], b...)
+	c.replyBufs[c.nReplies] = buf
+	c.nReplies++
+	c.replies.add(c, buf, to, notRelayed)
+}
+
+func (c *packetConn) flushReplies() {
+	c.replies.flush()
+	c.nReplies = 0
 }
 
 // streamListener accepts TCP or TLS clients for pion and remembers them, so that Close

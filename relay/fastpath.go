@@ -24,6 +24,10 @@ const (
 	dropBacklog      = "backlog"      // pion's read loop is this far behind on Data indications
 )
 
+// notRelayed marks a queued datagram that is a response, not relayed data, so that the
+// relayed bytes and packets counters leave it out.
+const notRelayed = -1
+
 // maxCachedAllocations bounds a gate's cache before it sweeps out dead entries.
 const maxCachedAllocations = 1024
 

@@ -207,6 +207,43 @@ func TestBinding(t *testing.T) {
 	}
 }
 
+// TestBindingBurst: a burst of Binding requests larger than one read batch is answered
+// in full, each with its own transaction ID (answers go out batched), and the answers
+// are not counted as relayed data.
+func TestBindingBurst(t *testing.T) {
+	s := startServer(t, nil)
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s.addr("udp"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 3*batchSize + 5
+	want := map[[12]byte]bool{}
+	for i := 0; i < n; i++ {
+		m := mustBuild(t, stun.BindingRequest)
+		want[m.TransactionID] = true
+		if _, err := c.Write(m.Raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1500)
+	for i := 0; i < n; i++ {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		k, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("%d of %d answers: %v", i, n, err)
+		}
+		resp := &stun.Message{Raw: append([]byte(nil), buf[:k]...)}
+		if err := resp.Decode(); err != nil || resp.Type != stun.BindingSuccess || !want[resp.TransactionID] {
+			t.Fatalf("answer %d: %v %v", i, resp, err)
+		}
+		delete(want, resp.TransactionID)
+	}
+	if got := testutil.ToFloat64(s.metrics.RelayedPackets.WithLabelValues("peer_to_client")); got != 0 {
+		t.Errorf("Binding answers counted as %v relayed packets", got)
+	}
+}
+
 func TestBindingAllocationFree(t *testing.T) {
 	txid := make([]byte, 12)
 	from := netip.MustParseAddrPort("203.0.113.7:54321")
