@@ -52,6 +52,8 @@ type options struct {
 	stepWarmup, stepWindow time.Duration
 	drain                  time.Duration
 	pace                   time.Duration
+	// STUN Binding
+	stunSockets, stunOutstanding int
 	// TURN setup and memory
 	idleAllocs, setupConc int
 	settle, memSettle     time.Duration
@@ -149,6 +151,8 @@ func main() {
 	fs.DurationVar(&o.stepWindow, "step-window", 3*time.Second, "measuring window of each rate step")
 	fs.DurationVar(&o.pace, "pace", 50*time.Microsecond, "shortest sleep of the sending loop: datagrams due within it go out together. Smaller is smoother traffic and more generator CPU")
 	fs.DurationVar(&o.drain, "drain", 300*time.Millisecond, "listening after a window for datagrams still in flight")
+	fs.IntVar(&o.stunSockets, "stun-sockets", 32, "client sockets sending Binding requests in the STUN phase (0: no STUN phase)")
+	fs.IntVar(&o.stunOutstanding, "stun-outstanding", 32, "Binding requests each STUN-phase socket keeps in flight")
 	fs.IntVar(&o.idleAllocs, "idle-allocs", 10000, "allocations held for the memory measurement (also the setup-rate sample)")
 	fs.IntVar(&o.setupConc, "setup-concurrency", 200, "clients setting up allocations at once (each waits for its answers; too few and the rate measures round-trip latency, not the server)")
 	fs.DurationVar(&o.settle, "settle", time.Second, "idle time after a server starts before its empty RSS is read")
@@ -284,6 +288,7 @@ func (o *options) reportFrom(path string) error {
 	o.rounds = int(num("rounds"))
 	o.fixedRate, o.signalRate = num("fixed_rate"), num("signal_rate")
 	o.setupConc, o.idleAllocs, o.idlePeers = int(num("setup_conc")), int(num("idle_allocs")), int(num("idle_peers"))
+	o.stunSockets, o.stunOutstanding = int(num("stun_sockets")), int(num("stun_window"))
 	o.quietPct = num("quiet_pct")
 	if o.rates, err = parseRates(opt["rates"]); err != nil {
 		return err
@@ -439,6 +444,8 @@ func (o *options) describe() map[string]string {
 		"window":       o.window.String(),
 		"step_window":  o.stepWindow.String(),
 		"idle_allocs":  strconv.Itoa(o.idleAllocs),
+		"stun_sockets": strconv.Itoa(o.stunSockets),
+		"stun_window":  strconv.Itoa(o.stunOutstanding),
 		"setup_conc":   strconv.Itoa(o.setupConc),
 		"signal_pairs": strconv.Itoa(o.signalPairs),
 		"signal_rate":  f(o.signalRate),

@@ -44,6 +44,9 @@ func ratioAtLeast(x float64) *target {
 func relayBelow(x float64, text string) *target {
 	return &target{text, func(v, _, _ float64) bool { return v < x }}
 }
+func relayAtLeast(x float64, text string) *target {
+	return &target{text, func(v, _, _ float64) bool { return v >= x }}
+}
 func relayAtMost(x float64, text string) *target {
 	return &target{text, func(v, _, _ float64) bool { return v <= x }}
 }
@@ -125,6 +128,10 @@ func (o *options) summarize(res *results) []row {
 				func(r *turnRound) (float64, bool) { return r.MaxRTps, len(r.Steps) > 0 }, ratioAtLeast(1.5)),
 			makeRow(sec, "  same, in relayed datagrams/s (×4)", "%.0f", kindCoturn, rl, ct,
 				func(r *turnRound) (float64, bool) { return 4 * r.MaxRTps, len(r.Steps) > 0 }, nil),
+			makeRow(sec, fmt.Sprintf("STUN Binding responses/s, %d sockets × %d in flight", o.stunSockets, o.stunOutstanding), "%.0f", kindCoturn, rl, ct,
+				func(r *turnRound) (float64, bool) { return r.STUN.PerSec, r.STUN.Responses > 0 }, relayAtLeast(200000, "≥ 200k/s")),
+			makeRow(sec, "server CPU per Binding response (µs)", "%.2f", kindCoturn, rl, ct,
+				func(r *turnRound) (float64, bool) { return r.STUN.ServerUsPer, r.STUN.Responses > 0 }, nil),
 			makeRow(sec, fmt.Sprintf("allocation setup rate, Allocate+CreatePermission+ChannelBind, %d clients (/s)", o.setupConc), "%.0f", kindCoturn, rl, ct,
 				func(r *turnRound) (float64, bool) { return r.Setup.PerSec, r.Setup.OK > 0 }, ratioAtLeast(1.0)),
 			makeRow(sec, "server CPU per allocation setup (µs)", "%.0f", kindCoturn, rl, ct,

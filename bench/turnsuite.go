@@ -43,6 +43,7 @@ type turnRound struct {
 	Round      int         `json:"round"`
 	Setup      setupStats  `json:"setup"`
 	Memory     memStats    `json:"memory"`
+	STUN       stunStats   `json:"stun"`
 	Fixed      loadStats   `json:"fixed_rate"`
 	Steps      []loadStats `json:"rate_steps"`
 	MaxRTps    float64     `json:"max_sustained_rtps"`
@@ -58,6 +59,12 @@ func (o *options) turnRound(kind string, round int) turnRound {
 	} else if err := o.idlePhase(kind, round, &r); err != nil {
 		r.Errors = append(r.Errors, "idle phase: "+err.Error())
 		o.logf("  %s idle phase: %v", kind, err)
+	}
+	if o.stunSockets > 0 {
+		if err := o.stunPhase(kind, &r); err != nil {
+			r.Errors = append(r.Errors, "STUN phase: "+err.Error())
+			o.logf("  %s STUN phase: %v", kind, err)
+		}
 	}
 	if err := o.trafficPhase(kind, round, &r); err != nil {
 		r.Errors = append(r.Errors, "traffic phase: "+err.Error())
