@@ -171,6 +171,7 @@ type streamConn struct {
 	start, end int
 	writeMu    sync.Mutex
 	closeOnce  sync.Once
+	out        streamOutbox // ChannelData from peers (streamout.go)
 }
 
 // Read returns the next frame for pion. When it fails, pion ends this connection's read
@@ -251,6 +252,7 @@ func (c *streamConn) reply(b []byte, _ netip.AddrPort) {
 }
 
 func (c *streamConn) Close() error {
+	c.closeOutbox()
 	err := c.Conn.Close()
 	if c.tls != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
 		// The client left first and the TLS close-notify found no one to tell: the

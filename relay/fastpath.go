@@ -96,19 +96,6 @@ func (c *packetConn) sendChannelData(b []byte, to netip.AddrPort) error {
 	return err
 }
 
-// sendChannelData sends a ChannelData message to a TCP/TLS client, padded to a multiple
-// of 4 bytes as stream transports require (RFC 8656 §12.5). b must have room for the
-// padding.
-func (c *streamConn) sendChannelData(b []byte, _ netip.AddrPort) error {
-	for len(b)%4 != 0 {
-		b = append(b, 0)
-	}
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	_, err := c.Conn.Write(b)
-	return err
-}
-
 // writeToPeer sends a client's data to a peer: the per-datagram peer policy, local
 // delivery to our own public address, the counters.
 func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
