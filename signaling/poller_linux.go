@@ -168,6 +168,12 @@ func (pl *poller) dispatch(events []unix.EpollEvent) (stop, drained bool) {
 		if ev.Events&^unix.EPOLLOUT != 0 && !p.readFd(pl.buf) {
 			drained = false
 		}
+		if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			// The client's FIN came with (or after) its last data: the read above took the
+			// data, the end of the stream is still to be read, and it will not wake us
+			// again. Poll once more; the socket is ready, so epoll reports it at once.
+			drained = false
+		}
 	}
 	return false, drained
 }

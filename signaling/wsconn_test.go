@@ -241,3 +241,24 @@ func TestIdlePeersHoldNoGoroutine(t *testing.T) {
 		t.Fatalf("relayed %q %v", m, err)
 	}
 }
+
+// A client whose last message and FIN arrive together is released at once: the read
+// that takes the message does not see the end of the stream, and the FIN wakes nobody
+// again (TestSignalingChurn in e2e found this).
+func TestLastMessageThenClose(t *testing.T) {
+	s := startSignal(t, nil)
+	const n = 40
+	for i := range n {
+		rc := s.rawDial(t, fmt.Sprintf("bye%d", i))
+		rc.write(clientFrame(true, opText, []byte(`{"type":"HEARTBEAT"}`), true))
+		_ = rc.c.Close()
+	}
+	waitFor(t, "every peer released", func() bool {
+		for i := range n {
+			if s.reg.Taken(fmt.Sprintf("bye%d", i)) {
+				return false
+			}
+		}
+		return true
+	})
+}
