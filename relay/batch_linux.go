@@ -170,7 +170,12 @@ func (q *sendBatch) flush() {
 			h.Iov = &q.iovs[k]
 			h.SetIovlen(1)
 			q.hdrs[k].Len = 0
-			q.items[k+start], q.items[i] = q.items[i], q.items[k+start] // keep the group's payload sizes at start..start+k
+			// Move the item to the group's end, shifting the others up: a stable partition,
+			// so every client's datagrams keep their order (and the group's payload sizes
+			// end up at start..start+k).
+			moved := *it
+			copy(q.items[start+k+1:i+1], q.items[start+k:i])
+			q.items[start+k] = moved
 			k++
 		}
 		q.send(pc, start, k)
@@ -203,7 +208,12 @@ func (q *sendBatch) send(pc *packetConn, start, k int) {
 			}
 		}
 		q.wfrom += q.wsent
-		if q.werr != 0 {
+		switch q.werr {
+		case 0:
+		case unix.EAGAIN: // (EWOULDBLOCK is the same number on Linux)
+			pc.s.dropped[dropBacklogIdx].Inc()
+			q.wfrom++
+		default:
 			// This destination refused (unreachable, no route); the rest still go.
 			pc.s.metrics.ListenerErrors.WithLabelValues(pc.gate.transport).Inc()
 			q.wfrom++
@@ -224,7 +234,10 @@ func (q *sendBatch) writeFD(fd uintptr) bool {
 	}
 	switch {
 	case errno == unix.EAGAIN || errno == unix.EWOULDBLOCK:
-		return false // the socket buffer is full: the runtime poller waits for room
+		// The socket buffer is full. Waiting for room would stop this poller, and every
+		// relay socket on it, behind one listener: drop the datagram, as the kernel
+		// would, and count it.
+		q.werr = errno
 	case errno != 0:
 		q.werr = errno
 	default:

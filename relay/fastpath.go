@@ -21,7 +21,7 @@ const (
 	dropRateLimited  = "rate_limited" // unauthenticated requests past unauth_per_ip: no reply
 	dropAuthBlocked  = "auth_blocked" // past auth_failures_per_ip / _per_user: no reply
 	dropBandwidth    = "bandwidth"    // over max_bps / user_max_bps
-	dropBacklog      = "backlog"      // pion's read loop is this far behind on Data indications
+	dropBacklog      = "backlog"      // no room to wait: the queue for Data indications, a stream client's outbox, a full send buffer
 )
 
 // notRelayed marks a queued datagram that is a response, not relayed data, so that the

@@ -65,8 +65,8 @@ func (s *relaySock) sendTo(b []byte, to netip.AddrPort) (int, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return 0, net.ErrClosed
+	if s.closed || s.p == nil {
+		return 0, net.ErrClosed // closed, or not open yet
 	}
 	n, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(p), uintptr(len(b)), unix.MSG_DONTWAIT,
 		uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)
@@ -252,7 +252,10 @@ func (p *poller) run(wg *sync.WaitGroup) {
 func (p *poller) poll(fd uintptr) bool {
 	for {
 		n, err := unix.EpollWait(int(fd), p.events[:], 0)
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
 			return true // the descriptor is going away; Read reports it
 		}
 		if n <= 0 {

@@ -118,14 +118,12 @@ func (pl *poller) run() {
 			case n == 0:
 				return false // park until the epoll instance has events
 			}
-			stop, drained := pl.dispatch(events[:n])
-			if stop {
+			// Poll again until epoll reports nothing: a readiness left on its list after
+			// this poll (data past a short read, a FIN behind the last data, room a write
+			// was waiting for when EPOLLOUT was asked) makes no new edge for Go's poller,
+			// so parking with it there would strand that socket.
+			if pl.dispatch(events[:n]) {
 				return true
-			}
-			// Every socket read to the end and every event taken: what arrives from
-			// now on wakes us, so there is no need to ask again before parking.
-			if drained && n < len(events) {
-				return false
 			}
 		}
 	})
@@ -138,17 +136,15 @@ func (pl *poller) run() {
 	pl.shutdown()
 }
 
-// dispatch handles one batch of events. drained is false when a socket may still have
-// bytes to read.
-func (pl *poller) dispatch(events []unix.EpollEvent) (stop, drained bool) {
-	drained = true
+// dispatch handles one batch of events; true when the poller is to stop.
+func (pl *poller) dispatch(events []unix.EpollEvent) (stop bool) {
 	for _, ev := range events {
 		if ev.Fd == int32(pl.wake) {
 			pl.mu.Lock()
 			stopped := pl.stopped
 			pl.mu.Unlock()
 			if stopped {
-				return true, drained
+				return true
 			}
 			continue
 		}
@@ -165,17 +161,11 @@ func (pl *poller) dispatch(events []unix.EpollEvent) (stop, drained bool) {
 			}
 			p.mu.Unlock()
 		}
-		if ev.Events&^unix.EPOLLOUT != 0 && !p.readFd(pl.buf) {
-			drained = false
-		}
-		if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-			// The client's FIN came with (or after) its last data: the read above took the
-			// data, the end of the stream is still to be read, and it will not wake us
-			// again. Poll once more; the socket is ready, so epoll reports it at once.
-			drained = false
+		if ev.Events&^unix.EPOLLOUT != 0 {
+			p.readFd(pl.buf)
 		}
 	}
-	return false, drained
+	return false
 }
 
 // epollWaitNow takes the events that are ready without waiting (epoll_pwait, as
@@ -189,6 +179,12 @@ func epollWaitNow(epfd int, events []unix.EpollEvent) (int, unix.Errno) {
 // stop asks the poller to close its sockets and return.
 func (pl *poller) stop() {
 	pl.mu.Lock()
+	if pl.stopped {
+		// Stopped already (a second Close, or the poller ended on an error): its eventfd
+		// may be closed and its number reused.
+		pl.mu.Unlock()
+		return
+	}
 	pl.stopped = true
 	pl.mu.Unlock()
 	var one [8]byte
@@ -265,12 +261,12 @@ func (p *peerConn) toPoller(pl *poller) bool {
 	return true
 }
 
-// readFd reads what the client sent, on the poller's goroutine. It reports false when
-// the read filled buf: more may be waiting.
-func (p *peerConn) readFd(buf []byte) (drained bool) {
+// readFd reads what the client sent, on the poller's goroutine: one read; epoll
+// reports the socket again while more is there.
+func (p *peerConn) readFd(buf []byte) {
 	if p.dead.Load() {
 		p.finish()
-		return true
+		return
 	}
 	n, eof, err := readFdOnce(p.fd, buf)
 	switch {
@@ -279,10 +275,7 @@ func (p *peerConn) readFd(buf []byte) (drained bool) {
 	case n == 0:
 	case !p.consume(buf[:n]):
 		p.finish()
-	default:
-		return n < len(buf)
 	}
-	return true
 }
 
 // finish closes the socket and releases the peer, once; on the poller's goroutine (or

@@ -1,0 +1,112 @@
+//go:build linux
+
+package signaling
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relayproject/relay/config"
+)
+
+// A peer sends itself a message larger than its socket's send buffer. The poller writes
+// it while handling that peer's own read event (so the peer's epoll item is on the
+// ready list, re-added by level triggering); the write is short, the client's ACKs free
+// the buffer before arm(true) adds EPOLLOUT, and EPOLL_CTL_MOD on an item already on
+// the ready list wakes nobody. A poller that parked without polling once more left
+// the rest of the frame unwritten, although the client read.
+func TestLargeMessageToSelfDelivered(t *testing.T) {
+	s := startSignal(t, func(c *config.Signal) { c.MessagesPerSecond = 1000 })
+	const tries = 30
+	stuck := 0
+	for i := range tries {
+		id := fmt.Sprintf("self%d", i)
+		rc := s.rawDial(t, id)
+		p := s.reg.Lookup(id).(*peerConn)
+		p.mu.Lock()
+		fd := p.fd
+		if fd >= 0 {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+		}
+		p.mu.Unlock()
+		if fd < 0 {
+			t.Fatal("peer not on a poller")
+		}
+		payload := `"` + strings.Repeat("x", 60<<10) + `"`
+		msg := `{"type":"OFFER","dst":"` + id + `","payload":` + payload + `}`
+		rc.write(clientFrame(true, opText, []byte(msg), true))
+
+		// Read the relayed frame, up to 2 s.
+		_ = rc.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		var h [4]byte
+		got := 0
+		want := -1
+		if _, err := io.ReadFull(rc.br, h[:]); err == nil && h[1]&0x7f == 126 {
+			want = int(binary.BigEndian.Uint16(h[2:]))
+			buf := make([]byte, want)
+			n, _ := io.ReadFull(rc.br, buf)
+			got = n
+		}
+		if got != want || want < 0 {
+			stuck++
+			p.mu.Lock()
+			t.Logf("peer %s: got %d of %d payload bytes after 2 s; server pending=%d armed=%v", id, got, want, len(p.pending), p.armed)
+			p.mu.Unlock()
+		}
+		_ = rc.c.Close()
+	}
+	if stuck > 0 {
+		t.Fatalf("%d of %d self-sent messages stuck in pending", stuck, tries)
+	}
+}
+
+// TCP urgent data: read(2) stops at the urgent mark, so a read shorter than the buffer
+// does not mean the socket is drained, and nothing wakes the poller again for the bytes
+// after the mark. Two pings sent as one segment with an urgent byte between them: both
+// must be answered.
+func TestUrgentDataDoesNotStall(t *testing.T) {
+	s := startSignal(t, nil)
+	const tries = 5
+	lost := 0
+	for i := range tries {
+		rc := s.rawDial(t, fmt.Sprintf("urg%d", i))
+		raw, _ := rc.c.(*net.TCPConn).SyscallConn()
+		f1 := clientFrame(true, opPing, []byte("a"), true)
+		f2 := clientFrame(true, opPing, []byte("b"), true)
+		_ = raw.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1)
+			_ = unix.Sendto(int(fd), append(append([]byte(nil), f1...), '!'), unix.MSG_OOB, nil)
+			_, _ = unix.Write(int(fd), f2)
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 0)
+		})
+		pongs := 0
+		deadline := time.Now().Add(2 * time.Second)
+		for pongs < 2 {
+			_ = rc.c.SetReadDeadline(deadline)
+			var h [3]byte
+			if _, err := rc.br.Read(h[:1]); err != nil {
+				break
+			}
+			_, _ = rc.br.Read(h[1:2])
+			_, _ = rc.br.Read(h[2:3])
+			if h[0]&0x0f == opPong {
+				pongs++
+			}
+		}
+		if pongs < 2 {
+			lost++
+			t.Logf("try %d: %d of 2 pongs after 2 s", i, pongs)
+		}
+		_ = rc.c.Close()
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d: the ping after the urgent byte was not read", lost, tries)
+	}
+}
