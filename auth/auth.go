@@ -119,14 +119,19 @@ func (a *Authenticator) Candidates(username, realm string) (keys [][]byte, userI
 	if !ok {
 		return nil, "", reason, false
 	}
+	return a.Keys(username, realm), userID, "", true
+}
+
+// Keys derives the keys Candidates returns, for a username Admit accepted.
+func (a *Authenticator) Keys(username, realm string) [][]byte {
 	if pass, found := a.users[username]; found {
-		return [][]byte{LongTermKey(username, realm, pass)}, userID, "", true
+		return [][]byte{LongTermKey(username, realm, pass)}
 	}
-	keys = make([][]byte, len(a.secrets))
+	keys := make([][]byte, len(a.secrets))
 	for i, s := range a.secrets {
 		keys[i] = LongTermKey(username, realm, RESTPassword(s, username))
 	}
-	return keys, userID, "", true
+	return keys
 }
 
 // Admit runs Candidates' checks without deriving any key: whether username names a

@@ -120,7 +120,6 @@ type sendBatch struct {
 
 	// The arguments of write, which runs inside RawConn.Write: a method value made once,
 	// so that a send allocates no closure.
-	wpc        *packetConn
 	wfrom, wto int
 	wsent      int
 	werr       syscall.Errno
@@ -194,7 +193,7 @@ func (q *sendBatch) flush() {
 func (q *sendBatch) send(pc *packetConn, start, k int) {
 	var bytes, packets int
 	for q.wfrom, q.wto = 0, k; q.wfrom < q.wto; {
-		q.wpc, q.wsent, q.werr = pc, 0, 0
+		q.wsent, q.werr = 0, 0
 		if err := pc.rc.Write(q.write); err != nil {
 			return // the listener closed
 		}

@@ -148,12 +148,6 @@ func (l *streamListener) closeAll() {
 	}
 }
 
-func (l *streamListener) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.conns)
-}
-
 // tlsHandshakeTimeout bounds how long a TLS client may take to finish its handshake.
 const tlsHandshakeTimeout = 10 * time.Second
 

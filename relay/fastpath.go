@@ -132,7 +132,8 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.writeToPeer(p, ua.AddrPort())
 }
 
-// relayBufSize is the buffer benchmarks and tests hand to fromPeer: pion's 1600 bytes.
+// relayBufSize is the size of a buffer datagrams from peers are read into (the pollers',
+// and those tests hand to fromPeer): pion's 1600 bytes.
 const relayBufSize = 1600
 
 // fromPeer handles n bytes from a peer, read into buf[4:] (buf has 3 bytes of room

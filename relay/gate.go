@@ -203,8 +203,7 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 		if c, hit := set.keys.verified(string(user), set.realm); hit && stun.MessageIntegrity(c).Check(m) == nil {
 			key, verified = c, true
 		} else {
-			keys, _, _, _ := set.auth.Candidates(string(user), set.realm)
-			for _, c := range keys {
+			for _, c := range set.auth.Keys(string(user), set.realm) {
 				if stun.MessageIntegrity(c).Check(m) == nil {
 					key, verified = c, true
 					break

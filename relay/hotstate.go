@@ -155,6 +155,3 @@ func (a *allocation) edit(f func(h *hotState) bool) bool {
 	a.hot.Store(h)
 	return true
 }
-
-// permitted reports whether the allocation has a permission for a peer IP.
-func (a *allocation) permitted(ip netip.Addr) bool { return a.hot.Load().permitted(ip) }

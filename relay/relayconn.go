@@ -88,7 +88,7 @@ func (r *relayPorts) bindPort(_ string, port uint16) (net.PacketConn, net.Addr, 
 		r.mu.Unlock()
 		return nil, nil, errRelayPortBusy
 	}
-	r.open[port] = c // claimed before the socket is, so that no datagram finds it missing
+	r.open[port] = c // claimed before binding, so that no other Allocate binds it meanwhile
 	r.mu.Unlock()
 	if err := c.sock.open(r.pollers, c, netip.AddrPortFrom(r.bind, port)); err != nil {
 		r.mu.Lock()
@@ -153,9 +153,9 @@ func (c *relayConn) counts() relayCounts {
 	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load()}
 }
 
-// received handles a datagram a poller read into buf[4:4+n].
+// received handles a datagram a poller read into buf[4:4+n] from an IPv4 source (relay
+// sockets are IPv4, so from is never a mapped address).
 func (c *relayConn) received(buf []byte, n int, from netip.AddrPort, out *sendBatch) {
-	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
 		// Another allocation of ours delivered this locally: it comes from the public
 		// address, the one peers were told and permissions name.

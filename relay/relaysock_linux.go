@@ -85,9 +85,10 @@ func (s *relaySock) close() error {
 		return net.ErrClosed
 	}
 	s.closed = true
-	if s.p != nil {
-		s.p.remove(s.fd)
+	if s.p == nil {
+		return nil // never opened: there is no descriptor to close
 	}
+	s.p.remove(s.fd)
 	return unix.Close(s.fd)
 }
 
