@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/testpeer"
+
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -231,7 +233,7 @@ func TestCheckUnreachable(t *testing.T) {
 	}
 	defer silent.Close()
 	start := time.Now()
-	rep, out := run(t, Options{URL: "turn:" + silent.LocalAddr().String(), Secret: testSecret, Timeout: timeout})
+	rep, _ := run(t, Options{URL: "turn:" + silent.LocalAddr().String(), Secret: testSecret, Timeout: timeout})
 	f := failed(t, rep)
 	want := fmt.Sprintf("no answer from %s over udp within 400ms: is the port open in the firewall?", silent.LocalAddr())
 	if f.Name != "STUN Binding" || f.Detail != want {
@@ -244,7 +246,7 @@ func TestCheckUnreachable(t *testing.T) {
 	// A closed UDP port: ICMP port unreachable.
 	closedUDP := silent.LocalAddr().String()
 	_ = silent.Close()
-	rep, out = run(t, Options{URL: "turn:" + closedUDP, Secret: testSecret, Timeout: timeout})
+	rep, out := run(t, Options{URL: "turn:" + closedUDP, Secret: testSecret, Timeout: timeout})
 	f = failed(t, rep)
 	if !strings.Contains(f.Detail, "connection refused by "+closedUDP+" over udp") {
 		t.Errorf("closed UDP port:\n%s", out)
@@ -333,43 +335,18 @@ func TestCheckPeer(t *testing.T) {
 	}
 
 	s = startRelay(t, false, func(c *config.Config) { c.Peers.Allow = []string{"127.0.0.0/8"} })
-	echo := udpEcho(t, true)
+	echo := testpeer.Echo(t).String()
 	rep, out = run(t, Options{URL: "turn:" + s.addr("udp"), Secret: testSecret, Peer: echo})
 	if !rep.OK() || !strings.Contains(out, "peer round trip") || !strings.Contains(out, "5/5 datagrams echoed by "+echo) {
 		t.Errorf("echo peer:\n%s", out)
 	}
-	sink := udpEcho(t, false)
+	sink := testpeer.Sink(t).String()
 	rep, out = run(t, Options{URL: "turn:" + s.addr("udp"), Secret: testSecret, Peer: sink, Timeout: 700 * time.Millisecond})
 	f = failed(t, rep)
 	if f.Name != "peer round trip" || !strings.Contains(f.Detail, "relayed data did not come back from "+sink) ||
 		!strings.Contains(f.Detail, "relay port range blocked by a firewall") {
 		t.Errorf("silent peer:\n%s", out)
 	}
-}
-
-// udpEcho is a UDP peer on 127.0.0.1 that echoes (or, with echo false, swallows) datagrams.
-func udpEcho(t *testing.T, echo bool) string {
-	t.Helper()
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if echo {
-				_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
-			}
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close(); <-done })
-	return pc.LocalAddr().String()
 }
 
 // iceServer answers like relay's {path}ice: fresh credentials for the in-process relay.

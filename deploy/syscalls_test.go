@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/testpeer"
+
 	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
 
@@ -186,7 +188,7 @@ format = "json"
 	addr := func(tr string) string { mu.Lock(); defer mu.Unlock(); return addrs[tr] }
 
 	// Traffic: what a production relay does.
-	echo := udpEcho(t)
+	echo := testpeer.Echo(t)
 	udpConn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -301,24 +303,4 @@ func relayThrough(t *testing.T, conn net.PacketConn, server string, echo net.Add
 		}
 	}
 	return c
-}
-
-func udpEcho(t *testing.T) net.Addr {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	return pc.LocalAddr()
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/testpeer"
+
 	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
 
@@ -110,7 +112,7 @@ func streamThrough(t *testing.T, p *relayProc, a *auth.Authenticator, user strin
 		t.Fatal(err)
 	}
 	stop = make(chan struct{})
-	sent, got, done = pacedStream(t, sess, udpEcho(t), stop)
+	sent, got, done = pacedStream(t, sess, testpeer.Echo(t), stop)
 	waitFor(t, "the stream to flow", func() bool { return got.Load() > 10 })
 	return sess, stop, sent, got, done
 }
@@ -145,7 +147,7 @@ func TestReloadKeepsTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer := udpEcho(t)
+	peer := testpeer.Echo(t)
 	stop := make(chan struct{})
 	sent, got, done := pacedStream(t, sess, peer, stop)
 	waitFor(t, "the stream to flow", func() bool { return got.Load() > 100 })

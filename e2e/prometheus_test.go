@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/testpeer"
+
 	"github.com/gorilla/websocket"
 	"github.com/pion/logging"
 	"github.com/pion/turn/v4"
@@ -143,7 +145,7 @@ func TestPrometheusScrapesRelay(t *testing.T) {
 // through the relay to a local UDP echo peer (the TestCredsThenRelay pattern).
 func promRelayTraffic(t *testing.T, p *relayProc, userID string, n int) {
 	t.Helper()
-	echo := udpEcho(t)
+	echo := testpeer.Echo(t)
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relayproject/relay/internal/testpeer"
 )
 
 const e2eSecret = "e2e-shared-secret-0123456789abcdef"
@@ -154,7 +156,7 @@ func TestCredsThenRelay(t *testing.T) {
 		t.Errorf("uris %v, want %v", creds.URIs, wantURIs)
 	}
 
-	echo := udpEcho(t)
+	echo := testpeer.Echo(t)
 	sess, err := dialTURN(t, p.addr("udp"), creds.Username, creds.Password)
 	if err != nil {
 		t.Fatalf("allocate with relay creds output: %v", err)
@@ -209,26 +211,6 @@ func TestCredsThenRelay(t *testing.T) {
 			t.Errorf("a username or address leaked into a metric: %s", k)
 		}
 	}
-}
-
-func udpEcho(t *testing.T) *net.UDPAddr {
-	t.Helper()
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	return pc.LocalAddr().(*net.UDPAddr)
 }
 
 // TestConfigErrorsStopBeforeSockets: a bad config exits non-zero naming the key and line,

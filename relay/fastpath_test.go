@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/testpeer"
+
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -24,7 +26,7 @@ type channelSession struct {
 
 func bindChannel(t testing.TB, s *testServer, transport string) *channelSession {
 	t.Helper()
-	return bindChannelTo(t, s, transport, netip.MustParseAddrPort(echoPeer(t).String()))
+	return bindChannelTo(t, s, transport, netip.MustParseAddrPort(testpeer.Echo(t).String()))
 }
 
 func bindChannelTo(t testing.TB, s *testServer, transport string, peer netip.AddrPort) *channelSession {
@@ -324,10 +326,7 @@ func TestRelayQueueForPion(t *testing.T) {
 		_, _, err := c.ReadFrom(p)
 		done <- err
 	}()
-	c.qmu.Lock()
-	c.qclosed = true
-	close(c.wake)
-	c.qmu.Unlock()
+	_ = c.Close()
 	select {
 	case err := <-done:
 		if !errors.Is(err, net.ErrClosed) {

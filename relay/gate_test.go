@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/testpeer"
+
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -175,7 +177,7 @@ func TestOwnRelayAsPeer(t *testing.T) {
 
 	// The same IP outside the relay range is refused: in CreatePermission, and per
 	// datagram, since the permission installed above covers the whole IP.
-	sneaky := netip.MustParseAddrPort(echoPeer(t).String())
+	sneaky := netip.MustParseAddrPort(testpeer.Echo(t).String())
 	c := dialRaw(t, "udp", s.addr("udp"), nil)
 	uc, pc := s.creds(t, "c")
 	sess, resp := c.allocate(uc, pc)

@@ -88,29 +88,6 @@ func (s *testServer) creds(t testing.TB, user string) (string, string) {
 	return c.Username, c.Password
 }
 
-// echoPeer is a UDP peer on 127.0.0.1 that sends every datagram back.
-func echoPeer(t testing.TB) *net.UDPAddr {
-	t.Helper()
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { _ = pc.Close(); <-done })
-	return pc.LocalAddr().(*net.UDPAddr)
-}
-
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

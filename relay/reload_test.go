@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/testpeer"
+
 	"github.com/pion/stun/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -128,7 +130,7 @@ func TestAllocationLog(t *testing.T) {
 	var buf syncBuffer
 	s := startServer(t, allowLoopback)
 	s.allocs.log = slog.New(slog.NewJSONHandler(&buf, nil))
-	peer := echoPeer(t)
+	peer := testpeer.Echo(t)
 
 	// Over TCP, released by closing the connection.
 	user, pass := s.creds(t, "logged")

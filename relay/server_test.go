@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/testpeer"
+
 	"github.com/pion/logging"
 	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
@@ -85,7 +87,7 @@ func TestRelayRoundTrip(t *testing.T) {
 		c.TURN.TLS = []string{"127.0.0.1:0"}
 		c.TURN.TLSCert, c.TURN.TLSKey = certFile, keyFile
 	})
-	peer := echoPeer(t)
+	peer := testpeer.Echo(t)
 	for _, transport := range []string{"udp", "tcp", "tls"} {
 		t.Run(transport, func(t *testing.T) {
 			user, pass := s.creds(t, "alice-"+transport)

@@ -5,6 +5,7 @@ package natlab
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 // peerResult is what cmd/peer and browser.mjs print after RESULT.
@@ -190,7 +193,7 @@ func TestNATLab(t *testing.T) {
 	lockLab(t)
 	relayBin, peerBin := buildBinaries(t)
 	dir := t.TempDir()
-	certFile, keyFile := writeCert(t, dir)
+	certFile, keyFile, _ := testcert.WriteFor(t, dir, net.ParseIP(relayIP)) // the turns: URL names the address
 	l := newLab(t, labHomes())
 	relay := startRelay(t, relayBin, dir, certFile, keyFile)
 	t.Logf("lab built and relay started in %v", time.Since(began).Round(time.Millisecond))

@@ -1,5 +1,5 @@
 // Package testcert makes throwaway TLS certificates for tests: a self-signed ECDSA
-// certificate for 127.0.0.1 and localhost, written as PEM files.
+// certificate for 127.0.0.1 (or another address) and localhost, written as PEM files.
 package testcert
 
 import (
@@ -18,9 +18,16 @@ import (
 	"time"
 )
 
-// Write creates a certificate valid for an hour in t's temporary directory and returns
-// the PEM file paths and a client configuration that trusts it.
+// Write creates a certificate for 127.0.0.1 and localhost, valid for an hour, in t's
+// temporary directory and returns the PEM file paths and a client configuration that
+// trusts it.
 func Write(t testing.TB) (certFile, keyFile string, client *tls.Config) {
+	t.Helper()
+	return WriteFor(t, t.TempDir(), net.IPv4(127, 0, 0, 1))
+}
+
+// WriteFor is Write for a server at ip (and localhost), with the files in dir.
+func WriteFor(t testing.TB, dir string, ip net.IP) (certFile, keyFile string, client *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -31,7 +38,7 @@ func Write(t testing.TB) (certFile, keyFile string, client *tls.Config) {
 		Subject:      pkix.Name{CommonName: "relay test"},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses:  []net.IP{ip},
 		DNSNames:     []string{"localhost"},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -44,9 +51,8 @@ func Write(t testing.TB) (certFile, keyFile string, client *tls.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
@@ -58,5 +64,5 @@ func Write(t testing.TB) (certFile, keyFile string, client *tls.Config) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return certFile, keyFile, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	return certFile, keyFile, &tls.Config{RootCAs: pool, ServerName: ip.String(), MinVersion: tls.VersionTLS12}
 }
