@@ -98,9 +98,12 @@ func (l locator) errorf(key string, value any, format string, args ...any) *Erro
 }
 
 // sensitive reports whether values under key must never be printed: they
-// are credentials, and error text ends up in logs and bug reports.
+// are credentials, and error text ends up in logs and bug reports. A whole
+// section written as a value ("auth = [...]", "signal = [...]") may hold them
+// too.
 func sensitive(key string) bool {
-	return key == "auth" || strings.HasPrefix(key, "auth.secrets") || strings.HasPrefix(key, "auth.users")
+	return key == "auth" || strings.HasPrefix(key, "auth.secrets") || strings.HasPrefix(key, "auth.users") ||
+		key == "signal" || strings.HasPrefix(key, "signal.api_tokens")
 }
 
 // showValue renders value the way it would be written in TOML, shortened
