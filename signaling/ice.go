@@ -19,7 +19,8 @@ type iceServer struct {
 }
 
 // serveICE hands out fresh time-limited TURN credentials: as an RTCConfiguration
-// fragment, or with ?service=turn in the TURN REST API draft's form.
+// fragment, or with ?service=turn in the TURN REST API draft's form. The user id in
+// them is random per call, or the ?username= of a caller with a valid API token.
 func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 	deny := func(reason string, status int, msg string) {
 		s.metrics.ICERequestsDenied.WithLabelValues(reason).Inc()
@@ -30,10 +31,17 @@ func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 		deny("rate", http.StatusTooManyRequests, "too many requests from your address; retry later")
 		return
 	}
-	if len(s.conf().APITokens) > 0 && !s.tokenOK(r.Header.Get("Authorization")) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="relay"`)
-		deny("token", http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <token>")
-		return
+	// Only a caller with a valid token (a backend) may name the user: the user id is
+	// what user_allocations counts, so an anonymous caller naming one could fill that
+	// user's quota with credentials minted for it and lock the user out.
+	trusted := false
+	if len(s.conf().APITokens) > 0 {
+		if !s.tokenOK(r.Header.Get("Authorization")) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="relay"`)
+			deny("token", http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <token>")
+			return
+		}
+		trusted = true
 	}
 	q := r.URL.Query()
 	service := q.Get("service")
@@ -41,12 +49,13 @@ func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 		deny("bad_request", http.StatusBadRequest, `unsupported service: only "turn"`)
 		return
 	}
-	user := q.Get("username")
-	if user == "" {
-		user = "web-" + randomHex(6)
-	} else if !validUserID(user) {
-		deny("bad_request", http.StatusBadRequest, "username must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
-		return
+	user := "web-" + randomHex(6) // a fresh id per call: no two callers share a quota
+	if name := q.Get("username"); trusted && name != "" {
+		if !validUserID(name) {
+			deny("bad_request", http.StatusBadRequest, "username must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+			return
+		}
+		user = name
 	}
 	creds, err := s.mint(user, s.conf().CredentialTTL)
 	if err != nil {

@@ -79,14 +79,12 @@ func TestICEConfiguration(t *testing.T) {
 		TTL                int64
 		URIs               []string
 	}
-	iceGet(t, s.base+"ice?service=turn&username=alice", nil, &rest)
-	if !strings.HasSuffix(rest.Username, ":alice") || rest.Password != auth.RESTPassword("signal-test-secret", rest.Username) || rest.TTL != 3600 || len(rest.URIs) != 2 {
+	iceGet(t, s.base+"ice?service=turn", nil, &rest)
+	if !strings.Contains(rest.Username, ":web-") || rest.Password != auth.RESTPassword("signal-test-secret", rest.Username) || rest.TTL != 3600 || len(rest.URIs) != 2 {
 		t.Errorf("REST form: %+v", rest)
 	}
-	for _, bad := range []string{"ice?service=stun", "ice?username=a%20b", "ice?username=" + strings.Repeat("x", 65)} {
-		if resp := iceGet(t, s.base+bad, nil, nil); resp.StatusCode != 400 {
-			t.Errorf("%s: %d, want 400", bad, resp.StatusCode)
-		}
+	if resp := iceGet(t, s.base+"ice?service=stun", nil, nil); resp.StatusCode != 400 {
+		t.Errorf("service=stun: %d, want 400", resp.StatusCode)
 	}
 }
 
@@ -114,6 +112,17 @@ func TestICETokens(t *testing.T) {
 	}
 	if resp := iceGet(t, s.base+"ice", map[string]string{"Authorization": "Bearer tok-two"}, nil); resp.StatusCode != 200 {
 		t.Errorf("right token: %d", resp.StatusCode)
+	}
+	// With a token the caller names the user, and a bad name is refused.
+	var rest struct{ Username string }
+	iceGet(t, s.base+"ice?service=turn&username=alice", map[string]string{"Authorization": "Bearer tok-one"}, &rest)
+	if !strings.HasSuffix(rest.Username, ":alice") {
+		t.Errorf("username with a token: %q, want <expiry>:alice", rest.Username)
+	}
+	for _, bad := range []string{"ice?username=a%20b", "ice?username=" + strings.Repeat("x", 65)} {
+		if resp := iceGet(t, s.base+bad, map[string]string{"Authorization": "Bearer tok-one"}, nil); resp.StatusCode != 400 {
+			t.Errorf("%s: %d, want 400", bad, resp.StatusCode)
+		}
 	}
 	if got := testutil.ToFloat64(s.metrics.ICERequestsDenied.WithLabelValues("token")); got != 2 {
 		t.Errorf("relay_ice_requests_denied_total{reason=token} = %v", got)
