@@ -541,9 +541,12 @@ deny = []
 allow = ["127.0.0.0/8"]
 [metrics]
 listen = "0.0.0.0:9641"
+[signal]
+max_queue_bytes_per_ip = 16777216
 `)
 	w := strings.Join(c.Warnings(), "\n")
-	for _, want := range []string{"entry 1 is only 5 characters", `peers.deny does not include "default"`, "peers.allow", "fewer than limits.total_allocations", "metrics.listen"} {
+	for _, want := range []string{"entry 1 is only 5 characters", `peers.deny does not include "default"`, "peers.allow", "fewer than limits.total_allocations", "metrics.listen",
+		"signal.max_queue_bytes_per_ip = 16777216 is more than a quarter of signal.max_queue_bytes"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warnings lack %q:\n%s", want, w)
 		}
@@ -632,6 +635,12 @@ func TestSignalErrors(t *testing.T) {
 		{"message size", "[signal]\nmax_message_bytes = 10\n", "signal.max_message_bytes", 2, "1024"},
 		{"same port as turn", "[turn]\ntcp = [\"0.0.0.0:9001\"]\n[signal]\nlisten = \"0.0.0.0:9001\"\n", "signal.listen", 4, "TURN TCP/TLS listener"},
 		{"unknown", "[signal]\nexpire_timout = \"5s\"\n", "signal.expire_timout", 2, "did you mean \"signal.expire_timeout\""},
+		{"queue bytes negative", "[signal]\nmax_queue_bytes = -1\n", "signal.max_queue_bytes", 2, "signal.max_queue_bytes = -1: expected bytes as an integer >= 0"},
+		{"queue bytes not a number", "[signal]\nmax_queue_bytes_per_ip = \"1MiB\"\n", "signal.max_queue_bytes_per_ip", 2, "e.g. 1048576"},
+		{"per ip above total", "[signal]\nmax_queue_bytes = 1000000\n\nmax_queue_bytes_per_ip = 2000000\n", "signal.max_queue_bytes_per_ip", 4,
+			"signal.max_queue_bytes_per_ip = 2000000: signal.max_queue_bytes_per_ip = 2000000 is more than signal.max_queue_bytes = 1000000, the total: lower it"},
+		{"total below default per peer", "[signal]\nmax_queue_bytes = 100000\n", "signal.max_queue_bytes", 2,
+			"signal.max_queue_bytes_per_peer = 262144 is more than signal.max_queue_bytes = 100000"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,6 +25,9 @@ type Signal struct {
 	// Limits beyond the PeerJS reference server.
 	MaxMessageBytes      int // largest WebSocket message a peer may send
 	MaxQueue             int // messages queued for one absent peer
+	MaxQueueBytes        int // bytes queued for absent peers in total
+	MaxQueueBytesPerIP   int // bytes queued by one source IP (IPv6: one /64)
+	MaxQueueBytesPerPeer int // bytes queued for one absent peer
 	MaxPeersPerIP        int // registered peers per source IP
 	ICERequestsPerMinute int // ICE endpoint requests per source IP per minute
 	MessagesPerSecond    int // messages one connection may send per second (bursts of 4 s allowed)
@@ -43,6 +46,9 @@ func defaultSignal() Signal {
 		CredentialTTL:        time.Hour,
 		MaxMessageBytes:      64 << 10,
 		MaxQueue:             64,
+		MaxQueueBytes:        32 << 20,
+		MaxQueueBytesPerIP:   1 << 20,
+		MaxQueueBytesPerPeer: 256 << 10,
 		MaxPeersPerIP:        100,
 		ICERequestsPerMinute: 60,
 		MessagesPerSecond:    50,
@@ -67,6 +73,9 @@ func (s *Signal) decode(t *table) {
 	t.str("tls_key", `the path of a PEM private key file, or "" for plain http/ws`, &s.TLSKey)
 	t.integer("max_message_bytes", "an integer from 1024 to 1048576", &s.MaxMessageBytes)
 	t.integer("max_queue", "an integer >= 0", &s.MaxQueue)
+	t.integer("max_queue_bytes", "bytes as an integer >= 0, e.g. 33554432 (32 MiB)", &s.MaxQueueBytes)
+	t.integer("max_queue_bytes_per_ip", "bytes as an integer >= 0, e.g. 1048576 (1 MiB)", &s.MaxQueueBytesPerIP)
+	t.integer("max_queue_bytes_per_peer", "bytes as an integer >= 0, e.g. 262144 (256 KiB)", &s.MaxQueueBytesPerPeer)
 	t.integer("max_peers_per_ip", "an integer >= 1", &s.MaxPeersPerIP)
 	t.integer("ice_requests_per_minute", "an integer >= 1", &s.ICERequestsPerMinute)
 	t.integer("max_messages_per_second", "an integer >= 1", &s.MessagesPerSecond)
@@ -129,6 +138,7 @@ func (s *Signal) validate(ch *checker, turn *TURN) {
 	if s.MaxQueue < 0 {
 		ch.errorf("signal.max_queue", s.MaxQueue, "expected an integer >= 0")
 	}
+	s.validateQueueBytes(ch)
 	if s.MaxPeersPerIP < 1 {
 		ch.errorf("signal.max_peers_per_ip", s.MaxPeersPerIP, "expected an integer >= 1")
 	}
@@ -144,6 +154,46 @@ func (s *Signal) validate(ch *checker, turn *TURN) {
 			missing = "signal.tls_cert"
 		}
 		ch.errorf(missing, "", "signal.tls_cert and signal.tls_key go together: give both PEM files, or neither for plain http/ws")
+	}
+}
+
+// validateQueueBytes checks the byte caps on messages held for absent peers. A
+// per-source or per-peer cap above the total would be no cap at all; one close to it
+// lets a single source take the whole budget, which is allowed but warned about.
+func (s *Signal) validateQueueBytes(ch *checker) {
+	ok := true
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"signal.max_queue_bytes", s.MaxQueueBytes},
+		{"signal.max_queue_bytes_per_ip", s.MaxQueueBytesPerIP},
+		{"signal.max_queue_bytes_per_peer", s.MaxQueueBytesPerPeer},
+	} {
+		if v.n < 0 {
+			ch.errorf(v.key, v.n, "expected bytes as an integer >= 0 (0 = queue nothing)")
+			ok = false
+		}
+	}
+	if !ok {
+		return
+	}
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"signal.max_queue_bytes_per_ip", s.MaxQueueBytesPerIP},
+		{"signal.max_queue_bytes_per_peer", s.MaxQueueBytesPerPeer},
+	} {
+		if v.n <= s.MaxQueueBytes {
+			continue
+		}
+		key, value := v.key, v.n
+		if !ch.inFile(key) && ch.inFile("signal.max_queue_bytes") {
+			key, value = "signal.max_queue_bytes", s.MaxQueueBytes
+		}
+		ch.errorf(key, value, "%s = %d is more than signal.max_queue_bytes = %d, the total: lower it (a fraction of the total, so that one source cannot take the whole budget) or raise max_queue_bytes",
+			v.key, v.n, s.MaxQueueBytes)
 	}
 }
 

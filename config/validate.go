@@ -307,6 +307,9 @@ func (c *Config) Warnings() []string {
 	if n := c.TURN.RelayPorts.Size(); n < c.Limits.TotalAllocations {
 		w = append(w, fmt.Sprintf("turn.relay_ports = %q holds %d ports, fewer than limits.total_allocations = %d; allocations will fail once the ports run out", c.TURN.RelayPorts.String(), n, c.Limits.TotalAllocations))
 	}
+	if s := c.Signal; s.Listen != "" && s.MaxQueueBytesPerIP > s.MaxQueueBytes/4 {
+		w = append(w, fmt.Sprintf("signal.max_queue_bytes_per_ip = %d is more than a quarter of signal.max_queue_bytes = %d: a few source addresses can fill the budget for absent peers, and then everyone's messages to peers not yet connected are dropped", s.MaxQueueBytesPerIP, s.MaxQueueBytes))
+	}
 	if l := c.Metrics.Listen; l != "" {
 		if host, _, err := net.SplitHostPort(l); err == nil {
 			if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {

@@ -21,6 +21,16 @@ const (
 	maxCoalesce = 64 << 10
 )
 
+// The outbox is capped in bytes too: per peer (one frame always fits, whatever its
+// size, so that a single large message is sent), and over the peers at one address
+// (IPv6: one /64) and over all peers, so that many stalled sockets cannot add up to
+// unbounded memory. A peer whose frame does not fit is dropped as a slow consumer.
+const (
+	maxOutboxBytes      = 1 << 20
+	maxOutboxBytesPerIP = 8 << 20
+	maxOutboxBytesTotal = 64 << 20
+)
+
 // peerConn is one client WebSocket. On Linux a plain TCP socket is read by a poller
 // (poller_linux.go): an idle peer is this struct and nothing else, no goroutine and no
 // buffer. A TLS socket, or any socket elsewhere, is read by a goroutine of its own
@@ -31,6 +41,7 @@ type peerConn struct {
 	s         *Server
 	id, token string
 	ip        netip.Addr
+	budget    netip.Addr // sourceKey(ip): the outbox budget this peer counts against
 
 	// The socket: fd, read by the poller pl; or nc, read by its own goroutine. raw is
 	// what Close closes on the goroutine path (under TLS, the TCP connection).
@@ -57,6 +68,10 @@ type peerConn struct {
 	closed  bool
 
 	wmu sync.Mutex // goroutine path: one write on nc at a time
+
+	// Under mu: the bytes of the outbox frames and of those a writer goroutine is
+	// writing, counted against maxOutboxBytes and in s.outboxes.
+	outBytes int
 }
 
 type outFrame struct {
@@ -65,7 +80,7 @@ type outFrame struct {
 }
 
 func newPeerConn(s *Server, conn net.Conn, id, token string, ip netip.Addr) *peerConn {
-	p := &peerConn{s: s, id: id, token: token, ip: ip, fd: -1, nc: conn, raw: conn, held: true}
+	p := &peerConn{s: s, id: id, token: token, ip: ip, budget: sourceKey(ip), fd: -1, nc: conn, raw: conn, held: true}
 	if tc, ok := conn.(*tls.Conn); ok {
 		p.raw = tc.NetConn()
 	}
@@ -91,9 +106,11 @@ func (p *peerConn) queue(op byte, b []byte) bool {
 		p.writeFrameLocked(op, b)
 		return true
 	}
-	if len(p.outbox) >= maxOutbox {
+	if len(p.outbox) >= maxOutbox || (p.outBytes > 0 && p.outBytes+len(b) > maxOutboxBytes) ||
+		!p.s.outboxes.take(p.budget, len(b), false) {
 		return op != opText // a control frame that does not fit is skipped
 	}
+	p.outBytes += len(b)
 	p.outbox = append(p.outbox, outFrame{op, b})
 	if p.pl == nil && !p.held && !p.writing {
 		p.writing = true
@@ -112,10 +129,16 @@ func (p *peerConn) start(open []byte, queued [][]byte) {
 	out := make([]outFrame, 0, 1+len(p.outbox)+len(queued))
 	out = append(out, outFrame{opText, open})
 	out = append(out, p.outbox...)
+	n := len(open)
 	for _, b := range queued {
 		out = append(out, outFrame{opText, b})
+		n += len(b)
 	}
 	p.outbox = out
+	// Counted even past the caps: the registry's caps bound them already, and a peer
+	// is not to be dropped for the messages that waited for it.
+	p.s.outboxes.take(p.budget, n, true)
+	p.outBytes += n
 	p.held = false
 	if p.pl != nil {
 		p.flushLocked()
@@ -139,6 +162,7 @@ func (p *peerConn) closeLocked() {
 	}
 	p.closed = true
 	p.dead.Store(true)
+	p.releaseLocked(p.outBytes)
 	p.outbox, p.pending = nil, nil
 	p.stuck.Store(0)
 	if p.fd >= 0 {
@@ -232,6 +256,8 @@ func (p *peerConn) writeStream() {
 		}
 		frames := p.outbox
 		p.outbox = nil
+		// The frames stay counted until written: a writer stuck in a write holds them.
+		inflight := p.outBytes
 		p.mu.Unlock()
 
 		buf := getScratch()
@@ -246,7 +272,63 @@ func (p *peerConn) writeStream() {
 		if err != nil {
 			p.Close()
 		}
+		p.mu.Lock()
+		if !p.closed { // closing released every byte
+			p.releaseLocked(inflight)
+		}
+		p.mu.Unlock()
 	}
+}
+
+// releaseLocked takes n bytes that left the outbox (written, or dropped on close) off
+// the counts.
+func (p *peerConn) releaseLocked(n int) {
+	if n > 0 {
+		p.outBytes -= n
+		p.s.outboxes.give(p.budget, n)
+	}
+}
+
+// outboxBudget counts the bytes in outboxes per budget key (the receiving peer's
+// address, or its /64) and in total.
+type outboxBudget struct {
+	mu    sync.Mutex
+	perIP map[netip.Addr]int
+	total int
+}
+
+// take counts n bytes for key; false, counting nothing, if a cap would be passed,
+// unless force.
+func (b *outboxBudget) take(key netip.Addr, n int, force bool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !force && (b.perIP[key]+n > maxOutboxBytesPerIP || b.total+n > maxOutboxBytesTotal) {
+		return false
+	}
+	if b.perIP == nil {
+		b.perIP = make(map[netip.Addr]int)
+	}
+	b.perIP[key] += n
+	b.total += n
+	return true
+}
+
+func (b *outboxBudget) give(key netip.Addr, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.total -= n
+	if left := b.perIP[key] - n; left > 0 {
+		b.perIP[key] = left
+	} else {
+		delete(b.perIP, key)
+	}
+}
+
+// bytes is what is counted in total and for key.
+func (b *outboxBudget) bytes(key netip.Addr) (total, forKey int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.total, b.perIP[key]
 }
 
 var scratchPool = sync.Pool{New: func() any { return new([]byte) }}

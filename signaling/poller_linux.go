@@ -354,12 +354,14 @@ func (p *peerConn) flushLocked() {
 			return
 		}
 		buf := getScratch()
-		k := 0
+		k, moved := 0, 0
 		for ; k < len(p.outbox) && (k == 0 || len(*buf)+len(p.outbox[k].b)+14 <= maxCoalesce); k++ {
 			*buf = appendFrame(*buf, p.outbox[k].op, p.outbox[k].b)
+			moved += len(p.outbox[k].b)
 			p.outbox[k] = outFrame{}
 		}
 		p.outbox = p.outbox[k:]
+		p.releaseLocked(moved)
 		n, err := writeFd(p.fd, *buf)
 		if err != nil {
 			putScratch(buf)

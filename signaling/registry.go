@@ -2,8 +2,11 @@ package signaling
 
 import (
 	"errors"
+	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/relayproject/relay/config"
 )
 
 // Peer is a registered client connection as the registry sees it.
@@ -24,8 +27,9 @@ var (
 // Queued is a message held for a peer that is not connected.
 type Queued struct {
 	Src, Dst string
-	Data     []byte // the encoded outbound message
-	At       time.Time
+	Data     []byte     // the encoded outbound message
+	At       time.Time  // when it was queued, for expiry
+	From     netip.Addr // the sender's address: whose byte budget the message counts against
 }
 
 // Registry maps peer ids to connections and holds messages for absent ids. The
@@ -44,7 +48,8 @@ type Registry interface {
 	Taken(id string) bool
 	// IDs lists the registered ids.
 	IDs() []string
-	// Enqueue holds q for q.Dst; false if that queue is full.
+	// Enqueue holds q for q.Dst; false (and nothing held) if that would pass a cap:
+	// messages or bytes for q.Dst, bytes from q.From's address, bytes in total.
 	Enqueue(q Queued) bool
 	// Drain returns and forgets the messages held for id, oldest first.
 	Drain(id string) []Queued
@@ -52,14 +57,48 @@ type Registry interface {
 	Expire(cutoff time.Time) []Queued
 }
 
+// Limits bound what a Registry holds.
+type Limits struct {
+	Peers        int // registered ids
+	QueuePerID   int // messages held for one absent id
+	QueueBytes   int // bytes held for absent ids, in total
+	BytesPerIP   int // bytes held from one source address (IPv6: one /64)
+	BytesPerPeer int // bytes held for one absent id
+}
+
+// limitsOf reads a Registry's limits from the [signal] section.
+func limitsOf(c *config.Signal) Limits {
+	return Limits{Peers: c.ConcurrentLimit, QueuePerID: c.MaxQueue, QueueBytes: c.MaxQueueBytes,
+		BytesPerIP: c.MaxQueueBytesPerIP, BytesPerPeer: c.MaxQueueBytesPerPeer}
+}
+
+// queueOverhead is what a held message costs beyond its bytes and its destination id:
+// the Queued value in its slice (with append's slack), the map entries of a queue
+// and of a source, and the allocator's rounding. Counting it makes a flood of tiny
+// messages hit the byte caps as a flood of large ones does.
+const queueOverhead = 192
+
+// cost is what q counts against the byte caps.
+func cost(q *Queued) int { return len(q.Data) + len(q.Dst) + queueOverhead }
+
+// sourceKey is the budget a sender's address counts against: the address, or for
+// IPv6 its /64, since one host commonly holds a whole /64.
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().Addr()
+	}
+	return a
+}
+
 // memoryRegistry is the single-node Registry.
 type memoryRegistry struct {
-	limit, maxQueue int
-
-	mu     sync.Mutex
-	peers  map[string]registered
-	queues map[string][]Queued
-	queued int
+	mu      sync.Mutex
+	lim     Limits
+	peers   map[string]registered
+	queues  map[string]*heldQueue
+	bytes   int                // held over all ids
+	sources map[netip.Addr]int // held per sourceKey
 }
 
 type registered struct {
@@ -67,14 +106,16 @@ type registered struct {
 	peer  Peer
 }
 
-// maxQueuedTotal bounds memory held for absent peers over all ids.
-const maxQueuedTotal = 100_000
+// heldQueue is what waits for one absent id.
+type heldQueue struct {
+	msgs  []Queued
+	bytes int
+}
 
-// NewMemoryRegistry returns a Registry for one node with at most limit peers and
-// maxQueue messages held per absent id.
-func NewMemoryRegistry(limit, maxQueue int) Registry {
-	return &memoryRegistry{limit: limit, maxQueue: maxQueue,
-		peers: make(map[string]registered), queues: make(map[string][]Queued)}
+// NewMemoryRegistry returns a Registry for one node.
+func NewMemoryRegistry(l Limits) Registry {
+	return &memoryRegistry{lim: l, peers: make(map[string]registered), queues: make(map[string]*heldQueue),
+		sources: make(map[netip.Addr]int)}
 }
 
 func (r *memoryRegistry) Register(id, token string, p Peer) (Peer, error) {
@@ -87,7 +128,7 @@ func (r *memoryRegistry) Register(id, token string, p Peer) (Peer, error) {
 		r.peers[id] = registered{token: token, peer: p}
 		return cur.peer, nil
 	}
-	if len(r.peers) >= r.limit {
+	if len(r.peers) >= r.lim.Peers {
 		return nil, ErrFull
 	}
 	r.peers[id] = registered{token: token, peer: p}
@@ -128,52 +169,89 @@ func (r *memoryRegistry) IDs() []string {
 }
 
 func (r *memoryRegistry) Enqueue(q Queued) bool {
+	q.From = sourceKey(q.From)
+	n := cost(&q)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.queues[q.Dst]) >= r.maxQueue || r.queued >= maxQueuedTotal {
+	hq := r.queues[q.Dst]
+	held := 0
+	if hq != nil {
+		if len(hq.msgs) >= r.lim.QueuePerID {
+			return false
+		}
+		held = hq.bytes
+	} else if r.lim.QueuePerID < 1 {
 		return false
 	}
-	r.queues[q.Dst] = append(r.queues[q.Dst], q)
-	r.queued++
+	if held+n > r.lim.BytesPerPeer || r.sources[q.From]+n > r.lim.BytesPerIP || r.bytes+n > r.lim.QueueBytes {
+		return false
+	}
+	if hq == nil {
+		hq = &heldQueue{}
+		r.queues[q.Dst] = hq
+	}
+	hq.msgs = append(hq.msgs, q)
+	hq.bytes += n
+	r.sources[q.From] += n
+	r.bytes += n
 	return true
+}
+
+// forget takes a message that leaves the registry off the byte counts.
+func (r *memoryRegistry) forget(q *Queued) {
+	n := cost(q)
+	r.bytes -= n
+	if left := r.sources[q.From] - n; left > 0 {
+		r.sources[q.From] = left
+	} else {
+		delete(r.sources, q.From)
+	}
 }
 
 func (r *memoryRegistry) Drain(id string) []Queued {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	q := r.queues[id]
+	hq := r.queues[id]
+	if hq == nil {
+		return nil
+	}
 	delete(r.queues, id)
-	r.queued -= len(q)
-	return q
+	for i := range hq.msgs {
+		r.forget(&hq.msgs[i])
+	}
+	return hq.msgs
 }
 
 func (r *memoryRegistry) Expire(cutoff time.Time) []Queued {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []Queued
-	for id, q := range r.queues {
-		keep := q[:0]
-		for _, m := range q {
+	for id, hq := range r.queues {
+		keep := hq.msgs[:0]
+		for _, m := range hq.msgs {
 			if m.At.Before(cutoff) {
+				r.forget(&m)
+				hq.bytes -= cost(&m)
 				out = append(out, m)
 			} else {
 				keep = append(keep, m)
 			}
 		}
+		clear(hq.msgs[len(keep):]) // the expired messages' bytes are not kept alive
 		if len(keep) == 0 {
 			delete(r.queues, id)
 		} else {
-			r.queues[id] = keep
+			hq.msgs = keep
 		}
 	}
-	r.queued -= len(out)
 	return out
 }
 
-// setLimits changes the limits for registrations and queueing from now on.
-func (r *memoryRegistry) setLimits(limit, maxQueue int) {
+// setLimits changes the limits for registrations and queueing from now on; what is
+// held already stays until drained or expired.
+func (r *memoryRegistry) setLimits(l Limits) {
 	r.mu.Lock()
-	r.limit, r.maxQueue = limit, maxQueue
+	r.lim = l
 	r.mu.Unlock()
 }
 
@@ -181,5 +259,18 @@ func (r *memoryRegistry) setLimits(limit, maxQueue int) {
 func (r *memoryRegistry) queueLen(id string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.queues[id])
+	if hq := r.queues[id]; hq != nil {
+		return len(hq.msgs)
+	}
+	return 0
+}
+
+// queuedBytes is what the byte caps count: in total, from src's budget and for dst.
+func (r *memoryRegistry) queuedBytes(src netip.Addr, dst string) (total, fromSrc, forDst int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if hq := r.queues[dst]; hq != nil {
+		forDst = hq.bytes
+	}
+	return r.bytes, r.sources[sourceKey(src)], forDst
 }

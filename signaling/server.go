@@ -54,6 +54,8 @@ type Server struct {
 	pollers    []*poller // read plain TCP sockets (Linux)
 	nextPoller atomic.Uint32
 
+	outboxes outboxBudget // bytes waiting in peers' outboxes, per address and in total
+
 	mu     sync.Mutex
 	conns  map[*peerConn]struct{}
 	perIP  map[netip.Addr]int
@@ -74,7 +76,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	if o.Registry == nil {
-		o.Registry = NewMemoryRegistry(o.Config.ConcurrentLimit, o.Config.MaxQueue)
+		o.Registry = NewMemoryRegistry(limitsOf(&o.Config))
 	}
 	s := &Server{
 		cfg: o.Config, reg: o.Registry, mint: o.Mint, uris: o.URIs, pages: o.Pages,
@@ -130,8 +132,8 @@ func (s *Server) Reload(c config.Signal) (needRestart []string, err error) {
 			needRestart = append(needRestart, k.key)
 		}
 	}
-	if r, ok := s.reg.(interface{ setLimits(limit, maxQueue int) }); ok {
-		r.setLimits(c.ConcurrentLimit, c.MaxQueue)
+	if r, ok := s.reg.(interface{ setLimits(Limits) }); ok {
+		r.setLimits(limitsOf(&c))
 	}
 	s.ice.setRate(c.ICERequestsPerMinute)
 	s.live.Store(&c)

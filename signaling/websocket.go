@@ -131,7 +131,7 @@ func (s *Server) handle(p *peerConn, data []byte) {
 	if m.dst == "" || m.typ == typeLeave || m.typ == typeExpire {
 		return
 	}
-	if !s.reg.Enqueue(Queued{Src: p.id, Dst: m.dst, Data: out, At: time.Now()}) {
+	if !s.reg.Enqueue(Queued{Src: p.id, Dst: m.dst, Data: out, At: time.Now(), From: p.ip}) {
 		s.metrics.SignalRejected.WithLabelValues("queue_full").Inc()
 	}
 }
