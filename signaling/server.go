@@ -54,7 +54,8 @@ type Server struct {
 	pollers    []*poller // read plain TCP sockets (Linux)
 	nextPoller atomic.Uint32
 
-	outboxes outboxBudget // bytes waiting in peers' outboxes, per address and in total
+	outboxes  outboxBudget // bytes waiting in peers' outboxes, per address and in total
+	originLog logLimiter   // refused origins are logged at most every refusedOriginEvery
 
 	mu     sync.Mutex
 	conns  map[*peerConn]struct{}
@@ -306,7 +307,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	origin := r.Header.Get("Origin")
 	if origin != "" {
-		if !s.originAllowed(origin) {
+		if !s.originAllowed(r) {
+			s.logRefusedOrigin(r, rest)
 			if rest == "ice" {
 				s.metrics.ICERequestsDenied.WithLabelValues("origin").Inc()
 			} else {
@@ -363,18 +365,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.NotFound(w, r)
 		}
 	}
-}
-
-func (s *Server) originAllowed(origin string) bool {
-	if origin == "" {
-		return true // not a browser's cross-origin request
-	}
-	for _, o := range s.conf().AllowedOrigins {
-		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
-	}
-	return false
 }
 
 // serveID answers GET {path}{key}/id with a fresh id nobody holds.

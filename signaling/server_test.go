@@ -35,6 +35,12 @@ type testSignal struct {
 
 func startSignal(t testing.TB, mutate func(*config.Signal)) *testSignal {
 	t.Helper()
+	return startSignalLog(t, mutate, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// startSignalLog is startSignal logging to log.
+func startSignalLog(t testing.TB, mutate func(*config.Signal), log *slog.Logger) *testSignal {
+	t.Helper()
 	cfg := config.Default().Signal
 	cfg.Listen = "127.0.0.1:0"
 	cfg.ExpireTimeout = 300 * time.Millisecond
@@ -57,7 +63,7 @@ func startSignal(t testing.TB, mutate func(*config.Signal)) *testSignal {
 		URIs: func(host string) ([]string, []string) {
 			return []string{"stun:" + host + ":3478"}, []string{"turn:" + host + ":3478?transport=udp", "turn:" + host + ":3478?transport=tcp"}
 		},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)

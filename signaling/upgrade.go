@@ -53,7 +53,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (conn net.Conn,
 	case r.Header.Get("Sec-WebSocket-Version") != "13":
 		fail(http.StatusBadRequest)
 		return nil, nil, false
-	case !s.originAllowed(r.Header.Get("Origin")):
+	case !s.originAllowed(r):
 		s.metrics.SignalRejected.WithLabelValues("origin").Inc()
 		fail(http.StatusForbidden)
 		return nil, nil, false

@@ -3,6 +3,7 @@
 //   GET  {path}{key}/id                a fresh id
 //   GET  {path}ice                     the ICE servers (with short-lived TURN credentials)
 //   WS   {path}peerjs?key=&id=&token=  OPEN / ERROR / ID-TAKEN, then relayed messages
+//   POST {path}peerjs                  only after the socket closed before OPEN: why
 // and builds its payloads the way the PeerJS 1.5.x client does, so the messages look
 // like PeerJS on the wire. Plain script (no modules, no build step): it defines the
 // global RelaySignal.
@@ -43,7 +44,7 @@
   }
 
   // SignalError is an error with a kind: 'id-taken', 'server' (ERROR message),
-  // 'closed', 'invalid-id', 'http'.
+  // 'closed', 'origin' (the server refused this page's origin), 'invalid-id', 'http'.
   class SignalError extends Error {
     constructor(kind, message) {
       super(message);
@@ -114,13 +115,28 @@
       }
       if (!res.ok) {
         let why = 'HTTP ' + res.status;
-        if (res.status === 401 || res.status === 403) why += ' (the ICE endpoint wants an API token)';
+        if (res.status === 401) why += ' (the ICE endpoint wants an API token)';
+        if (res.status === 403) why += ' (' + ((await errorOf(res)) || 'forbidden') + ')';
         if (res.status === 429) why += ' (too many requests, wait a minute)';
         throw new SignalError('http', 'could not fetch ' + u.pathname + ': ' + why);
       }
       const cfg = await res.json();
       if (!cfg || !Array.isArray(cfg.iceServers)) throw new SignalError('http', u.pathname + ' returned no iceServers');
       return cfg;
+    }
+
+    // refusal asks the server why a socket closed before it was open. Browsers hide
+    // the HTTP answer to a WebSocket upgrade (the page sees only code 1006), but a
+    // POST from the page carries the same Origin the socket did and is checked the
+    // same way, and its answer can be read: 403 {"error": "origin not allowed"}. It
+    // resolves to that error text, or null when the server names no reason.
+    async refusal() {
+      try {
+        const res = await global.fetch(this.url('peerjs'), {method: 'POST', cache: 'no-store'});
+        return res.status === 403 ? await errorOf(res) : null;
+      } catch (e) {
+        return null;
+      }
     }
 
     // connect opens the WebSocket with id (or a fresh id from the server when id is
@@ -201,8 +217,21 @@
           if (this.socket === ws) this.socket = null;
           if (!settled) {
             settled = true;
-            reject(new SignalError('closed', 'the signaling server closed the connection before it was open' +
-              (ev.code && ev.code !== 1000 && ev.code !== 1005 ? ' (code ' + ev.code + ')' : '')));
+            const closed = new SignalError('closed', 'the signaling server closed the connection before it was open' +
+              (ev.code && ev.code !== 1000 && ev.code !== 1005 ? ' (code ' + ev.code + ')' : ''));
+            if (ev.code !== 1006) {
+              reject(closed);
+            } else {
+              // 1006: no close frame, as when the upgrade was refused. Ask why.
+              this.refusal().then((why) => {
+                if (why !== 'origin not allowed') {
+                  reject(closed);
+                  return;
+                }
+                reject(new SignalError('origin', 'origin not allowed: the signaling server refuses pages from ' +
+                  global.location.origin + '; add it to [signal] allowed_origins in the server\'s config'));
+              });
+            }
           }
           if (was === 'open') this._emit('close', {code: ev.code, reason: ev.reason});
         };
@@ -238,6 +267,16 @@
     _stopHeartbeat() {
       if (this._heartbeat !== null) global.clearInterval(this._heartbeat);
       this._heartbeat = null;
+    }
+  }
+
+  // errorOf reads the "error" of a JSON error answer, or null.
+  async function errorOf(res) {
+    try {
+      const body = await res.json();
+      return body && typeof body.error === 'string' ? body.error : null;
+    } catch (e) {
+      return null;
     }
   }
 

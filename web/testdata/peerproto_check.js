@@ -42,12 +42,22 @@ function makeWindow(opts) {
     document: {getElementById: (id) => (id === 'config' ? {textContent: configText} : null)},
     crypto: require('crypto').webcrypto,
     WebSocket: FakeWebSocket,
-    fetch: async (u) => {
+    // routes: pathname (GET) or "METHOD pathname" -> a 200 body, or {status, body}.
+    fetch: async (u, init) => {
       const url = new URL(String(u));
+      const method = (init && init.method) || 'GET';
       fetches.push(url);
-      const route = opts.routes[url.pathname];
-      if (!route) return {ok: false, status: 404, text: async () => 'nope', json: async () => null};
-      return {ok: true, status: 200, text: async () => route, json: async () => JSON.parse(route)};
+      url.method = method;
+      let route = opts.routes[method + ' ' + url.pathname];
+      if (route === undefined && method === 'GET') route = opts.routes[url.pathname];
+      if (route === undefined) route = {status: 404, body: 'nope'};
+      if (typeof route === 'string') route = {status: 200, body: route};
+      return {
+        ok: route.status >= 200 && route.status < 300,
+        status: route.status,
+        text: async () => route.body,
+        json: async () => JSON.parse(route.body),
+      };
     },
     setInterval: (fn, ms) => {
       intervals.push({fn, ms, cleared: false});
@@ -177,6 +187,52 @@ async function main() {
 
     await assert.rejects(s3.fetchIce(), (e) => /HTTP 404/.test(e.message));
     await assert.rejects(s3.fetchId(), (e) => /HTTP 404/.test(e.message));
+  }
+
+  // A socket refused for the page's origin closes with 1006 and nothing else; the
+  // client asks the server why (a POST carries the Origin) and says so. Another 1006
+  // stays a plain "closed", and so does one whose probe fails.
+  {
+    const t = makeWindow({
+      href: 'https://app.example.org/sig/demo',
+      path: '/sig/',
+      key: 'peerjs',
+      routes: {
+        'POST /sig/peerjs': {status: 403, body: '{"error":"origin not allowed"}'},
+        '/sig/ice': {status: 403, body: '{"error":"origin not allowed"}'},
+      },
+    });
+    const s = new t.win.RelaySignal();
+    const p = s.connect('dave');
+    await tick();
+    t.sockets[0].close(1006);
+    await assert.rejects(p, (e) => {
+      assert.strictEqual(e.kind, 'origin');
+      assert.match(e.message, /^origin not allowed: .*https:\/\/app\.example\.org.*allowed_origins/);
+      return true;
+    });
+    const probe = t.fetches[t.fetches.length - 1];
+    assert.strictEqual(probe.method, 'POST');
+    assert.strictEqual(probe.pathname, '/sig/peerjs');
+    await assert.rejects(s.fetchIce(), (e) => /HTTP 403 \(origin not allowed\)/.test(e.message));
+
+    const t2 = makeWindow({
+      href: 'https://app.example.org/demo',
+      path: '/',
+      key: 'peerjs',
+      routes: {'POST /peerjs': {status: 400, body: 'Bad Request'}},
+    });
+    const s2 = new t2.win.RelaySignal();
+    const p2 = s2.connect('erin');
+    await tick();
+    t2.sockets[0].close(1006);
+    await assert.rejects(p2, (e) => e.kind === 'closed' && /before it was open \(code 1006\)/.test(e.message));
+    const s3 = new t2.win.RelaySignal();
+    const p3 = s3.connect('fred');
+    await tick();
+    t2.sockets[1].close(1011); // a close frame came: the server said what it had to
+    await assert.rejects(p3, (e) => e.kind === 'closed');
+    assert.strictEqual(t2.fetches.filter((u) => u.method === 'POST').length, 1, 'probe only after a 1006');
   }
 
   // Behind a proxy that changed the prefix, the page's own directory is used.
