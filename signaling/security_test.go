@@ -138,7 +138,7 @@ func heapLive() int64 {
 // budget (max_queue_bytes_per_ip), not 100 x max_queue messages; the rest is refused
 // and counted as queue_full; memory does not grow with what was sent.
 func TestSecurity3QueueBytesPerSource(t *testing.T) {
-	const conns, each = 100, 20
+	const conns, each = 100, 12
 	s := startSignal(t, func(c *config.Signal) { c.ExpireTimeout = time.Minute })
 	cfg := config.Default().Signal
 	reg := s.reg.(*memoryRegistry)
@@ -165,10 +165,17 @@ func TestSecurity3QueueBytesPerSource(t *testing.T) {
 	}
 	wg.Wait()
 	rejected := s.metrics.SignalRejected.WithLabelValues("queue_full")
-	waitFor(t, "every message to be held or refused", func() bool {
+	// 75 MB through the frame reader: under the race detector on a busy machine that
+	// takes longer than waitFor's deadline.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		held, _ := heldFor(reg)
-		return held+int(testutil.ToFloat64(rejected)) == conns*each
-	})
+		if held+int(testutil.ToFloat64(rejected)) == conns*each {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages held or refused after a minute", held+int(testutil.ToFloat64(rejected)), conns*each)
+		}
+	}
 	held, bytes := heldFor(reg)
 	total, fromSrc, _ := reg.queuedBytes(netip.MustParseAddr("127.0.0.2"), "")
 	t.Logf("held %d messages, %d bytes (counted %d for the source, %d in total); %v refused",
@@ -179,15 +186,15 @@ func TestSecurity3QueueBytesPerSource(t *testing.T) {
 	if held == 0 {
 		t.Error("nothing held: the cap is to bound the queue, not to refuse everything")
 	}
-	// Without the caps this flood holds 130 MB. The live heap after a collection is
-	// what the server keeps (plus the 200 sockets' buffers); RSS is bounded loosely, as
-	// the race detector's shadow memory grows it too.
+	// Without the caps this flood holds 78 MB. The live heap after a collection is
+	// what the server keeps (plus the 200 sockets' buffers); RSS is bounded loosely, and
+	// not under the race detector, whose shadow memory grows it too.
 	heapGrew, rssGrew := heapLive()-heapBefore, rss(t)-before
 	t.Logf("live heap grew by %.1f MiB, RSS by %.1f MiB", float64(heapGrew)/(1<<20), float64(rssGrew)/(1<<20))
 	if heapGrew > 16<<20 {
 		t.Errorf("live heap grew by %d MiB", heapGrew>>20)
 	}
-	if rssGrew > 100<<20 {
+	if rssGrew > 48<<20 && !raceDetector {
 		t.Errorf("RSS grew by %d MiB", rssGrew>>20)
 	}
 	// Draining gives the bytes back to the source's budget.
