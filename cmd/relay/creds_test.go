@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ func TestCreds(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := creds([]string{"-config", path, "-user", "alice", "-ttl", "5h"}, &out); err != nil {
+	if err := creds([]string{"-config", path, "-user", "alice", "-ttl", "5h"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	var got credsOutput
@@ -47,7 +48,7 @@ func TestCreds(t *testing.T) {
 	// Without secrets there is nothing to sign with: a clear error, not made-up creds.
 	empty := filepath.Join(t.TempDir(), "empty.toml")
 	_ = os.WriteFile(empty, []byte(""), 0o600)
-	err := creds([]string{"-config", empty}, &out)
+	err := creds([]string{"-config", empty}, &out, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "secrets") {
 		t.Errorf("creds without secrets: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -36,11 +37,16 @@ type daemon struct {
 	ep        *metrics.Endpoint
 }
 
-func serve(args []string) error {
+func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
 	configPath := fs.String("config", "", "TOML config file (see config.example.toml); empty: embedded defaults, which work on a laptop")
-	if err := fs.Parse(args); err != nil {
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := parseFlags(fs, args, usage, stdout, stderr); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, versionString())
+		return nil
 	}
 	// Signals are caught from the start, so one that arrives while starting up is
 	// handled as a request to stop, never by the default action.
@@ -283,7 +289,7 @@ func printTryIt(cfg *config.Config, a *auth.Authenticator) {
 	if err != nil {
 		return
 	}
-	host := relay.AdvertisedHost(cfg)
+	host := uriHost(cfg)
 	b, err := json.Marshal(struct {
 		URLs       []string `json:"urls"`
 		Username   string   `json:"username"`
