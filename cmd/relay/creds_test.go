@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 func TestCreds(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "relay.toml")
-	cfg := "realm = \"r\"\n[turn]\nudp = [\"0.0.0.0:3478\"]\ntcp = []\ntls = [\"0.0.0.0:5349\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\npublic_ip = \"198.51.100.4\"\n[auth]\nsecrets = [\"new-secret\", \"old-secret\"]\nmax_ttl = \"2h\"\n"
+	cert, key, _ := testcert.Write(t)
+	cfg := "realm = \"r\"\n[turn]\nudp = [\"0.0.0.0:3478\"]\ntcp = []\ntls = [\"0.0.0.0:5349\"]\ntls_cert = \"" + cert + "\"\ntls_key = \"" + key + "\"\npublic_ip = \"198.51.100.4\"\n[auth]\nsecrets = [\"new-secret\", \"old-secret\"]\nmax_ttl = \"2h\"\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

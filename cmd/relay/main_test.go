@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 // TestCommandLine: help is not an error, the version has the flags people try, and an
@@ -66,7 +70,8 @@ func TestCommandLine(t *testing.T) {
 // certificate against the URI's host, and certificates name hosts, not addresses.
 func TestCredsTURNSUsesPublicHost(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "relay.toml")
-	cfg := "[turn]\nudp = [\"0.0.0.0:3478\"]\ntcp = []\ntls = [\"0.0.0.0:5349\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\npublic_ip = \"198.51.100.4\"\n" +
+	cert, key, _ := testcert.Write(t)
+	cfg := fmt.Sprintf("[turn]\nudp = [\"0.0.0.0:3478\"]\ntcp = []\ntls = [\"0.0.0.0:5349\"]\ntls_cert = %q\ntls_key = %q\npublic_ip = \"198.51.100.4\"\n", cert, key) +
 		"[auth]\nsecrets = [\"s\"]\n[signal]\npublic_host = \"turn.example.org\"\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -90,5 +95,39 @@ func TestCredsTURNSUsesPublicHost(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "turns:203.0.113.9:5349") {
 		t.Errorf("-host ignored: %s", &out)
+	}
+}
+
+// TestMissingCertificateBeforeListeners: a [signal] certificate that is not there stops
+// relay with the file, line, key and value before it opens any socket. The test holds
+// the ports the config asks for: had relay tried to open a listener first, it would have
+// failed on that port instead.
+func TestMissingCertificateBeforeListeners(t *testing.T) {
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	_, key, _ := testcert.Write(t)
+	missing := filepath.Join(t.TempDir(), "fullchain.pem")
+	path := filepath.Join(t.TempDir(), "relay.toml")
+	cfg := fmt.Sprintf("[turn]\nudp = [%q]\ntcp = []\n\n[auth]\nsecrets = [\"s\"]\n\n[metrics]\nlisten = %q\n\n"+
+		"[signal]\nlisten = \"127.0.0.1:0\"\ntls_cert = %q\ntls_key = %q\n",
+		udp.LocalAddr().String(), tcp.Addr().String(), missing, key)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-config", path}, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit status %d, want 1; stderr:\n%s", code, &stderr)
+	}
+	want := fmt.Sprintf("relay: %s:13: signal.tls_cert = %q: cannot read the certificate: no such file or directory", path, missing)
+	if !strings.HasPrefix(stderr.String(), want) {
+		t.Errorf("stderr:\n%s\nwant it to start with\n%s", &stderr, want)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -162,15 +161,8 @@ func (d *daemon) reload() {
 		fail(err)
 		return
 	}
-	// Check the certificates first so that a bad one leaves everything as it was.
-	for _, pair := range [][2]string{{cfg.TURN.TLSCert, cfg.TURN.TLSKey}, {cfg.Signal.TLSCert, cfg.Signal.TLSKey}} {
-		if pair[0] != "" {
-			if _, err := tls.LoadX509KeyPair(pair[0], pair[1]); err != nil {
-				fail(fmt.Errorf("certificate %q / %q: %w", pair[0], pair[1], err))
-				return
-			}
-		}
-	}
+	// loadConfig has checked the certificates in use (config.Load), so a bad one leaves
+	// everything as it was.
 	restart, err := d.turn.Reload(cfg, a)
 	if err != nil {
 		fail(err)
