@@ -97,3 +97,68 @@ func TestREADMEBuildStep(t *testing.T) {
 		t.Errorf("step 1 installed no relay binary: %v", err)
 	}
 }
+
+// TestRepositoryStandsAlone: no file of the repository points at documents outside it
+// (the notes its authors worked from, one folder up), and the README's layout table lists
+// every top-level folder, none of them as "not yet".
+func TestRepositoryStandsAlone(t *testing.T) {
+	outside := regexp.MustCompile(`\.\./shared\b|\bshared/[A-Za-z0-9_-]+\.md\b`)
+	checked := 0
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); n == "node_modules" || n == "artifacts" || n == "testdata" || (strings.HasPrefix(n, ".") && n != ".." && n != ".ci") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".go", ".md", ".toml", ".yml", ".yaml", ".json", ".js", ".mjs", ".html", ".css", ".sh", ".service", ".conf", "":
+		default:
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		checked++
+		for i, line := range strings.Split(string(b), "\n") {
+			if outside.MatchString(line) {
+				t.Errorf("%s:%d refers to a file outside the repository: %s", path, i+1, strings.TrimSpace(line))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked < 100 {
+		t.Fatalf("only %d files checked: is the walk rooted at the repository?", checked)
+	}
+
+	readme := readFile(t, "../README.md")
+	_, layout, ok := strings.Cut(readme, "\n## Layout\n")
+	if !ok {
+		t.Fatal("README.md has no ## Layout section")
+	}
+	layout, _, _ = strings.Cut(layout, "\n## ")
+	entries, err := os.ReadDir("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(e.Name()) + "(/[^`]*)?` \\|(.*)$").FindStringSubmatch(layout)
+		if row == nil {
+			t.Errorf("README.md's layout table has no row for %s/", e.Name())
+			continue
+		}
+		if strings.Contains(row[2], "not yet") {
+			t.Errorf("README.md's layout table says %s/ is not there yet: %s", e.Name(), row[0])
+		}
+	}
+}
