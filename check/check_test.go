@@ -321,6 +321,21 @@ func TestCheckQuotaAndCapacity(t *testing.T) {
 	}
 }
 
+// TestCheckDraining: a relay that is draining refuses Allocate with 508 like a full one,
+// but relay check must say it is draining, not blame the allocation cap or the ports.
+func TestCheckDraining(t *testing.T) {
+	s := startRelay(t, false, nil)
+	s.Drain()
+	rep, out := run(t, Options{URL: "turn:" + s.addr("udp"), Secret: testSecret})
+	f := failed(t, rep)
+	if f.Name != "Allocate" || f.Code != 508 || !strings.Contains(f.Detail, "508 Server Draining: the server is draining (shutting down or restarting)") {
+		t.Errorf("draining server:\n%s", out)
+	}
+	if strings.Contains(f.Detail, "allocation cap") {
+		t.Errorf("a drain reported as a full server:\n%s", out)
+	}
+}
+
 func TestCheckPeer(t *testing.T) {
 	// Default peer policy: loopback is denied, except the relay's own relay ports.
 	s := startRelay(t, false, nil)

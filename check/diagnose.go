@@ -126,6 +126,10 @@ func (p *probe) explainSTUN(se *stunError, err error, peerSubject string) string
 	case stun.CodeAllocQuotaReached:
 		return fmt.Sprintf("%s: user id %q already holds as many allocations as the server allows per user (relay: [limits] user_allocations); wait for them to expire or use another -user", head, userID)
 	case stun.CodeInsufficientCapacity:
+		// relay sends the same code while it drains; only the reason phrase tells them apart.
+		if strings.Contains(strings.ToLower(se.Reason), "draining") {
+			return head + ": the server is draining (shutting down or restarting) and takes no new allocations; try again once it is back, or check another server"
+		}
 		return head + ": the server is at its allocation cap or out of relay ports (relay: [limits] total_allocations, [turn] relay_ports)"
 	case stun.CodeServerError:
 		return head + ": the server failed on " + se.Method.String() + "; see its log"

@@ -215,13 +215,14 @@ func Default() *Config {
 	return c
 }
 
-// Load reads the file at path and parses it with Parse.
+// Load reads the file at path and parses it with Parse. It also checks the files the
+// configuration names (TLS certificates and keys in use): readable, and a valid pair.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	return Parse(data, path)
+	return parse(data, path, true)
 }
 
 // Parse decodes a TOML document over the defaults: a key absent from data
@@ -231,6 +232,10 @@ func Load(path string) (*Config, error) {
 // On failure the error is an Errors value listing every problem found,
 // sorted by line; the Config is nil.
 func Parse(data []byte, source string) (*Config, error) {
+	return parse(data, source, false)
+}
+
+func parse(data []byte, source string, files bool) (*Config, error) {
 	if source == "" {
 		source = "(config)"
 	}
@@ -247,6 +252,9 @@ func Parse(data []byte, source string) (*Config, error) {
 	d.decodeConfig(c, doc)
 
 	errs := append(d.errs, c.validate(loc)...)
+	if files {
+		errs = append(errs, c.checkFiles(loc)...)
+	}
 	if len(errs) > 0 {
 		errs.sort()
 		return nil, errs

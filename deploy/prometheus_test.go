@@ -298,16 +298,23 @@ func TestDashboardImportable(t *testing.T) {
 			if v.Type != "datasource" || string(v.Query) != `"prometheus"` || v.Current.Value != "${DS_PROMETHEUS}" {
 				t.Errorf("datasource variable: type %q query %s current %v", v.Type, v.Query, v.Current.Value)
 			}
-		case "instance":
+		case "instance", "job":
 			if v.Datasource == nil || v.Datasource.UID != "${datasource}" {
-				t.Errorf("instance variable datasource %+v", v.Datasource)
+				t.Errorf("%s variable datasource %+v", v.Name, v.Datasource)
 			}
 		}
+		// The job variable defaults to the job the shipped scrape config defines.
+		if v.Name == "job" && v.Current.Value != scrapeJob(t) {
+			t.Errorf("job variable defaults to %v, want %q (the job_name in %s/prometheus.yml)", v.Current.Value, scrapeJob(t), promDir)
+		}
 	}
-	if !vars["datasource"] || !vars["instance"] {
-		t.Errorf("template variables %v, want datasource and instance", vars)
+	if !vars["datasource"] || !vars["job"] || !vars["instance"] {
+		t.Errorf("template variables %v, want datasource, job and instance", vars)
 	}
-	if q := dashboardQueries(t, d)["$instance"]; q != "label_values(relay_build_info, instance)" {
+	if q := dashboardQueries(t, d)["$job"]; q != "label_values(relay_build_info, job)" {
+		t.Errorf("job variable query %q", q)
+	}
+	if q := dashboardQueries(t, d)["$instance"]; q != `label_values(relay_build_info{job="$job"}, instance)` {
 		t.Errorf("instance variable query %q", q)
 	}
 
@@ -352,6 +359,11 @@ func TestDashboardImportable(t *testing.T) {
 			if !strings.Contains(tg.Expr, `instance=~"$instance"`) {
 				t.Errorf("panel %q/%s ignores the instance variable: %s", p.Title, tg.RefID, tg.Expr)
 			}
+			// Without the job, a Prometheus that also scrapes itself (Debian's default)
+			// mixes its own up, process_* and go_* series into the panels.
+			for _, sel := range withoutMatcher(tg.Expr, `job="$job"`) {
+				t.Errorf("panel %q/%s: %s selects no job (want job=\"$job\"): %s", p.Title, tg.RefID, sel, tg.Expr)
+			}
 		}
 	}
 
@@ -377,6 +389,62 @@ func TestDashboardImportable(t *testing.T) {
 	for _, q := range dashboardQueries(t, d) {
 		if strings.Contains(q, "histogram_quantile") && !strings.Contains(q, "by (le)") {
 			t.Errorf("histogram_quantile without sum by (le): %s", q)
+		}
+	}
+}
+
+// scrapeJob is the job_name of the shipped scrape config.
+func scrapeJob(t *testing.T) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^\s*- job_name:\s*(\S+)\s*$`).FindAllStringSubmatch(readFile(t, promDir+"/prometheus.yml"), -1)
+	if len(m) != 1 {
+		t.Fatalf("%s/prometheus.yml: want one job_name, found %d", promDir, len(m))
+	}
+	return strings.Trim(m[0][1], `"'`)
+}
+
+// withoutMatcher returns each metric selector of a PromQL expression (the metric name
+// and its {...}) that lacks the label matcher want, written exactly. Loose like
+// metricNames: string literals are skipped when looking for names and braces.
+func withoutMatcher(expr, want string) []string {
+	// Blank out string literals without moving anything, so offsets stay valid.
+	blank := quoted.ReplaceAllStringFunc(expr, func(q string) string {
+		return q[:1] + strings.Repeat("_", len(q)-2) + q[len(q)-1:]
+	})
+	var out []string
+	for _, loc := range metricName.FindAllStringIndex(blank, -1) {
+		sel := expr[loc[0]:loc[1]]
+		if rest := blank[loc[1]:]; strings.HasPrefix(rest, "{") {
+			if end := strings.IndexByte(rest, '}'); end >= 0 {
+				sel = expr[loc[0] : loc[1]+end+1]
+			}
+		}
+		matchers := strings.TrimSuffix(strings.TrimPrefix(sel[loc[1]-loc[0]:], "{"), "}")
+		found := false
+		for _, m := range strings.Split(matchers, ",") {
+			found = found || strings.TrimSpace(m) == want
+		}
+		if !found {
+			out = append(out, sel)
+		}
+	}
+	return out
+}
+
+// TestWithoutMatcher: the job check finds a selector that lacks the matcher wherever it
+// is in an expression, and is not fooled by a matcher inside a string.
+func TestWithoutMatcher(t *testing.T) {
+	for expr, want := range map[string]string{
+		`up{job="$job", instance=~"$instance"}`: "",
+		`up{instance=~"$instance"}`:             `up{instance=~"$instance"}`,
+		`process_open_fds`:                      "process_open_fds",
+		`sum(relay_turn_allocations_active{job="$job"}) / sum(relay_turn_allocations_limit{instance=~".+"} > 0)`: `relay_turn_allocations_limit{instance=~".+"}`,
+		`go_goroutines{instance=~"job=\"$job\""}`:                                          `go_goroutines{instance=~"job=\"$job\""}`,
+		`sum by (reason) (rate(relay_turn_dropped_total{instance=~"$i", job="$job"}[5m]))`: "",
+	} {
+		got := strings.Join(withoutMatcher(expr, `job="$job"`), " ")
+		if got != want {
+			t.Errorf("withoutMatcher(%s) = %q, want %q", expr, got, want)
 		}
 	}
 }

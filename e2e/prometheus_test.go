@@ -103,8 +103,13 @@ func TestPrometheusScrapesRelay(t *testing.T) {
 	// Grafana regex-escapes a variable used with =~, then escapes the backslashes again
 	// for the PromQL string literal: 127\\.0\\.0\\.1:port.
 	instanceRegex := strings.ReplaceAll(regexp.QuoteMeta(p.addr("http")), `\`, `\\`)
-	fill := strings.NewReplacer("$__rate_interval", "1m", "$instance", instanceRegex)
+	fill := strings.NewReplacer("$__rate_interval", "1m", "$instance", instanceRegex, "$job", "relay")
+	// "All" instances, as the dashboard opens: only the job keeps other targets out.
+	fillAll := strings.NewReplacer("$__rate_interval", "1m", "$instance", ".+", "$job", "relay")
 	waitFor(t, "two scrapes for rate()", func() bool { return len(prom.query(t, "rate(relay_turn_relayed_bytes_total[1m])")) == 2 })
+	waitFor(t, "Prometheus to scrape itself twice", func() bool {
+		return len(prom.query(t, `rate(process_cpu_seconds_total{job="prometheus"}[1m])`)) == 1
+	})
 	for where, q := range dash {
 		queries[where] = q
 		if strings.HasPrefix(q, "label_values(") {
@@ -112,6 +117,11 @@ func TestPrometheusScrapesRelay(t *testing.T) {
 		}
 		if res := prom.query(t, fill.Replace(q)); len(res) == 0 {
 			t.Errorf("dashboard %s returns no data: %s", where, q)
+		}
+		for _, res := range prom.query(t, fillAll.Replace(q)) {
+			if job, ok := res.Metric["job"]; ok && job != "relay" {
+				t.Errorf("dashboard %s, all instances, shows a series of job %q: %v", where, job, res.Metric)
+			}
 		}
 	}
 	var values struct{ Data []string }
@@ -218,7 +228,8 @@ type promProc struct {
 }
 
 // startPrometheus runs prometheus with the shipped scrape config and alert rules,
-// rewritten only to scrape target every second, and waits until it is ready.
+// rewritten to scrape target every second, plus a job that scrapes Prometheus itself,
+// and waits until it is ready.
 func startPrometheus(t *testing.T, bin, target string) *promProc {
 	t.Helper()
 	dir := t.TempDir()
@@ -237,9 +248,6 @@ func startPrometheus(t *testing.T, bin, target string) *promProc {
 		}
 		cfg = strings.Replace(cfg, old, new, 1)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	rules, err := os.ReadFile("../deploy/prometheus/relay-alerts.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -253,6 +261,12 @@ func startPrometheus(t *testing.T, bin, target string) *promProc {
 	}
 	listen := l.Addr().String()
 	_ = l.Close()
+	// Prometheus also scrapes itself, as Debian's packaged config does: the dashboard
+	// must keep that job's up, process_* and go_* series out of relay's panels.
+	cfg += "\n  - job_name: prometheus\n    static_configs:\n      - targets: [\"" + listen + "\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	pr := &promProc{base: "http://" + listen, out: &lockedWriter{}, exited: make(chan error, 1)}
 	pr.cmd = exec.Command(bin,

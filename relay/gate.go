@@ -253,7 +253,7 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 				g.respond(set, from, rep, stun.CodeTryAlternate, key,
 					&stun.AlternateServer{IP: alt.Addr().AsSlice(), Port: int(alt.Port())})
 			} else {
-				g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
+				g.respondReason(set, from, rep, stun.CodeInsufficientCapacity, drainingReason, key)
 			}
 			return false
 		}
@@ -361,10 +361,19 @@ func (g *gate) peerAllowed(set *settings, peer netip.AddrPort) bool {
 // respond sends an error response to the request in g.msg. key, when set, signs it
 // (responses to authenticated requests carry MESSAGE-INTEGRITY).
 func (g *gate) respond(set *settings, to netip.AddrPort, rep replier, code stun.ErrorCode, key []byte, extra ...stun.Setter) {
+	g.respondReason(set, to, rep, code, "", key, extra...)
+}
+
+// respondReason is respond with a reason phrase of its own ("": the code's standard one).
+func (g *gate) respondReason(set *settings, to netip.AddrPort, rep replier, code stun.ErrorCode, reason string, key []byte, extra ...stun.Setter) {
+	var ec stun.Setter = code
+	if reason != "" {
+		ec = &stun.ErrorCodeAttribute{Code: code, Reason: []byte(reason)}
+	}
 	setters := []stun.Setter{
 		stun.NewTransactionIDSetter(g.msg.TransactionID),
 		stun.NewType(g.msg.Type.Method, stun.ClassErrorResponse),
-		code,
+		ec,
 	}
 	setters = append(setters, extra...)
 	if set.software != "" {

@@ -26,7 +26,7 @@ func (c *rawClient) rawRequest(b []byte, timeout time.Duration) *stun.Message {
 	return c.roundTrip(&m, timeout)
 }
 
-// TestBadInput walks the bad-input table of shared/turn-security.md: each row gets the
+// TestBadInput walks the numbered bad-input table of SECURITY.md: each row gets the
 // exact STUN answer (or is dropped) and is counted.
 func TestBadInput(t *testing.T) {
 	s := startServer(t, func(c *config.Config) {

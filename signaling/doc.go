@@ -1,6 +1,6 @@
 // Package signaling owns relay's HTTP side: a signaling endpoint wire-compatible with the
 // PeerJS server (its HTTP routes and its WebSocket protocol, see
-// shared/peerjs-protocol.md), the ICE servers endpoint that hands browsers fresh
+// docs/peerjs-protocol.md), the ICE servers endpoint that hands browsers fresh
 // time-limited TURN credentials, and the mounting of the embedded pages.
 //
 // WebSockets are its own (upgrade.go, wsframe.go): on Linux a plain socket is read by one

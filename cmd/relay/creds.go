@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"time"
 
+	"github.com/relayproject/relay/config"
 	"github.com/relayproject/relay/relay"
 )
 
@@ -18,13 +20,19 @@ type credsOutput struct {
 	URIs     []string `json:"uris"`
 }
 
-func creds(args []string, out io.Writer) error {
+func creds(args []string, out, stderr io.Writer) error {
 	fs := flag.NewFlagSet("relay creds", flag.ContinueOnError)
 	configPath := fs.String("config", "", "config file whose [auth] secrets sign the credentials (the first secret signs)")
 	user := fs.String("user", "user", "user id after the ':' in the username; quotas count allocations per user id")
 	ttl := fs.Duration("ttl", time.Hour, "how long the credentials stay valid; clamped to [auth] max_ttl")
-	host := fs.String("host", "", "host for the uris (default: public_ip, else relay_ip, else this machine's address)")
-	if err := fs.Parse(args); err != nil {
+	host := fs.String("host", "", "host for the uris (default: [signal] public_host, else public_ip, else relay_ip, else this machine's address)")
+	help := func(w io.Writer) {
+		credsUsage(w)
+		fmt.Fprintln(w, "\nFlags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args, help, out, stderr); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*configPath)
@@ -44,9 +52,28 @@ func creds(args []string, out io.Writer) error {
 	}
 	h := *host
 	if h == "" {
-		h = relay.AdvertisedHost(cfg)
+		h = uriHost(cfg)
 	}
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(credsOutput{Username: c.Username, Password: c.Password, TTL: c.TTL, URIs: relay.TURNURIs(cfg, h)})
+}
+
+func credsUsage(w io.Writer) {
+	fmt.Fprint(w, `Usage:
+  relay creds [-config FILE] [-user ID] [-ttl 1h] [-host H]
+
+Prints time-limited TURN credentials (TURN REST: username <expiry>:<user id>, password
+HMAC-SHA1 of the first [auth] secret) and the server's turn:/turns: URIs, as JSON.
+`)
+}
+
+// uriHost is the host put in the URIs relay prints: [signal] public_host when set, as
+// the ICE endpoint does, since that is the name a TLS certificate carries and turns:
+// clients check the certificate against the URI's host; else the advertised address.
+func uriHost(cfg *config.Config) string {
+	if cfg.Signal.PublicHost != "" {
+		return cfg.Signal.PublicHost
+	}
+	return relay.AdvertisedHost(cfg)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,16 +11,18 @@ import (
 	"time"
 
 	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 func TestCreds(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "relay.toml")
-	cfg := "realm = \"r\"\n[turn]\nudp = [\"0.0.0.0:3478\"]\ntcp = []\ntls = [\"0.0.0.0:5349\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\npublic_ip = \"198.51.100.4\"\n[auth]\nsecrets = [\"new-secret\", \"old-secret\"]\nmax_ttl = \"2h\"\n"
+	cert, key, _ := testcert.Write(t)
+	cfg := "realm = \"r\"\n[turn]\nudp = [\"0.0.0.0:3478\"]\ntcp = []\ntls = [\"0.0.0.0:5349\"]\ntls_cert = \"" + cert + "\"\ntls_key = \"" + key + "\"\npublic_ip = \"198.51.100.4\"\n[auth]\nsecrets = [\"new-secret\", \"old-secret\"]\nmax_ttl = \"2h\"\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := creds([]string{"-config", path, "-user", "alice", "-ttl", "5h"}, &out); err != nil {
+	if err := creds([]string{"-config", path, "-user", "alice", "-ttl", "5h"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	var got credsOutput
@@ -47,7 +50,7 @@ func TestCreds(t *testing.T) {
 	// Without secrets there is nothing to sign with: a clear error, not made-up creds.
 	empty := filepath.Join(t.TempDir(), "empty.toml")
 	_ = os.WriteFile(empty, []byte(""), 0o600)
-	err := creds([]string{"-config", empty}, &out)
+	err := creds([]string{"-config", empty}, &out, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "secrets") {
 		t.Errorf("creds without secrets: %v", err)
 	}

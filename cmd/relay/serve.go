@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -36,11 +36,16 @@ type daemon struct {
 	ep        *metrics.Endpoint
 }
 
-func serve(args []string) error {
+func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
 	configPath := fs.String("config", "", "TOML config file (see config.example.toml); empty: embedded defaults, which work on a laptop")
-	if err := fs.Parse(args); err != nil {
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := parseFlags(fs, args, usage, stdout, stderr); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, versionString())
+		return nil
 	}
 	// Signals are caught from the start, so one that arrives while starting up is
 	// handled as a request to stop, never by the default action.
@@ -156,15 +161,8 @@ func (d *daemon) reload() {
 		fail(err)
 		return
 	}
-	// Check the certificates first so that a bad one leaves everything as it was.
-	for _, pair := range [][2]string{{cfg.TURN.TLSCert, cfg.TURN.TLSKey}, {cfg.Signal.TLSCert, cfg.Signal.TLSKey}} {
-		if pair[0] != "" {
-			if _, err := tls.LoadX509KeyPair(pair[0], pair[1]); err != nil {
-				fail(fmt.Errorf("certificate %q / %q: %w", pair[0], pair[1], err))
-				return
-			}
-		}
-	}
+	// loadConfig has checked the certificates in use (config.Load), so a bad one leaves
+	// everything as it was.
 	restart, err := d.turn.Reload(cfg, a)
 	if err != nil {
 		fail(err)
@@ -283,7 +281,7 @@ func printTryIt(cfg *config.Config, a *auth.Authenticator) {
 	if err != nil {
 		return
 	}
-	host := relay.AdvertisedHost(cfg)
+	host := uriHost(cfg)
 	b, err := json.Marshal(struct {
 		URLs       []string `json:"urls"`
 		Username   string   `json:"username"`

@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relayproject/relay/internal/skipnote"
 )
 
 const (
@@ -65,23 +67,16 @@ type lab struct {
 	homes map[string]*home
 }
 
-// requireLab skips (locally) or fails (CI=true) when the lab cannot run here.
+// requireLab skips (locally, noted by skipnote) or fails (CI=true) when the lab cannot
+// run here.
 func requireLab(t *testing.T) {
 	t.Helper()
-	ci := os.Getenv("CI") == "true"
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if ci {
-			t.Fatalf("NAT lab cannot run in CI: "+format, args...)
-		}
-		t.Skipf("NAT lab skipped: "+format, args...)
-	}
 	if os.Geteuid() != 0 {
-		skip("needs root (network namespaces, iptables); run: sudo go test ./e2e/natlab")
+		skipnote.Skip(t, "the NAT lab needs root (network namespaces, iptables)", "sudo go test ./e2e/natlab")
 	}
 	for _, c := range []struct{ bin, pkg string }{{"ip", "iproute2"}, {"iptables", "iptables"}} {
 		if _, err := exec.LookPath(c.bin); err != nil {
-			skip("%s not found: apt-get install %s", c.bin, c.pkg)
+			skipnote.Skip(t, c.bin+" not found", "apt-get install "+c.pkg)
 		}
 	}
 }

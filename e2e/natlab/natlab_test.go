@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/skipnote"
 	"github.com/relayproject/relay/internal/testcert"
 )
 
@@ -216,7 +217,8 @@ func TestNATLab(t *testing.T) {
 			if (s.callerKind == chromiumPeer || s.calleeKind == chromiumPeer) && env.noBrowser != "" {
 				r.skipped = env.noBrowser
 				rows = append(rows, r)
-				t.Skip(env.noBrowser)
+				what, enable, _ := strings.Cut(env.noBrowser, ": ")
+				skipnote.Skip(t, "the Chromium scenarios: "+what, enable)
 			}
 			r.call, r.answer, r.err = l.call(t, env, i, s)
 			if r.err == nil {
@@ -308,7 +310,7 @@ func browserAvailable() (nodeModules, missing string) {
 	}
 	for _, f := range []string{"playwright-core/index.mjs", "peerjs/dist/peerjs.min.js"} {
 		if _, err := os.Stat(filepath.Join(nodeModules, f)); err != nil {
-			return "", "e2e/browser/node_modules/" + f + " missing: run npm ci in e2e/browser"
+			return "", "e2e/browser/node_modules/" + f + " missing: (cd e2e/browser && npm ci)"
 		}
 	}
 	return nodeModules, ""
