@@ -52,26 +52,6 @@ func (h *hashedBuckets) allow(key []byte, now time.Time) bool {
 	return true
 }
 
-// exhausted reports whether key has no token left, without taking one.
-func (h *hashedBuckets) exhausted(key []byte, now time.Time) bool {
-	i := h.slot(key)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.refill(i, now.UnixNano()) < 1
-}
-
-// spend takes a token for key, going no lower than empty.
-func (h *hashedBuckets) spend(key []byte, now time.Time) {
-	i := h.slot(key)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.refill(i, now.UnixNano()) >= 1 {
-		h.tokens[i]--
-	} else {
-		h.tokens[i] = 0
-	}
-}
-
 // bitRate is a token bucket in bits, for the relay path's bandwidth caps. A zero
 // *bitRate (nil) is unlimited.
 type bitRate struct {
