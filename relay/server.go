@@ -427,15 +427,18 @@ func (s *Server) Close() error {
 		l.closeAll()
 	}
 	s.udpLoops.Wait()
-	// pion closes each allocation's relay socket as its read loop ends; wait for that so
-	// a restart in the same process finds the ports free.
+	// pion closes each allocation's relay socket as its read loop ends, and reports the
+	// allocation deleted from the relay socket's read loop after that: wait for both, so
+	// that a restart in the same process finds the ports free and every allocation is
+	// logged before the process exits.
 	deadline := time.Now().Add(5 * time.Second)
-	for s.relay.openCount() > 0 && time.Now().Before(deadline) {
+	for (s.relay.openCount() > 0 || !s.allocs.settled()) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if n := s.relay.openCount(); n > 0 {
 		s.log.Warn("relay sockets still open after close", "count", n)
 	}
+	s.allocs.endAll() // any pion did not report (it stops closing allocations at the first error)
 	s.relay.pollers.stop()
 	return err
 }
