@@ -83,7 +83,7 @@ func admit(n int, own, user *bitRate) bool {
 	if own == nil && user == nil {
 		return true
 	}
-	now := time.Now().UnixNano()
+	now := time.Now()
 	return own.take(n, now) && user.take(n, now)
 }
 
