@@ -161,127 +161,29 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 	if !ok {
 		return pass
 	}
-	key := cred.key
-
-	if method == stun.MethodAllocate || method == stun.MethodRefresh {
-		// pion grants what is asked up to an hour (and 10 minutes past it): cap the
-		// request at max_lifetime, re-signing it with the key it was signed with.
-		if lt, err := m.Get(stun.AttrLifetime); err == nil && len(lt) == 4 {
-			if limit := lifetimeSeconds(set.maxLifetime); binary.BigEndian.Uint32(lt) > limit {
-				clampLifetime(b, limit, key)
-			}
-		}
-	}
-
 	switch method {
 	case stun.MethodAllocate:
-		if g.s.allocs.exists(k) {
-			return true // a retransmission (pion resends its answer) or 437
-		}
-		if rt, err := m.Get(stun.AttrRequestedTransport); err == nil && len(rt) == 4 && rt[0] != 17 {
-			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnsupportedTransport).Inc()
-			g.respond(set, from, rep, stun.CodeUnsupportedTransProto, key)
-			return false
-		}
-		if g.s.draining.Load() {
-			// Draining: send new clients elsewhere (300 with ALTERNATE-SERVER) or refuse
-			// with 508, which clients treat as "try another server".
-			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
-			if alt := set.alternate; alt.IsValid() {
-				g.respond(set, from, rep, stun.CodeTryAlternate, key,
-					&stun.AlternateServer{IP: alt.Addr().AsSlice(), Port: int(alt.Port())})
-			} else {
-				g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
-			}
-			return false
-		}
-		r := reservation{userID: cred.userID, transport: g.transport, username: cred.username, key: key, out: rep}
-		switch g.s.allocs.reserve(k, r, set.userAllocations, set.totalAllocations) {
-		case metrics.AllocQuota:
-			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocQuota).Inc()
-			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaUser).Inc()
-			g.respond(set, from, rep, stun.CodeAllocQuotaReached, key)
-			return false
-		case metrics.AllocCapacity:
-			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
-			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaTotal).Inc()
-			g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
-			return false
-		}
-		g.pending, g.hasPending = k, true
+		return g.allocate(set, b, from, rep, k, cred)
 	case stun.MethodRefresh:
-		if lt, err := m.Get(stun.AttrLifetime); err == nil && len(lt) == 4 && binary.BigEndian.Uint32(lt) == 0 {
-			g.s.allocs.markEnding(k, endReleased)
-		}
+		return g.refresh(set, b, k, cred.key)
 	case stun.MethodCreatePermission:
-		// Every peer must pass, or nothing is installed (RFC 8656 §9.2).
-		peers := 0
-		a := g.s.allocs.lookup(k)
-		var h *hotState
-		if a != nil {
-			h = a.hot.Load()
-		}
-		added := 0
-		for _, a := range m.Attributes {
-			if a.Type != stun.AttrXORPeerAddress {
-				continue
-			}
-			peer, ok := decodeXORAddress(a.Value, m.TransactionID)
-			if !ok {
-				g.respond(set, from, rep, stun.CodeBadRequest, key)
-				return false
-			}
-			if !g.peerAllowed(set, peer) {
-				g.respond(set, from, rep, stun.CodeForbidden, key)
-				return false
-			}
-			peers++
-			if h != nil {
-				if !h.permitted(peer.Addr().Unmap()) {
-					added++
-				}
-			}
-		}
-		if peers == 0 {
-			g.respond(set, from, rep, stun.CodeBadRequest, key)
-			return false
-		}
-		if h != nil && len(h.perms)+added > set.limits.PermissionsPerAllocation {
-			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaPermissions).Inc()
-			g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
-			return false
-		}
+		return g.createPermission(set, from, rep, k, cred.key)
 	case stun.MethodChannelBind:
-		ch, err := m.Get(stun.AttrChannelNumber)
-		if err != nil || len(ch) != 4 {
-			g.respond(set, from, rep, stun.CodeBadRequest, key)
-			return false
-		}
-		n := binary.BigEndian.Uint16(ch)
-		if n < minChannel || n > maxChannel || (set.strictChannels && n > maxChannelRFC8656) {
-			g.respond(set, from, rep, stun.CodeBadRequest, key)
-			return false
-		}
-		if a := g.s.allocs.lookup(k); a != nil {
-			h := a.hot.Load()
-			if _, rebind := h.peerOf(n); !rebind && len(h.channels) >= set.limits.ChannelsPerAllocation {
-				g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaChannels).Inc()
-				g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
-				return false
-			}
-		}
-		v, err := m.Get(stun.AttrXORPeerAddress)
-		peer, ok := decodeXORAddress(v, m.TransactionID)
-		if err != nil || !ok {
-			g.respond(set, from, rep, stun.CodeBadRequest, key)
-			return false
-		}
-		if !g.peerAllowed(set, peer) {
-			g.respond(set, from, rep, stun.CodeForbidden, key)
-			return false
-		}
+		return g.channelBind(set, from, rep, k, cred.key)
 	}
 	return true
+}
+
+// capLifetime caps the LIFETIME of an Allocate or Refresh in b at max_lifetime.
+func (g *gate) capLifetime(set *settings, b []byte, key []byte) {
+	m := &g.msg
+	// pion grants what is asked up to an hour (and 10 minutes past it): cap the
+	// request at max_lifetime, re-signing it with the key it was signed with.
+	if lt, err := m.Get(stun.AttrLifetime); err == nil && len(lt) == 4 {
+		if limit := lifetimeSeconds(set.maxLifetime); binary.BigEndian.Uint32(lt) > limit {
+			clampLifetime(b, limit, key)
+		}
+	}
 }
 
 // credentials are what a request was authenticated with.
