@@ -225,3 +225,55 @@ func BenchmarkGateForgedAllocate(b *testing.B) {
 		})
 	}
 }
+
+// TestNonceBookLearnsPionNonces: the nonces pion hands out over UDP and TCP reach the
+// book on their way out, so the gate takes them for real ones.
+func TestNonceBookLearnsPionNonces(t *testing.T) {
+	s := startServer(t, nil)
+	for _, transport := range []string{"udp", "tcp"} {
+		nonce := dialRaw(t, transport, s.addr(transport), nil).challenge()
+		if !s.nonces.known([]byte(nonce), time.Now()) {
+			t.Errorf("the nonce pion sent over %s is not in the book", transport)
+		}
+		if fresh, ok := s.nonces.fresh(time.Now()); !ok || fresh == "" {
+			t.Errorf("no fresh nonce to hand out after a challenge over %s", transport)
+		}
+	}
+}
+
+// TestNonceBook: validity, freshness and the cap.
+func TestNonceBook(t *testing.T) {
+	nb := newNonceBook()
+	now := time.Now()
+	if _, ok := nb.fresh(now); ok {
+		t.Error("an empty book hands out a nonce")
+	}
+	nb.add([]byte("first"), now)
+	if !nb.known([]byte("first"), now.Add(nonceValidity-time.Second)) || nb.known([]byte("first"), now.Add(nonceValidity)) {
+		t.Error("validity window")
+	}
+	if n, ok := nb.fresh(now.Add(nonceFresh - time.Second)); !ok || n != "first" {
+		t.Error("fresh nonce")
+	}
+	if _, ok := nb.fresh(now.Add(nonceFresh)); ok {
+		t.Error("a nonce too old to hand out is handed out")
+	}
+	for i := 0; i < maxNonces; i++ {
+		nb.add([]byte("n"+strconv.Itoa(i)), now.Add(time.Duration(i+1)*time.Millisecond))
+	}
+	if len(nb.seen) != maxNonces || nb.known([]byte("first"), now) || !nb.known([]byte("n0"), now) {
+		t.Errorf("the cap: %d nonces, the oldest must go first", len(nb.seen))
+	}
+	// observe reads the NONCE of an error response, and nothing else.
+	resp, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
+		stun.CodeUnauthorized, stun.NewRealm(testRealm), stun.NewNonce("from-an-answer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := mustBuild(t, stun.NewType(stun.MethodAllocate, stun.ClassRequest), stun.NewNonce("from-a-request"))
+	nb.observe(resp.Raw)
+	nb.observe(req.Raw)
+	if !nb.known([]byte("from-an-answer"), time.Now()) || nb.known([]byte("from-a-request"), time.Now()) {
+		t.Error("observe")
+	}
+}
