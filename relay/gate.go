@@ -193,10 +193,10 @@ type credentials struct {
 	userID   string // the quota/account id; empty when only an allocation's own key verified it
 }
 
-// authenticate checks the credentials of a TURN request. When ok is false the request is refused (answered here, or
-// dropped), or pass says pion should see it anyway: pion challenges a request without
-// MESSAGE-INTEGRITY with 401, REALM and a NONCE of its own, and answers one without
-// USERNAME, REALM or NONCE with 400.
+// authenticate checks the credentials of a TURN request. When ok is false the request is
+// refused (answered here, or dropped), or pass says pion should see it anyway: pion
+// challenges a request without MESSAGE-INTEGRITY with 401, REALM and a NONCE of its own,
+// and answers one without USERNAME, REALM or NONCE with 400.
 //
 // A valid request is never refused, however many failures anybody sent before it: every
 // part of a failure can be forged from any source address over UDP, so refusing a user
