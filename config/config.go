@@ -97,8 +97,8 @@ type Limits struct {
 	MaxBPS                   int64 // relayed bits per second per allocation, each way; 0 = no cap
 	UserMaxBPS               int64 // relayed bits per second per user id, each way; 0 = no cap
 	UnauthPerIP              int   // replies per second to unauthenticated requests, per source IP
-	AuthFailuresPerIP        int   // failed authentications per minute per source IP before silence
-	AuthFailuresPerUser      int   // failed authentications per minute per user id before silence
+	AuthFailuresPerIP        int   // wrong passwords per minute per source IP before silence
+	AuthFailuresPerUser      int   // wrong passwords per minute per static user before silence
 }
 
 // Peers is the [peers] section: which peer addresses clients may relay to.

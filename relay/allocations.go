@@ -83,7 +83,7 @@ func admit(n int, own, user *bitRate) bool {
 	if own == nil && user == nil {
 		return true
 	}
-	now := time.Now().UnixNano()
+	now := time.Now()
 	return own.take(n, now) && user.take(n, now)
 }
 
@@ -107,6 +107,7 @@ type allocations struct {
 	perUser map[string]int // allocations plus reservations, per user id
 	userBPS map[string]*userRates
 	pending map[tupleKey]reservation
+	ending  int // allocations out of byKey whose end is still being logged
 }
 
 func newAllocations(m *metrics.Metrics, log *slog.Logger) *allocations {
@@ -223,22 +224,7 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			t.m.AllocationsTotal.WithLabelValues(metrics.AllocSuccess).Inc()
 		},
 		OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
-			k := keyOf(src, dst)
-			t.mu.Lock()
-			a, ok := t.byKey[k]
-			if ok {
-				delete(t.byKey, k)
-				t.releaseUserLocked(a.userID)
-				if u := t.userBPS[a.userID]; u != nil && a.userUpBPS != nil {
-					if u.refs--; u.refs <= 0 {
-						delete(t.userBPS, a.userID)
-					}
-				}
-			}
-			t.mu.Unlock()
-			if ok {
-				t.ended(a)
-			}
+			t.remove(keyOf(src, dst))
 		},
 		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 			ip, ok := netip.AddrFromSlice(peer)
@@ -264,6 +250,51 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 				t.m.ChannelsActive.Dec()
 			}
 		},
+	}
+}
+
+// remove takes the allocation at k out of the table and accounts for its end, once: pion
+// may report a deletion twice, and endAll may have got there first.
+func (t *allocations) remove(k tupleKey) {
+	t.mu.Lock()
+	a, ok := t.byKey[k]
+	if ok {
+		delete(t.byKey, k)
+		t.ending++
+		t.releaseUserLocked(a.userID)
+		if u := t.userBPS[a.userID]; u != nil && a.userUpBPS != nil {
+			if u.refs--; u.refs <= 0 {
+				delete(t.userBPS, a.userID)
+			}
+		}
+	}
+	t.mu.Unlock()
+	if ok {
+		t.ended(a)
+		t.mu.Lock()
+		t.ending--
+		t.mu.Unlock()
+	}
+}
+
+// settled reports whether every allocation has ended and been logged.
+func (t *allocations) settled() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byKey) == 0 && t.ending == 0
+}
+
+// endAll ends every allocation still in the table, for those pion never reported deleted
+// when the server closed.
+func (t *allocations) endAll() {
+	t.mu.Lock()
+	keys := make([]tupleKey, 0, len(t.byKey))
+	for k := range t.byKey {
+		keys = append(keys, k)
+	}
+	t.mu.Unlock()
+	for _, k := range keys {
+		t.remove(k)
 	}
 }
 

@@ -9,6 +9,9 @@
 //     and refusals get the RFC 8656 error code with the right attributes;
 //   - every datagram to a peer passes the peer policy and is counted as it goes.
 //
+// The gate (gate.go: dispatch and credentials) has one file per TURN method it checks:
+// allocate.go, refresh.go, permission.go (CreatePermission) and channelbind.go.
+//
 // It must not parse configuration files, mint credentials or serve HTTP: those belong to
 // the config, auth and metrics packages, and to cmd/relay which assembles them.
 package relay

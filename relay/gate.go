@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -158,45 +157,101 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 		}
 		return false
 	}
+	cred, ok, pass := g.authenticate(set, from, rep, k)
+	if !ok {
+		return pass
+	}
+	switch method {
+	case stun.MethodAllocate:
+		return g.allocate(set, b, from, rep, k, cred)
+	case stun.MethodRefresh:
+		return g.refresh(set, b, k, cred.key)
+	case stun.MethodCreatePermission:
+		return g.createPermission(set, from, rep, k, cred.key)
+	case stun.MethodChannelBind:
+		return g.channelBind(set, from, rep, k, cred.key)
+	}
+	return true
+}
+
+// capLifetime caps the LIFETIME of an Allocate or Refresh in b at max_lifetime.
+func (g *gate) capLifetime(set *settings, b []byte, key []byte) {
+	m := &g.msg
+	// pion grants what is asked up to an hour (and 10 minutes past it): cap the
+	// request at max_lifetime, re-signing it with the key it was signed with.
+	if lt, err := m.Get(stun.AttrLifetime); err == nil && len(lt) == 4 {
+		if limit := lifetimeSeconds(set.maxLifetime); binary.BigEndian.Uint32(lt) > limit {
+			clampLifetime(b, limit, key)
+		}
+	}
+}
+
+// credentials are what a request was authenticated with.
+type credentials struct {
+	key      []byte // the long-term key it is signed with
+	username string // USERNAME
+	userID   string // the quota/account id; empty when only an allocation's own key verified it
+}
+
+// authenticate checks the credentials of a TURN request. When ok is false the request is
+// refused (answered here, or dropped), or pass says pion should see it anyway: pion
+// challenges a request without MESSAGE-INTEGRITY with 401, REALM and a NONCE of its own,
+// and answers one without USERNAME, REALM or NONCE with 400.
+//
+// A valid request is never refused, however many failures anybody sent before it: every
+// part of a failure can be forged from any source address over UDP, so refusing a user
+// after failures would let anyone lock any user out. What is counted, and how:
+//   - a NONCE pion never handed out (made up, or from before a restart) proves nothing:
+//     438 with a fresh nonce, as RFC 8489 §9.2.4 asks, before any key is derived, so that
+//     a guesser cannot learn whether a password was right without a real nonce;
+//   - a wrong realm, or a USERNAME that names no credentials (not a static user and not
+//     well-formed, current REST credentials): 401, counted by reason, no budget spent,
+//     since no password was tried;
+//   - a wrong MESSAGE-INTEGRITY for real credentials with a real nonce is a password
+//     guess: counted (bad_password), and spends the source IP's failure budget and a
+//     static user's. Past either, guesses get no answer at all.
+//
+// Every refusal answered goes through the reply limit per source IP (reflection).
+func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k tupleKey) (cred credentials, ok, pass bool) {
+	m := &g.msg
 	if !m.Contains(stun.AttrMessageIntegrity) {
-		// pion challenges with 401, REALM and a NONCE of its own.
-		return g.unauthReply(set, from)
+		return cred, false, g.unauthReply(set, from)
 	}
 	user, errU := m.Get(stun.AttrUsername)
 	realm, errR := m.Get(stun.AttrRealm)
 	nonce, errN := m.Get(stun.AttrNonce)
 	if errU != nil || errR != nil || errN != nil {
-		return g.unauthReply(set, from) // pion answers 400
+		return cred, false, g.unauthReply(set, from)
 	}
 	now := time.Now()
-	ip := from.Addr().As16()
-	userKey := user
-	if _, id, ok := strings.Cut(string(user), ":"); ok {
-		userKey = []byte(id) // the user id, so that fresh expiries do not dodge the limit
+	if !g.s.nonces.known(nonce, now) {
+		if !g.unauthReply(set, from) {
+			return cred, false, false
+		}
+		if fresh, ok := g.s.nonces.fresh(now); ok {
+			g.respond(set, from, rep, stun.CodeStaleNonce, nil, stun.NewRealm(set.realm), stun.NewNonce(fresh))
+			return cred, false, false
+		}
+		return cred, false, true // pion answers 438 with a new nonce, which the book learns
 	}
-	if set.failIP.exhausted(ip[:], now) || set.failUser.exhausted(userKey, now) {
-		// Too many failures lately: no answer at all, so guessing gets no feedback.
-		g.s.dropped[dropAuthBlockedIdx].Inc()
-		return false
-	}
-	fail := func(reason string) bool {
+	method := m.Type.Method
+	refuse := func(reason string) {
 		g.s.metrics.AuthFailures.WithLabelValues(reason).Inc()
 		if method == stun.MethodAllocate {
 			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnauthorized).Inc()
 		}
-		set.failIP.spend(ip[:], now)
-		set.failUser.spend(userKey, now)
-		g.respond(set, from, rep, stun.CodeUnauthorized, nil,
-			stun.NewRealm(set.realm), stun.NewNonce(string(nonce)))
-		return false
 	}
 	if string(realm) != set.realm {
-		return fail(reasonWrongRealm)
+		refuse(reasonWrongRealm)
+		if g.unauthReply(set, from) {
+			g.respond(set, from, rep, stun.CodeUnauthorized, nil, stun.NewRealm(set.realm), stun.NewNonce(string(nonce)))
+		}
+		return cred, false, false
 	}
-	userID, reason, ok := set.auth.Admit(string(user))
+	userID, reason, admitted := set.auth.Admit(string(user))
 	var key []byte
 	verified := false // by this configuration's credentials, not by an allocation's own
-	if ok {
+	if admitted {
 		// The key this user's last request was verified with, if the configuration has
 		// not changed since (Reload empties the cache): one HMAC check instead of
 		// deriving a key per secret.
@@ -213,137 +268,37 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 	}
 	if key == nil && method != stun.MethodAllocate {
 		// An open allocation keeps the credentials it was made with.
-		if own := g.s.allocs.ownKey(k, string(user)); own != nil && stun.MessageIntegrity(own).Check(m) == nil {
-			key, ok = own, true
+		if c := g.s.allocs.ownKey(k, string(user)); c != nil && stun.MessageIntegrity(c).Check(m) == nil {
+			key = c
 		}
 	}
-	switch {
-	case !ok:
-		return fail(string(reason))
-	case key == nil:
-		return fail(string(auth.ReasonBadPassword))
+	if key != nil {
+		cred = credentials{key: key, username: string(user), userID: userID}
+		set.keys.put(cred.username, set.realm, key, verified)
+		return cred, true, false
 	}
-	set.keys.put(string(user), set.realm, key, verified)
-
-	if method == stun.MethodAllocate || method == stun.MethodRefresh {
-		// pion grants what is asked up to an hour (and 10 minutes past it): cap the
-		// request at max_lifetime, re-signing it with the key it was signed with.
-		if lt, err := m.Get(stun.AttrLifetime); err == nil && len(lt) == 4 {
-			if limit := lifetimeSeconds(set.maxLifetime); binary.BigEndian.Uint32(lt) > limit {
-				clampLifetime(b, limit, key)
-			}
+	if !admitted {
+		refuse(string(reason))
+		if g.unauthReply(set, from) {
+			g.respond(set, from, rep, stun.CodeUnauthorized, nil, stun.NewRealm(set.realm), stun.NewNonce(string(nonce)))
 		}
+		return cred, false, false
 	}
-
-	switch method {
-	case stun.MethodAllocate:
-		if g.s.allocs.exists(k) {
-			return true // a retransmission (pion resends its answer) or 437
-		}
-		if rt, err := m.Get(stun.AttrRequestedTransport); err == nil && len(rt) == 4 && rt[0] != 17 {
-			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnsupportedTransport).Inc()
-			g.respond(set, from, rep, stun.CodeUnsupportedTransProto, key)
-			return false
-		}
-		if g.s.draining.Load() {
-			// Draining: send new clients elsewhere (300 with ALTERNATE-SERVER) or refuse
-			// with 508, which clients treat as "try another server".
-			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
-			if alt := set.alternate; alt.IsValid() {
-				g.respond(set, from, rep, stun.CodeTryAlternate, key,
-					&stun.AlternateServer{IP: alt.Addr().AsSlice(), Port: int(alt.Port())})
-			} else {
-				g.respondReason(set, from, rep, stun.CodeInsufficientCapacity, drainingReason, key)
-			}
-			return false
-		}
-		r := reservation{userID: userID, transport: g.transport, username: string(user), key: key, out: rep}
-		switch g.s.allocs.reserve(k, r, set.userAllocations, set.totalAllocations) {
-		case metrics.AllocQuota:
-			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocQuota).Inc()
-			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaUser).Inc()
-			g.respond(set, from, rep, stun.CodeAllocQuotaReached, key)
-			return false
-		case metrics.AllocCapacity:
-			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
-			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaTotal).Inc()
-			g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
-			return false
-		}
-		g.pending, g.hasPending = k, true
-	case stun.MethodRefresh:
-		if lt, err := m.Get(stun.AttrLifetime); err == nil && len(lt) == 4 && binary.BigEndian.Uint32(lt) == 0 {
-			g.s.allocs.markEnding(k, endReleased)
-		}
-	case stun.MethodCreatePermission:
-		// Every peer must pass, or nothing is installed (RFC 8656 §9.2).
-		peers := 0
-		a := g.s.allocs.lookup(k)
-		var h *hotState
-		if a != nil {
-			h = a.hot.Load()
-		}
-		added := 0
-		for _, a := range m.Attributes {
-			if a.Type != stun.AttrXORPeerAddress {
-				continue
-			}
-			peer, ok := decodeXORAddress(a.Value, m.TransactionID)
-			if !ok {
-				g.respond(set, from, rep, stun.CodeBadRequest, key)
-				return false
-			}
-			if !g.peerAllowed(set, peer) {
-				g.respond(set, from, rep, stun.CodeForbidden, key)
-				return false
-			}
-			peers++
-			if h != nil {
-				if !h.permitted(peer.Addr().Unmap()) {
-					added++
-				}
-			}
-		}
-		if peers == 0 {
-			g.respond(set, from, rep, stun.CodeBadRequest, key)
-			return false
-		}
-		if h != nil && len(h.perms)+added > set.limits.PermissionsPerAllocation {
-			g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaPermissions).Inc()
-			g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
-			return false
-		}
-	case stun.MethodChannelBind:
-		ch, err := m.Get(stun.AttrChannelNumber)
-		if err != nil || len(ch) != 4 {
-			g.respond(set, from, rep, stun.CodeBadRequest, key)
-			return false
-		}
-		n := binary.BigEndian.Uint16(ch)
-		if n < minChannel || n > maxChannel || (set.strictChannels && n > maxChannelRFC8656) {
-			g.respond(set, from, rep, stun.CodeBadRequest, key)
-			return false
-		}
-		if a := g.s.allocs.lookup(k); a != nil {
-			h := a.hot.Load()
-			if _, rebind := h.peerOf(n); !rebind && len(h.channels) >= set.limits.ChannelsPerAllocation {
-				g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaChannels).Inc()
-				g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
-				return false
-			}
-		}
-		v, err := m.Get(stun.AttrXORPeerAddress)
-		peer, ok := decodeXORAddress(v, m.TransactionID)
-		if err != nil || !ok {
-			g.respond(set, from, rep, stun.CodeBadRequest, key)
-			return false
-		}
-		if !g.peerAllowed(set, peer) {
-			g.respond(set, from, rep, stun.CodeForbidden, key)
-			return false
-		}
+	refuse(string(auth.ReasonBadPassword))
+	ip := from.Addr().As16()
+	answer := set.failIP.allow(ip[:], now)
+	if lim := set.failUser[string(user)]; lim != nil && !lim.AllowN(now, 1) {
+		answer = false
 	}
-	return true
+	if !answer {
+		// Guessing gets no feedback; a right password would still be accepted.
+		g.s.dropped[dropAuthBlockedIdx].Inc()
+		return cred, false, false
+	}
+	if g.unauthReply(set, from) {
+		g.respond(set, from, rep, stun.CodeUnauthorized, nil, stun.NewRealm(set.realm), stun.NewNonce(string(nonce)))
+	}
+	return cred, false, false
 }
 
 // peerAllowed checks a peer named in CreatePermission or ChannelBind. The port counts

@@ -39,6 +39,16 @@ type testServer struct {
 
 func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return startServerLogging(t, mutate, logger)
+}
+
+// startServerLogging is startServer with the given logger.
+func startServerLogging(t testing.TB, mutate func(*config.Config), logger *slog.Logger) *testServer {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Realm = testRealm
 	cfg.TURN.UDP = []string{"127.0.0.1:0"}
@@ -59,10 +69,6 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 		t.Fatal(err)
 	}
 	m := metrics.New("test", "test")
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
 	s, err := New(Options{Config: cfg, Auth: a, Metrics: m, Logger: logger})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"hash/maphash"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // hashedBuckets rate-limits by key (a source IP, a user id) without keeping state per
@@ -52,34 +54,10 @@ func (h *hashedBuckets) allow(key []byte, now time.Time) bool {
 	return true
 }
 
-// exhausted reports whether key has no token left, without taking one.
-func (h *hashedBuckets) exhausted(key []byte, now time.Time) bool {
-	i := h.slot(key)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.refill(i, now.UnixNano()) < 1
-}
-
-// spend takes a token for key, going no lower than empty.
-func (h *hashedBuckets) spend(key []byte, now time.Time) {
-	i := h.slot(key)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.refill(i, now.UnixNano()) >= 1 {
-		h.tokens[i]--
-	} else {
-		h.tokens[i] = 0
-	}
-}
-
 // bitRate is a token bucket in bits, for the relay path's bandwidth caps. A zero
 // *bitRate (nil) is unlimited.
 type bitRate struct {
-	mu     sync.Mutex
-	rate   float64 // bits per second
-	burst  float64
-	tokens float64
-	last   int64
+	l *rate.Limiter
 }
 
 func newBitRate(bps int64) *bitRate {
@@ -87,24 +65,10 @@ func newBitRate(bps int64) *bitRate {
 		return nil
 	}
 	// A second's worth of burst: enough for a video keyframe, not for a flood.
-	return &bitRate{rate: float64(bps), burst: float64(bps), tokens: float64(bps)}
+	return &bitRate{l: rate.NewLimiter(rate.Limit(bps), int(bps))}
 }
 
 // take spends n bytes' worth of bits if the bucket has them.
-func (b *bitRate) take(n int, now int64) bool {
-	if b == nil {
-		return true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.last != 0 {
-		b.tokens = min(b.burst, b.tokens+float64(now-b.last)/1e9*b.rate)
-	}
-	b.last = now
-	bits := float64(n * 8)
-	if b.tokens < bits {
-		return false
-	}
-	b.tokens -= bits
-	return true
+func (b *bitRate) take(n int, now time.Time) bool {
+	return b == nil || b.l.AllowN(now, n*8)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/metrics"
 )
 
 type lifetime time.Duration
@@ -204,4 +205,84 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestDrainTimeoutLogsEveryAllocation: allocations still open when a drain times out and
+// the server closes each get exactly one "allocation ended" line (reason shutdown), over
+// UDP and TCP alike, written before Close returns (the process exits right after). The
+// log goes to a slow writer, as a busy journald or a pipe can be.
+func TestDrainTimeoutLogsEveryAllocation(t *testing.T) {
+	var buf syncBuffer
+	s := startServer(t, nil)
+	s.allocs.log = slog.New(slog.NewJSONHandler(slowWriter{&buf}, nil))
+	clients := map[string]bool{}
+	for i, transport := range []string{"udp", "udp", "udp", "udp", "tcp", "tcp"} {
+		user, pass := s.creds(t, "open-"+strconv.Itoa(i))
+		c := dialRaw(t, transport, s.addr(transport), nil)
+		if _, r := c.allocate(user, pass); errorCode(r) != 0 {
+			t.Fatalf("allocate over %s: %d", transport, errorCode(r))
+		}
+		clients[c.conn.LocalAddr().String()] = true
+	}
+	s.Drain()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ended := func() map[string]int {
+		n := map[string]int{}
+		for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "allocation ended" {
+				n[rec["client"].(string)]++
+				if rec["reason"] != endShutdown {
+					t.Errorf("allocation of %v ended with reason %v, want %s", rec["client"], rec["reason"], endShutdown)
+				}
+			}
+		}
+		return n
+	}
+	// Close has returned: every allocation has ended and is logged.
+	got := ended()
+	for c := range clients {
+		if got[c] != 1 {
+			t.Errorf("allocation of %s logged %d times after Close, want once", c, got[c])
+		}
+	}
+	if len(got) != len(clients) {
+		t.Errorf("allocation ended lines for %v, want %v", got, clients)
+	}
+	if n := s.AllocationCount(); n != 0 {
+		t.Errorf("AllocationCount = %d after Close", n)
+	}
+	if g := testutil.ToFloat64(s.metrics.AllocationsActive.WithLabelValues("udp")) + testutil.ToFloat64(s.metrics.AllocationsActive.WithLabelValues("tcp")); g != 0 {
+		t.Errorf("relay_turn_allocations_active = %v after Close", g)
+	}
+}
+
+// slowWriter takes 20 ms for each write.
+type slowWriter struct{ w *syncBuffer }
+
+func (s slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(20 * time.Millisecond)
+	return s.w.Write(p)
+}
+
+// TestEndAllLogsOnce: an allocation pion never reported deleted is ended by Close's
+// sweep, and pion reporting it afterwards logs nothing more.
+func TestEndAllLogsOnce(t *testing.T) {
+	var buf syncBuffer
+	tbl := newAllocations(metrics.New("test", "test"), slog.New(slog.NewJSONHandler(&buf, nil)))
+	h := tbl.eventHandler(func(net.Addr) string { return "udp" })
+	client := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+	server := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478}
+	relayed := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 61000}
+	h.OnAllocationCreated(client, server, "udp", "1:u", testRealm, relayed, 0)
+	tbl.endAll()
+	h.OnAllocationDeleted(client, server, "udp", "1:u", testRealm)
+	if n := strings.Count(buf.String(), `"allocation ended"`); n != 1 {
+		t.Errorf("%d allocation ended lines, want 1:\n%s", n, buf.String())
+	}
+	if !tbl.settled() {
+		t.Error("table not settled after the sweep")
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
@@ -48,9 +49,11 @@ type settings struct {
 
 	keys *keyCache // keys verified under these credentials (a reload starts afresh)
 
-	unauth   *hashedBuckets // replies to unauthenticated requests, per source IP
-	failIP   *hashedBuckets // failed authentications, per source IP
-	failUser *hashedBuckets // failed authentications, per user id
+	unauth *hashedBuckets // replies to unauthenticated requests, per source IP
+	failIP *hashedBuckets // wrong passwords, per source IP
+	// Wrong passwords per static user: the only users whose password can be guessed
+	// (a REST password is an HMAC). A fixed set, so an exact map of plain token buckets.
+	failUser map[string]*rate.Limiter
 }
 
 // Server is relay's STUN/TURN server: pion/turn behind relay's own sockets and gate.
@@ -62,6 +65,7 @@ type Server struct {
 	draining atomic.Bool
 	allocs   *allocations
 	relay    *relayPorts
+	nonces   *nonceBook // the nonces pion handed out (nonces.go)
 
 	relayBind, relayAdvertise netip.Addr
 	relaySource               string // how relayBind was chosen, for the startup log
@@ -113,7 +117,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	cfg := o.Config
-	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics, o.Logger), addrs: map[string][]net.Addr{}}
+	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics, o.Logger), nonces: newNonceBook(), addrs: map[string][]net.Addr{}}
 
 	switch {
 	case cfg.TURN.RelayIP.IsValid():
@@ -182,8 +186,19 @@ func (s *Server) newSettings(cfg *config.Config, a *auth.Authenticator, realm st
 		keys:             &keyCache{},
 		unauth:           newHashedBuckets(float64(cfg.Limits.UnauthPerIP), 2*float64(cfg.Limits.UnauthPerIP)),
 		failIP:           newHashedBuckets(float64(cfg.Limits.AuthFailuresPerIP)/60, float64(cfg.Limits.AuthFailuresPerIP)),
-		failUser:         newHashedBuckets(float64(cfg.Limits.AuthFailuresPerUser)/60, float64(cfg.Limits.AuthFailuresPerUser)),
+		failUser:         staticUserLimits(cfg),
 	}
+}
+
+// staticUserLimits gives each static user a budget of auth_failures_per_user wrong
+// passwords per minute.
+func staticUserLimits(cfg *config.Config) map[string]*rate.Limiter {
+	m := make(map[string]*rate.Limiter, len(cfg.Auth.Users))
+	for name := range cfg.Auth.Users {
+		n := cfg.Limits.AuthFailuresPerUser
+		m[name] = rate.NewLimiter(rate.Every(time.Minute/time.Duration(n)), n)
+	}
+	return m
 }
 
 // Reload applies a new configuration to the running server: credentials (secrets and
@@ -412,15 +427,18 @@ func (s *Server) Close() error {
 		l.closeAll()
 	}
 	s.udpLoops.Wait()
-	// pion closes each allocation's relay socket as its read loop ends; wait for that so
-	// a restart in the same process finds the ports free.
+	// pion closes each allocation's relay socket as its read loop ends, and reports the
+	// allocation deleted from the relay socket's read loop after that: wait for both, so
+	// that a restart in the same process finds the ports free and every allocation is
+	// logged before the process exits.
 	deadline := time.Now().Add(5 * time.Second)
-	for s.relay.openCount() > 0 && time.Now().Before(deadline) {
+	for (s.relay.openCount() > 0 || !s.allocs.settled()) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if n := s.relay.openCount(); n > 0 {
 		s.log.Warn("relay sockets still open after close", "count", n)
 	}
+	s.allocs.endAll() // any pion did not report (it stops closing allocations at the first error)
 	s.relay.pollers.stop()
 	return err
 }
@@ -435,6 +453,7 @@ func (s *Server) countOutgoing(p []byte) {
 		return
 	}
 	s.countResponse(p)
+	s.nonces.observe(p)
 	switch code, ok := allocateErrorCode(p); {
 	case !ok, code == 401, code == 438:
 		// Not an Allocate error, or the normal challenge and nonce renewal.

@@ -1,0 +1,52 @@
+package relay
+
+import (
+	"net/netip"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/relayproject/relay/metrics"
+)
+
+// allocate checks an authenticated Allocate: the requested transport, draining, and the
+// quotas, for which it reserves a slot that pion's answer settles (gate.inspect).
+func (g *gate) allocate(set *settings, b []byte, from netip.AddrPort, rep replier, k tupleKey, cred credentials) bool {
+	m := &g.msg
+	key := cred.key
+	g.capLifetime(set, b, key)
+	if g.s.allocs.exists(k) {
+		return true // a retransmission (pion resends its answer) or 437
+	}
+	if rt, err := m.Get(stun.AttrRequestedTransport); err == nil && len(rt) == 4 && rt[0] != 17 {
+		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnsupportedTransport).Inc()
+		g.respond(set, from, rep, stun.CodeUnsupportedTransProto, key)
+		return false
+	}
+	if g.s.draining.Load() {
+		// Draining: send new clients elsewhere (300 with ALTERNATE-SERVER) or refuse
+		// with 508, which clients treat as "try another server".
+		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
+		if alt := set.alternate; alt.IsValid() {
+			g.respond(set, from, rep, stun.CodeTryAlternate, key,
+				&stun.AlternateServer{IP: alt.Addr().AsSlice(), Port: int(alt.Port())})
+		} else {
+			g.respondReason(set, from, rep, stun.CodeInsufficientCapacity, drainingReason, key)
+		}
+		return false
+	}
+	r := reservation{userID: cred.userID, transport: g.transport, username: cred.username, key: key, out: rep}
+	switch g.s.allocs.reserve(k, r, set.userAllocations, set.totalAllocations) {
+	case metrics.AllocQuota:
+		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocQuota).Inc()
+		g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaUser).Inc()
+		g.respond(set, from, rep, stun.CodeAllocQuotaReached, key)
+		return false
+	case metrics.AllocCapacity:
+		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
+		g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaTotal).Inc()
+		g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
+		return false
+	}
+	g.pending, g.hasPending = k, true
+	return true
+}
