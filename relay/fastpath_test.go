@@ -303,7 +303,7 @@ func TestFastPathAllocationFree(t *testing.T) {
 // read loop; past the bound it is dropped and counted, and Close wakes the reader.
 func TestRelayQueueForPion(t *testing.T) {
 	s := startServer(t, nil)
-	c := &relayConn{r: s.relay, wake: make(chan struct{}, 1)} // no allocation yet: everything goes to pion
+	c := &relayConn{r: s.relay, ctr: s.counters, wake: make(chan struct{}, 1)} // no allocation yet: everything goes to pion
 	from := netip.MustParseAddrPort("192.0.2.7:5000")
 	before := testutil.ToFloat64(s.metrics.Dropped.WithLabelValues(dropBacklog))
 	buf := make([]byte, relayBufSize)
