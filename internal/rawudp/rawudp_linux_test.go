@@ -177,6 +177,20 @@ func TestConnConnected(t *testing.T) {
 	if err != nil || string(buf[:n]) != "hello" || from != c.LocalAddr() {
 		t.Fatalf("peer got %q from %v, %v", buf[:n], from, err)
 	}
+	// Slots without an address go to the connected peer.
+	out := NewBatch(2, 8)
+	for i := 0; i < 2; i++ {
+		out.SetLen(i, copy(out.Buf(i), fmt.Sprint("b", i)))
+	}
+	if n, err := c.Send(out, 0, 2); n != 2 || err != nil {
+		t.Fatalf("Send: %d, %v", n, err)
+	}
+	for i := 0; i < 2; i++ {
+		n, _, err := peer.ReadFromUDPAddrPort(buf)
+		if err != nil || string(buf[:n]) != fmt.Sprint("b", i) {
+			t.Fatalf("peer got %q, %v", buf[:n], err)
+		}
+	}
 	start := time.Now()
 	if _, err := c.ReadTimeout(buf, 30*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("ReadTimeout on a quiet socket: %v", err)
