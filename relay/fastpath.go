@@ -138,8 +138,9 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 }
 
 // relayBufSize is the size of a buffer datagrams from peers are read into (the pollers',
-// and those tests hand to fromPeer): pion's 1600 bytes.
-const relayBufSize = 1600
+// and those tests hand to fromPeer): pion's own (pioncontract.go), so that whatever
+// waits for pion fits its buffer.
+const relayBufSize = pionReadBufSize
 
 // fromPeer handles n bytes from a peer, read into buf[4:] (buf has 3 bytes of room
 // behind them for stream padding). It reports whether it is done with them (relayed as

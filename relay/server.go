@@ -78,8 +78,9 @@ type Server struct {
 	*counters                                             // the data path's (counters.go)
 }
 
-// udpReadBufSize fits any datagram worth reading: pion drops STUN over 1600 bytes and
-// ChannelData is never larger on a sane path; a bigger datagram is cut and then dropped.
+// udpReadBufSize fits any datagram worth reading: pion drops STUN of pionReadBufSize
+// bytes or more (pioncontract.go) and ChannelData is never larger on a sane path; a
+// bigger datagram is cut and then dropped.
 const udpReadBufSize = 2048
 
 // New checks the options and works out the relay address; Start opens the sockets.
