@@ -245,9 +245,10 @@ func decodeXORAddress(v []byte, txid [12]byte) (netip.AddrPort, bool) {
 }
 
 // lifetimeSeconds is the LIFETIME relay grants at most for limit. pion treats an hour
-// or more as "use the default" (10 minutes), so the grant stays a second under an hour.
+// or more as "use the default" (10 minutes, pioncontract.go), so the grant stays a
+// second under an hour.
 func lifetimeSeconds(limit time.Duration) uint32 {
-	return uint32(min(limit, time.Hour-time.Second) / time.Second)
+	return uint32(min(limit, pionMaxLifetime-time.Second) / time.Second)
 }
 
 // clampLifetime rewrites the LIFETIME of the request in b to secs and signs it again
