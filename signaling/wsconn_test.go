@@ -18,7 +18,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/wsconn"
 )
+
+// The frame vocabulary of the tests, from the WebSocket package.
+const (
+	opContinuation     = wsconn.OpContinuation
+	opText             = wsconn.OpText
+	opClose            = wsconn.OpClose
+	opPing             = wsconn.OpPing
+	opPong             = wsconn.OpPong
+	closeNormal        = wsconn.CloseNormal
+	closeProtocolError = wsconn.CloseProtocolError
+	closeTooBig        = wsconn.CloseTooBig
+)
+
+func clientFrame(fin bool, op byte, payload []byte, masked bool) []byte {
+	return wsconn.AppendClientFrame(nil, fin, op, payload, masked)
+}
+
+func closePayload(code int) []byte { return []byte{byte(code >> 8), byte(code)} }
 
 // rawClient speaks WebSocket frame by frame, to send what a well-behaved client library
 // would not.
@@ -199,7 +218,7 @@ func TestCloseHandshakeGorilla(t *testing.T) {
 // goroutine.
 func TestIdlePeersHoldNoGoroutine(t *testing.T) {
 	s := startSignal(t, nil)
-	if len(s.pollers) == 0 {
+	if s.pollers.Len() == 0 {
 		t.Skip("no epoll pollers on this system")
 	}
 	const n = 50

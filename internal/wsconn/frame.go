@@ -1,4 +1,4 @@
-package signaling
+package wsconn
 
 import (
 	"encoding/binary"
@@ -10,20 +10,20 @@ import (
 
 // Opcodes.
 const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
+	OpContinuation = 0x0
+	OpText         = 0x1
+	OpBinary       = 0x2
+	OpClose        = 0x8
+	OpPing         = 0x9
+	OpPong         = 0xA
 )
 
 // Close codes the server sends.
 const (
-	closeNormal         = 1000
-	closeProtocolError  = 1002
-	closePolicyViolated = 1008
-	closeTooBig         = 1009
+	CloseNormal         = 1000
+	CloseProtocolError  = 1002
+	ClosePolicyViolated = 1008
+	CloseTooBig         = 1009
 )
 
 // maxControlPayload bounds ping, pong and close payloads (RFC 6455 5.5).
@@ -39,11 +39,11 @@ type frameReader struct {
 }
 
 // feed parses data, which the reader may modify (payloads are unmasked in place). It
-// calls emit for each complete message (opText, opBinary) and each control frame
-// (opPing, opPong, opClose), with a payload valid only during the call; emit returns
+// calls emit for each complete message (OpText, OpBinary) and each control frame
+// (OpPing, OpPong, OpClose), with a payload valid only during the call; emit returns
 // false to stop reading (the connection is ending). feed returns 0, or the close code
-// the connection must fail with: closeProtocolError for frames RFC 6455 forbids,
-// closeTooBig for a message longer than maxMessage, known from a frame's header before
+// the connection must fail with: CloseProtocolError for frames RFC 6455 forbids,
+// CloseTooBig for a message longer than maxMessage, known from a frame's header before
 // its payload arrives.
 func (r *frameReader) feed(data []byte, maxMessage int, emit func(op byte, payload []byte) bool) (closeCode int) {
 	inPartial := len(r.partial) > 0
@@ -67,12 +67,12 @@ func (r *frameReader) feed(data []byte, maxMessage int, emit func(op byte, paylo
 		}
 		off += end
 		switch {
-		case op >= opClose:
+		case op >= OpClose:
 			if !emit(op, payload) {
 				r.reset()
 				return 0
 			}
-		case op == opContinuation:
+		case op == OpContinuation:
 			r.frag = append(r.frag, payload...)
 			if fin {
 				msg, mop := r.frag, r.fragOp
@@ -139,26 +139,26 @@ func (r *frameReader) header(b []byte, maxMessage int) (op byte, fin bool, start
 	}
 	switch {
 	case b[0]&0x70 != 0: // RSV bits: no extension was negotiated
-		return 0, false, 0, 0, closeProtocolError
+		return 0, false, 0, 0, CloseProtocolError
 	case !masked: // a client must mask every frame
-		return 0, false, 0, 0, closeProtocolError
-	case op >= opClose:
-		if op > opPong || !fin || n > maxControlPayload {
-			return 0, false, 0, 0, closeProtocolError
+		return 0, false, 0, 0, CloseProtocolError
+	case op >= OpClose:
+		if op > OpPong || !fin || n > maxControlPayload {
+			return 0, false, 0, 0, CloseProtocolError
 		}
-	case op == opContinuation:
+	case op == OpContinuation:
 		if r.fragOp == 0 {
-			return 0, false, 0, 0, closeProtocolError
+			return 0, false, 0, 0, CloseProtocolError
 		}
-	case op == opText || op == opBinary:
+	case op == OpText || op == OpBinary:
 		if r.fragOp != 0 {
-			return 0, false, 0, 0, closeProtocolError
+			return 0, false, 0, 0, CloseProtocolError
 		}
 	default: // reserved data opcodes
-		return 0, false, 0, 0, closeProtocolError
+		return 0, false, 0, 0, CloseProtocolError
 	}
-	if op < opClose && (n > uint64(maxMessage) || n+uint64(len(r.frag)) > uint64(maxMessage)) {
-		return 0, false, 0, 0, closeTooBig
+	if op < OpClose && (n > uint64(maxMessage) || n+uint64(len(r.frag)) > uint64(maxMessage)) {
+		return 0, false, 0, 0, CloseTooBig
 	}
 	return op, fin, start, start + int(n), 0
 }
@@ -194,3 +194,35 @@ func appendFrame(dst []byte, op byte, p []byte) []byte {
 
 // closePayload is the payload of a close frame carrying code.
 func closePayload(code int) []byte { return []byte{byte(code >> 8), byte(code)} }
+
+// AppendClientFrame appends a frame as a client sends it: masked (with a fixed key)
+// unless told otherwise. For tests and load generators, which must also send what a
+// well-behaved client library would not.
+func AppendClientFrame(dst []byte, fin bool, op byte, payload []byte, masked bool) []byte {
+	b0 := op
+	if fin {
+		b0 |= 0x80
+	}
+	mbit := byte(0)
+	if masked {
+		mbit = 0x80
+	}
+	switch n := len(payload); {
+	case n <= 125:
+		dst = append(dst, b0, mbit|byte(n))
+	case n <= 0xffff:
+		dst = append(dst, b0, mbit|126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, b0, mbit|127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	if !masked {
+		return append(dst, payload...)
+	}
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	dst = append(dst, key[:]...)
+	for i, c := range payload {
+		dst = append(dst, c^key[i%4])
+	}
+	return dst
+}
