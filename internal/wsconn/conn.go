@@ -64,6 +64,8 @@ type Conn struct {
 	seen  atomic.Int64 // now() of the last frame received: any frame proves life
 	stuck atomic.Int64 // now() of the last progress while writes wait; 0: none wait
 	dead  atomic.Bool  // closed (set under mu, read without it)
+	// closing: goroutine path, a close frame is being or has been written.
+	closing atomic.Bool
 
 	// Reader state, touched only by whoever reads the socket.
 	rd frameReader
@@ -205,8 +207,12 @@ func (c *Conn) closeWith(payload []byte) {
 	onPoller := c.pl != nil
 	c.mu.Unlock()
 	if !onPoller {
-		// The writer goroutine may be in a long write: then the close frame is skipped.
-		if c.nc != nil && c.wmu.TryLock() {
+		// The close frame must be the last frame: the writer goroutine writes nothing
+		// once closing is set. A write of its in progress is cut short to a second.
+		c.closing.Store(true)
+		if c.nc != nil {
+			_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			c.wmu.Lock()
 			_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = c.nc.Write(appendFrame(nil, OpClose, payload))
 			c.wmu.Unlock()
@@ -264,15 +270,12 @@ func (c *Conn) frame(op byte, payload []byte) bool {
 		c.h.Admit(true)
 	case OpClose:
 		c.h.Admit(true)
-		// Answer the close handshake with the client's code, then close.
-		switch len(payload) {
-		case 0:
-			c.closeWith(nil)
-		case 1:
-			c.closeWith(closePayload(CloseProtocolError))
-		default:
-			c.closeWith(payload[:2])
+		// Answer the close handshake with the client's code (the reader let only valid
+		// ones through), or with none, then close.
+		if len(payload) >= 2 {
+			payload = payload[:2]
 		}
+		c.closeWith(payload)
 		return false
 	default:
 		if c.h.Admit(false) {
@@ -301,8 +304,11 @@ func (c *Conn) writeStream() {
 			*buf = appendFrame(*buf, f.op, f.b)
 		}
 		c.wmu.Lock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
-		_, err := c.nc.Write(*buf)
+		var err error
+		if !c.closing.Load() { // a close frame went out: nothing may follow it
+			_ = c.nc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+			_, err = c.nc.Write(*buf)
+		}
 		c.wmu.Unlock()
 		putScratch(buf)
 		if err != nil {

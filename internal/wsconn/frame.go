@@ -3,6 +3,7 @@ package wsconn
 import (
 	"encoding/binary"
 	"math/bits"
+	"unicode/utf8"
 )
 
 // WebSocket frames (RFC 6455 section 5) as this server reads and writes them: client
@@ -22,9 +23,24 @@ const (
 const (
 	CloseNormal         = 1000
 	CloseProtocolError  = 1002
+	CloseInvalidData    = 1007 // a text message or close reason that is not UTF-8
 	ClosePolicyViolated = 1008
 	CloseTooBig         = 1009
 )
+
+// validCloseCode reports whether a peer may send code in a close frame (RFC 6455
+// 7.4.1 and the IANA registry): 1000-1003 and 1007-1014 are defined for the wire,
+// 3000-4999 are for libraries and applications. 1004 is reserved; 1005, 1006 and 1015
+// only ever stand for "no code", "no close frame" and "TLS failed" in an API; the
+// rest below 3000 is unassigned, and 5000 and up is not a close code.
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	default:
+		return code >= 3000 && code <= 4999
+	}
+}
 
 // maxControlPayload bounds ping, pong and close payloads (RFC 6455 5.5).
 const maxControlPayload = 125
@@ -35,6 +51,7 @@ const maxControlPayload = 125
 type frameReader struct {
 	partial []byte // the start of a frame whose remaining bytes have not arrived
 	frag    []byte // payload of a fragmented message so far
+	fragOK  int    // a fragmented text message: frag[:fragOK] is whole valid UTF-8
 	fragOp  byte   // opcode of that message; 0: none in progress
 }
 
@@ -42,9 +59,13 @@ type frameReader struct {
 // calls emit for each complete message (OpText, OpBinary) and each control frame
 // (OpPing, OpPong, OpClose), with a payload valid only during the call; emit returns
 // false to stop reading (the connection is ending). feed returns 0, or the close code
-// the connection must fail with: CloseProtocolError for frames RFC 6455 forbids,
-// CloseTooBig for a message longer than maxMessage, known from a frame's header before
-// its payload arrives.
+// the connection must fail with: CloseProtocolError for frames RFC 6455 forbids
+// (including a close frame with a code no peer may send), CloseTooBig for a message
+// longer than maxMessage, known from a frame's header before its payload arrives,
+// CloseInvalidData for text (a message or a close reason) that is not UTF-8. A text
+// message in fragments is checked as each fragment arrives, so it fails at the first
+// fragment that cannot be the start of valid text; a code point may straddle two
+// fragments.
 func (r *frameReader) feed(data []byte, maxMessage int, emit func(op byte, payload []byte) bool) (closeCode int) {
 	inPartial := len(r.partial) > 0
 	if inPartial {
@@ -67,6 +88,15 @@ func (r *frameReader) feed(data []byte, maxMessage int, emit func(op byte, paylo
 		}
 		off += end
 		switch {
+		case op == OpClose:
+			if code := checkClose(payload); code != 0 {
+				r.reset()
+				return code
+			}
+			if !emit(op, payload) {
+				r.reset()
+				return 0
+			}
 		case op >= OpClose:
 			if !emit(op, payload) {
 				r.reset()
@@ -74,9 +104,16 @@ func (r *frameReader) feed(data []byte, maxMessage int, emit func(op byte, paylo
 			}
 		case op == OpContinuation:
 			r.frag = append(r.frag, payload...)
+			if r.fragOp == OpText {
+				n, ok := validPrefix(r.frag[r.fragOK:])
+				if r.fragOK += n; !ok || fin && r.fragOK != len(r.frag) {
+					r.reset()
+					return CloseInvalidData
+				}
+			}
 			if fin {
 				msg, mop := r.frag, r.fragOp
-				r.frag, r.fragOp = nil, 0
+				r.frag, r.fragOp, r.fragOK = nil, 0, 0
 				if !emit(mop, msg) {
 					r.reset()
 					return 0
@@ -85,7 +122,18 @@ func (r *frameReader) feed(data []byte, maxMessage int, emit func(op byte, paylo
 		case !fin:
 			r.frag = append(r.frag[:0], payload...)
 			r.fragOp = op
+			if op == OpText {
+				n, ok := validPrefix(r.frag)
+				if r.fragOK = n; !ok {
+					r.reset()
+					return CloseInvalidData
+				}
+			}
 		default:
+			if op == OpText && !utf8.Valid(payload) {
+				r.reset()
+				return CloseInvalidData
+			}
 			if !emit(op, payload) {
 				r.reset()
 				return 0
@@ -133,9 +181,15 @@ func (r *frameReader) header(b []byte, maxMessage int) (op byte, fin bool, start
 	}
 	switch n {
 	case 126:
-		n = uint64(binary.BigEndian.Uint16(b[2:]))
+		// The shortest encoding is the only valid one (RFC 6455 5.2).
+		if n = uint64(binary.BigEndian.Uint16(b[2:])); n < 126 {
+			return 0, false, 0, 0, CloseProtocolError
+		}
 	case 127:
-		n = binary.BigEndian.Uint64(b[2:])
+		// The most significant bit must be 0, and a length that fits 16 bits must use them.
+		if n = binary.BigEndian.Uint64(b[2:]); n>>63 != 0 || n <= 0xffff {
+			return 0, false, 0, 0, CloseProtocolError
+		}
 	}
 	switch {
 	case b[0]&0x70 != 0: // RSV bits: no extension was negotiated
@@ -192,8 +246,47 @@ func appendFrame(dst []byte, op byte, p []byte) []byte {
 	return append(dst, p...)
 }
 
-// closePayload is the payload of a close frame carrying code.
-func closePayload(code int) []byte { return []byte{byte(code >> 8), byte(code)} }
+// closePayload is the payload of a close frame carrying code. A code that must not be
+// on the wire (1005, 1006, 1015, anything invalid) is sent as no code at all.
+func closePayload(code int) []byte {
+	if !validCloseCode(code) {
+		return nil
+	}
+	return []byte{byte(code >> 8), byte(code)}
+}
+
+// checkClose checks a close frame's payload (RFC 6455 5.5.1, 7.4): empty, or a valid
+// code and a UTF-8 reason. It returns the code to fail the connection with, or 0.
+func checkClose(p []byte) int {
+	switch {
+	case len(p) == 0:
+		return 0
+	case len(p) == 1 || !validCloseCode(int(binary.BigEndian.Uint16(p))):
+		return CloseProtocolError
+	case !utf8.Valid(p[2:]):
+		return CloseInvalidData
+	}
+	return 0
+}
+
+// validPrefix checks text that may continue in a later fragment: n is the length of
+// the whole code points at its start, ok is false if b cannot begin valid UTF-8 (an
+// invalid sequence before its end, or an end that no continuation can complete).
+func validPrefix(b []byte) (n int, ok bool) {
+	for n < len(b) {
+		if b[n] < utf8.RuneSelf {
+			n++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[n:])
+		if r == utf8.RuneError && size == 1 {
+			// FullRune is false only for the valid start of a sequence cut short.
+			return n, !utf8.FullRune(b[n:])
+		}
+		n += size
+	}
+	return n, true
+}
 
 // AppendClientFrame appends a frame as a client sends it: masked (with a fixed key)
 // unless told otherwise. For tests and load generators, which must also send what a

@@ -45,6 +45,9 @@ func Upgrade(w http.ResponseWriter, r *http.Request) (conn net.Conn, buffered []
 	}
 	key := r.Header.Get("Sec-WebSocket-Key")
 	switch {
+	case !r.ProtoAtLeast(1, 1): // RFC 6455 4.2.1: "An HTTP/1.1 or higher GET request"
+		fail(http.StatusBadRequest)
+		return nil, nil, false
 	case !IsUpgrade(r):
 		fail(http.StatusBadRequest)
 		return nil, nil, false
@@ -54,7 +57,8 @@ func Upgrade(w http.ResponseWriter, r *http.Request) (conn net.Conn, buffered []
 	case r.Header.Get("Sec-WebSocket-Version") != "13":
 		fail(http.StatusBadRequest)
 		return nil, nil, false
-	case !validChallenge(key):
+	case len(r.Header.Values("Sec-WebSocket-Key")) != 1 || !validChallenge(key):
+		// Two keys are two answers to choose from: the request is malformed.
 		fail(http.StatusBadRequest)
 		return nil, nil, false
 	}
