@@ -151,3 +151,24 @@ func TestControlFramesAdmitted(t *testing.T) {
 		t.Errorf("Admit asked for %d control frames, want 3", got)
 	}
 }
+
+// TestPipelinedClientOnPoller: a client that sends its first frames in the same write
+// as the upgrade request (net/http has read them with the request) is read by a
+// poller like any other, and those frames are handled: whole ones at once, a frame
+// cut short completed by what the poller reads next.
+func TestPipelinedClientOnPoller(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	second := clientFrame(true, OpText, []byte("second"), true)
+	rc := ts.rawDial(t, "pipe", clientFrame(true, OpText, []byte("first"), true), second[:5])
+	h := ts.conn("pipe")
+	if !h.c.OnPoller() {
+		t.Fatal("a pipelining client is on the goroutine path")
+	}
+	if op, p := rc.read(); op != OpText || string(p) != "first" {
+		t.Fatalf("frame %d %q, want the echo of the pipelined message", op, p)
+	}
+	rc.write(second[5:])
+	if op, p := rc.read(); op != OpText || string(p) != "second" {
+		t.Fatalf("frame %d %q, want the echo of the message the pipelined bytes began", op, p)
+	}
+}
