@@ -3,9 +3,11 @@
 // docs/peerjs-protocol.md), the ICE servers endpoint that hands browsers fresh
 // time-limited TURN credentials, and the mounting of the embedded pages.
 //
-// WebSockets are its own (upgrade.go, wsframe.go): on Linux a plain socket is read by one
-// of a few epoll pollers (poller_linux.go), so an idle peer holds no goroutine and no
-// buffer; a TLS socket, or any socket elsewhere, by a goroutine of its own (stream.go).
+// WebSockets are relay's own (internal/wsconn: handshake, frames, pollers, outboxes,
+// liveness): on Linux a plain socket is read by one of a few epoll pollers, so an idle
+// peer holds no goroutine and no buffer; a TLS socket, or any socket elsewhere, by a
+// goroutine of its own. This package keeps the PeerJS side: each peer is a
+// wsconn.Handler (peer.go) that is told of messages and of the end of its connection.
 //
 // Peer ids and queued messages live behind the Registry interface, so a shared backend
 // can route between several nodes later; the in-memory Registry serves one node.

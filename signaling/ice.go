@@ -88,8 +88,11 @@ func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) tokenOK(header string) bool {
-	tok, ok := strings.CutPrefix(header, "Bearer ")
-	if !ok || tok == "" {
+	// The scheme is case-insensitive and one or more spaces precede the token (RFC 7235
+	// section 2.1), so "bearer  t" is as good as "Bearer t".
+	scheme, tok, ok := strings.Cut(header, " ")
+	tok = strings.TrimLeft(tok, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return false
 	}
 	match := 0

@@ -24,7 +24,7 @@ func BenchmarkRoute(b *testing.B) {
 	if _, err := s.reg.Register("0b9f6c1e-2a4d-4c8e-9f3a-7d5e1b2c3a4f", "t", sink); err != nil {
 		b.Fatal(err)
 	}
-	sender := newPeerConn(s.Server, nil, "5e7d2c9a-1b3f-4a6e-8d0c-2f4b6a8c0e1d", "t", netip.Addr{})
+	sender := newPeer(s.Server, nil, "5e7d2c9a-1b3f-4a6e-8d0c-2f4b6a8c0e1d", "t", netip.Addr{})
 	b.ReportAllocs()
 	b.SetBytes(int64(len(offerMessage)))
 	for b.Loop() {
@@ -42,14 +42,14 @@ func BenchmarkFrameAndRoute(b *testing.B) {
 	if _, err := s.reg.Register("0b9f6c1e-2a4d-4c8e-9f3a-7d5e1b2c3a4f", "t", sink); err != nil {
 		b.Fatal(err)
 	}
-	sender := newPeerConn(s.Server, nil, "5e7d2c9a-1b3f-4a6e-8d0c-2f4b6a8c0e1d", "t", netip.Addr{})
+	sender := newPeer(s.Server, nil, "5e7d2c9a-1b3f-4a6e-8d0c-2f4b6a8c0e1d", "t", netip.Addr{})
 	frame := clientFrame(true, opText, offerMessage, true)
 	buf := make([]byte, len(frame))
 	b.ReportAllocs()
 	b.SetBytes(int64(len(frame)))
 	for b.Loop() {
 		copy(buf, frame)
-		sender.consume(buf)
+		sender.c.Feed(buf)
 	}
 	if sink.n != b.N {
 		b.Fatalf("%d of %d routed", sink.n, b.N)

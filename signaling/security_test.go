@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/wsconn"
 )
 
 // userOf is the user id in a TURN REST username, <expiry>:<user id>.
@@ -271,18 +272,10 @@ func TestSecurity3SixSourcesCannotCrowdOutSeventh(t *testing.T) {
 }
 
 // outboxHeld is what p holds for its socket, counted from the frames themselves.
-func outboxHeld(p *peerConn) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := len(p.pending)
-	for _, f := range p.outbox {
-		n += len(f.b)
-	}
-	return n
-}
+func outboxHeld(p *peer) int { return p.c.Held() }
 
 // TestSecurity3OutboxBytes: a receiver that stops reading holds at most
-// maxOutboxBytes (not 256 frames of up to 64 KB) before it is dropped as a slow
+// wsconn.MaxOutboxBytes (not 256 frames of up to 64 KB) before it is dropped as a slow
 // consumer, and its bytes leave the server-wide count when it goes.
 func TestSecurity3OutboxBytes(t *testing.T) {
 	s := startSignal(t, func(c *config.Signal) { c.MessagesPerSecond = 100000 })
@@ -301,13 +294,13 @@ func TestSecurity3OutboxBytes(t *testing.T) {
 	}
 	defer stuck.Close()
 	waitFor(t, "stuck to register", func() bool { return s.reg.Taken("stuck") })
-	p := s.reg.Lookup("stuck").(*peerConn)
+	p := s.reg.Lookup("stuck").(*peer)
 
 	// Watch the outbox as it fills, until the peer is gone.
 	most, done := 0, make(chan struct{})
 	go func() {
 		defer close(done)
-		for !p.dead.Load() {
+		for !p.c.Closed() {
 			most = max(most, outboxHeld(p))
 			runtime.Gosched()
 		}
@@ -324,13 +317,13 @@ func TestSecurity3OutboxBytes(t *testing.T) {
 	})
 	<-done
 	t.Logf("the stalled receiver held at most %d KiB (%d messages of %d KiB sent)", most>>10, sent, len(msg)>>10)
-	if most > maxOutboxBytes+len(msg) {
-		t.Errorf("a stalled receiver held %d bytes, cap %d", most, maxOutboxBytes)
+	if most > wsconn.MaxOutboxBytes+len(msg) {
+		t.Errorf("a stalled receiver held %d bytes, cap %d", most, wsconn.MaxOutboxBytes)
 	}
 	if m := sender.expect("LEAVE"); m["src"] != "stuck" {
 		t.Errorf("LEAVE %v", m)
 	}
-	if total, forIP := s.outboxes.bytes(p.budget); total != 0 || forIP != 0 {
+	if total, forIP := s.outboxes.Bytes(sourceKey(p.ip)); total != 0 || forIP != 0 {
 		t.Errorf("after the drop %d bytes still counted (%d for its address)", total, forIP)
 	}
 }
@@ -340,14 +333,14 @@ func TestSecurity3OutboxBytes(t *testing.T) {
 func TestSecurity3OutboxBudgets(t *testing.T) {
 	s := startSignal(t, nil)
 	frame := make([]byte, 60000) // shared by every frame: the caps count, not allocate
-	fill := func(ip string) (peers []*peerConn, bytes int) {
+	fill := func(ip string) (peers []*peer, bytes int) {
 		for {
-			p := newPeerConn(s.Server, nil, "x", "t", netip.MustParseAddr(ip)) // held: frames wait in the outbox
+			p := newPeer(s.Server, nil, "x", "t", netip.MustParseAddr(ip)) // held: frames wait in the outbox
 			n := 0
 			for p.Send(frame) {
 				n += len(frame)
 			}
-			if n > maxOutboxBytes {
+			if n > wsconn.MaxOutboxBytes {
 				t.Fatalf("one peer took %d bytes", n)
 			}
 			peers = append(peers, p)
@@ -358,19 +351,19 @@ func TestSecurity3OutboxBudgets(t *testing.T) {
 		}
 	}
 	one, bytes := fill("192.0.2.1")
-	if bytes > maxOutboxBytesPerIP || bytes < maxOutboxBytesPerIP-len(frame) {
-		t.Errorf("one address's peers hold %d bytes, want about %d", bytes, maxOutboxBytesPerIP)
+	if bytes > wsconn.MaxOutboxBytesPerIP || bytes < wsconn.MaxOutboxBytesPerIP-len(frame) {
+		t.Errorf("one address's peers hold %d bytes, want about %d", bytes, wsconn.MaxOutboxBytesPerIP)
 	}
 	// The budget is the address's, not the peer's: a new peer at the address gets nothing...
-	if p := newPeerConn(s.Server, nil, "y", "t", netip.MustParseAddr("192.0.2.1")); p.Send(frame) {
+	if p := newPeer(s.Server, nil, "y", "t", netip.MustParseAddr("192.0.2.1")); p.Send(frame) {
 		t.Error("a fresh peer at a full address took a frame")
 	}
 	// ...nor does one in the same IPv6 /64 as a full one.
 	six, _ := fill("2001:db8::1")
-	if p := newPeerConn(s.Server, nil, "y", "t", netip.MustParseAddr("2001:db8::ffff")); p.Send(frame) {
+	if p := newPeer(s.Server, nil, "y", "t", netip.MustParseAddr("2001:db8::ffff")); p.Send(frame) {
 		t.Error("a peer in a full /64 took a frame")
 	}
-	var all []*peerConn
+	var all []*peer
 	all = append(all, one...)
 	all = append(all, six...)
 	for i := 2; ; i++ {
@@ -380,13 +373,13 @@ func TestSecurity3OutboxBudgets(t *testing.T) {
 			break
 		}
 	}
-	if total, _ := s.outboxes.bytes(netip.Addr{}); total > maxOutboxBytesTotal || total < maxOutboxBytesTotal-len(frame) {
-		t.Errorf("all outboxes hold %d bytes, want about %d", total, maxOutboxBytesTotal)
+	if total, _ := s.outboxes.Bytes(netip.Addr{}); total > wsconn.MaxOutboxBytesTotal || total < wsconn.MaxOutboxBytesTotal-len(frame) {
+		t.Errorf("all outboxes hold %d bytes, want about %d", total, wsconn.MaxOutboxBytesTotal)
 	}
 	for _, p := range all {
 		p.Close()
 	}
-	if total, _ := s.outboxes.bytes(netip.Addr{}); total != 0 {
+	if total, _ := s.outboxes.Bytes(netip.Addr{}); total != 0 {
 		t.Errorf("%d bytes still counted after every peer closed", total)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
 	"github.com/relayproject/relay/internal/listen"
+	"github.com/relayproject/relay/internal/wsconn"
 	"github.com/relayproject/relay/metrics"
 )
 
@@ -50,15 +51,16 @@ type Server struct {
 	cert    atomic.Pointer[tls.Certificate]
 	epoch   time.Time                     // now() counts from here, on the monotonic clock
 	counts  map[string]prometheus.Counter // relay_signal_messages_total by type
+	// relay_signal_rejected_total{reason="rate"}, counted per dropped frame of a flood
+	rejectedRate prometheus.Counter
 
-	pollers    []*poller // read plain TCP sockets (Linux)
-	nextPoller atomic.Uint32
+	pollers *wsconn.Pollers // read plain TCP sockets (Linux); nil under TLS
 
-	outboxes  outboxBudget // bytes waiting in peers' outboxes, per address and in total
-	originLog logLimiter   // refused origins are logged at most every refusedOriginEvery
+	outboxes  wsconn.Budget // bytes waiting in peers' outboxes, per address and in total
+	originLog logLimiter    // refused origins are logged at most every refusedOriginEvery
 
 	mu     sync.Mutex
-	conns  map[*peerConn]struct{}
+	conns  map[*peer]struct{}
 	perIP  map[netip.Addr]int
 	closed bool
 
@@ -82,7 +84,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		cfg: o.Config, reg: o.Registry, mint: o.Mint, uris: o.URIs, pages: o.Pages,
 		metrics: o.Metrics, log: o.Logger, ice: newRateLimiter(o.Config.ICERequestsPerMinute),
-		conns: make(map[*peerConn]struct{}), perIP: make(map[netip.Addr]int),
+		conns: make(map[*peer]struct{}), perIP: make(map[netip.Addr]int),
 		epoch: time.Now(), counts: make(map[string]prometheus.Counter),
 	}
 	s.live.Store(&o.Config)
@@ -93,6 +95,7 @@ func New(o Options) (*Server, error) {
 		"origin", "message_too_large", "queue_full", "slow_consumer", "rate"} {
 		s.metrics.SignalRejected.WithLabelValues(r)
 	}
+	s.rejectedRate = s.metrics.SignalRejected.WithLabelValues("rate")
 	for _, r := range []string{"origin", "token", "rate", "bad_request"} {
 		s.metrics.ICERequestsDenied.WithLabelValues(r)
 	}
@@ -160,9 +163,13 @@ func (s *Server) Start() error {
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 		})
 	}
-	if err := s.startPollers(); err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("signaling: epoll: %w", err)
+	if s.cfg.TLSCert == "" { // an epoll reader cannot decrypt TLS
+		ps, err := wsconn.StartPollers(0, s.log)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("signaling: epoll: %w", err)
+		}
+		s.pollers = ps
 	}
 	s.ln = ln
 	s.httpSrv = &http.Server{
@@ -203,7 +210,7 @@ func (s *Server) Scheme() string {
 func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
-	conns := make([]*peerConn, 0, len(s.conns))
+	conns := make([]*peer, 0, len(s.conns))
 	for p := range s.conns {
 		conns = append(conns, p)
 	}
@@ -218,7 +225,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel()
 	}
-	s.stopPollers()
+	s.pollers.Stop()
 	s.loops.Wait()
 	return err
 }
@@ -261,10 +268,10 @@ func (s *Server) expire(now time.Time) {
 // pings sends every socket a WebSocket ping three times per alive_timeout. Browsers
 // answer on their own, so clients that never send HEARTBEAT (PeerJS 0.3.x) stay alive.
 // It also closes sockets silent for alive_timeout, and those whose writes have made no
-// progress for writeTimeout.
+// progress for wsconn.WriteTimeout.
 func (s *Server) pings(ctx context.Context) {
 	defer s.loops.Done()
-	var conns []*peerConn
+	var conns []*peer
 	lastPing := s.now()
 	for {
 		alive := s.conf().AliveTimeout
@@ -285,14 +292,7 @@ func (s *Server) pings(ctx context.Context) {
 		s.mu.Unlock()
 		for i, p := range conns {
 			conns[i] = nil
-			switch stuck := p.stuck.Load(); {
-			case time.Duration(now-p.seen.Load()) > alive:
-				p.Close()
-			case stuck != 0 && time.Duration(now-stuck) > writeTimeout:
-				p.Close()
-			case ping:
-				p.ping()
-			}
+			p.c.Check(alive, ping)
 		}
 		conns = conns[:0]
 	}
@@ -331,7 +331,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case rest == "peerjs":
 		s.serveWebSocket(w, r)
-	case isWebSocketUpgrade(r):
+	case wsconn.IsUpgrade(r):
 		jsonError(w, http.StatusBadRequest, "the WebSocket endpoint is "+s.cfg.Path+"peerjs")
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		jsonError(w, http.StatusNotFound, "not found") // e.g. the legacy XHR stream POSTs

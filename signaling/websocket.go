@@ -4,12 +4,20 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/relayproject/relay/internal/wsconn"
 )
 
 // serveWebSocket runs the PeerJS handshake, in the reference server's order, then
 // hands the socket to a poller (or to a goroutine of its own) and returns.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	conn, buffered, ok := s.upgrade(w, r)
+	if !s.originAllowed(r) { // ServeHTTP checked already; kept for any other caller
+		s.metrics.SignalRejected.WithLabelValues("origin").Inc()
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
+		return
+	}
+	conn, buffered, ok := wsconn.Upgrade(w, r)
 	if !ok {
 		return // upgrade already answered
 	}
@@ -17,7 +25,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	id, token, key := q.Get("id"), q.Get("token"), q.Get("key")
 	reject := func(reason, typ, msg string) {
 		s.metrics.SignalRejected.WithLabelValues(reason).Inc()
-		refuse(conn, errorMessage(typ, msg))
+		wsconn.Refuse(conn, errorMessage(typ, msg))
 	}
 	switch {
 	case id == "" || token == "" || key == "":
@@ -32,7 +40,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ip := clientIP(r)
-	p := newPeerConn(s, conn, id, token, ip)
+	p := newPeer(s, conn, id, token, ip)
 	replaced, err := s.reg.Register(id, token, p)
 	switch {
 	case errors.Is(err, ErrIDTaken):
@@ -58,9 +66,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.reg.Unregister(id, p)
 		if overIP {
 			s.metrics.SignalRejected.WithLabelValues("per_ip_limit").Inc()
-			refuse(conn, errorMessage(typeError, msgTooManyFrom))
+			wsconn.Refuse(conn, errorMessage(typeError, msgTooManyFrom))
 		} else {
-			refuse(conn, nil)
+			wsconn.Refuse(conn, nil)
 		}
 		p.Close() // a message routed to it meanwhile stays unsent
 		return
@@ -70,35 +78,29 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.metrics.SignalPeers.Inc()
 	}
-	// The socket goes to a poller first, so that OPEN and the queued messages are written
-	// by the path that writes everything else.
-	if len(buffered) == 0 {
-		if pl := s.pickPoller(); pl != nil && p.toPoller(pl) {
-			s.open(p)
-			return
-		}
-	}
+	// The socket goes to a poller (or its reader goroutine) first, so that OPEN and the
+	// queued messages are written by the path that writes everything else.
+	p.c.Serve(s.pollers, buffered)
 	s.open(p)
-	go s.readStream(p, buffered)
 }
 
 // open sends OPEN, then the messages queued for the peer's id.
-func (s *Server) open(p *peerConn) {
+func (s *Server) open(p *peer) {
 	var queued []Queued
-	if !p.dead.Load() { // replaced already: the messages are the new socket's
+	if !p.c.Closed() { // replaced already: the messages are the new socket's
 		queued = s.reg.Drain(p.id)
 	}
 	msgs := make([][]byte, len(queued))
 	for i, m := range queued {
 		msgs[i] = m.Data
 	}
-	p.start(openMessage, msgs)
+	p.c.Start(openMessage, msgs)
 }
 
 var openMessage = encode(outbound{Type: typeOpen})
 
 // handle applies the PeerJS relay rules to one message.
-func (s *Server) handle(p *peerConn, data []byte) {
+func (s *Server) handle(p *peer, data []byte) {
 	m, ok := parseMessage(data)
 	if !ok {
 		return // unparseable: ignored, the connection stays
@@ -137,7 +139,7 @@ func (s *Server) handle(p *peerConn, data []byte) {
 }
 
 // release forgets a peer whose socket ended: its id is free at once.
-func (s *Server) release(p *peerConn) {
+func (s *Server) release(p *peer) {
 	if s.reg.Unregister(p.id, p) {
 		s.metrics.SignalPeers.Dec()
 	}

@@ -1,4 +1,4 @@
-package signaling
+package wsconn
 
 import (
 	"crypto/sha1"
@@ -17,8 +17,8 @@ const (
 	handshakeTimeout = 10 * time.Second
 )
 
-// isWebSocketUpgrade reports whether r asks for a WebSocket.
-func isWebSocketUpgrade(r *http.Request) bool {
+// IsUpgrade reports whether r asks for a WebSocket.
+func IsUpgrade(r *http.Request) bool {
 	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
 }
 
@@ -34,17 +34,21 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// upgrade answers the handshake and takes the connection from net/http. buffered is
-// what the client sent after its request, already read by net/http. On failure the
-// response is written and ok is false.
-func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (conn net.Conn, buffered []byte, ok bool) {
+// Upgrade answers the handshake and takes the connection from net/http. buffered is
+// what the client sent after its request, already read by net/http: the start of its
+// first frames, to be read before the socket. On failure the response is written and
+// ok is false. The caller applies its own policy (origins, parameters) before.
+func Upgrade(w http.ResponseWriter, r *http.Request) (conn net.Conn, buffered []byte, ok bool) {
 	fail := func(status int) {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		http.Error(w, http.StatusText(status), status)
 	}
 	key := r.Header.Get("Sec-WebSocket-Key")
 	switch {
-	case !isWebSocketUpgrade(r):
+	case !r.ProtoAtLeast(1, 1): // RFC 6455 4.2.1: "An HTTP/1.1 or higher GET request"
+		fail(http.StatusBadRequest)
+		return nil, nil, false
+	case !IsUpgrade(r):
 		fail(http.StatusBadRequest)
 		return nil, nil, false
 	case r.Method != http.MethodGet:
@@ -53,11 +57,8 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (conn net.Conn,
 	case r.Header.Get("Sec-WebSocket-Version") != "13":
 		fail(http.StatusBadRequest)
 		return nil, nil, false
-	case !s.originAllowed(r):
-		s.metrics.SignalRejected.WithLabelValues("origin").Inc()
-		fail(http.StatusForbidden)
-		return nil, nil, false
-	case !validChallenge(key):
+	case len(r.Header.Values("Sec-WebSocket-Key")) != 1 || !validChallenge(key):
+		// Two keys are two answers to choose from: the request is malformed.
 		fail(http.StatusBadRequest)
 		return nil, nil, false
 	}
@@ -94,15 +95,16 @@ func acceptKey(key string) string {
 	return base64.StdEncoding.EncodeToString(h[:])
 }
 
-// refuse sends a final message and a close frame (policy violation), then closes: for
-// handshake refusals, before the peer is anyone's.
-func refuse(conn net.Conn, msg []byte) {
+// Refuse sends a final text message (if msg is not nil) and a close frame (policy
+// violation), then closes: for refusals right after the handshake, before a Conn owns
+// the socket.
+func Refuse(conn net.Conn, msg []byte) {
 	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 	var b []byte
 	if msg != nil {
-		b = appendFrame(b, opText, msg)
+		b = appendFrame(b, OpText, msg)
 	}
-	b = appendFrame(b, opClose, closePayload(closePolicyViolated))
+	b = appendFrame(b, OpClose, closePayload(ClosePolicyViolated))
 	_, _ = conn.Write(b)
 	_ = conn.Close()
 }

@@ -1,12 +1,14 @@
 //go:build linux
 
-package signaling
+package wsconn
 
 import (
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -32,44 +34,70 @@ const readBufferSize = 64 << 10
 const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP
 
 type poller struct {
-	s    *Server
+	log  *slog.Logger
 	epfd int
 	ep   *os.File        // epfd, in Go's poller
 	rc   syscall.RawConn // ep's, to wait for events
-	wake int             // an eventfd: Close wakes the poller through it
+	wake int             // an eventfd: stop wakes the poller through it
 	buf  []byte
 
 	mu      sync.Mutex
-	conns   map[int32]*peerConn
+	conns   map[int32]*Conn
 	stopped bool
 }
 
-// startPollers starts one poller per CPU Go may use, for plain (non-TLS) listeners.
-func (s *Server) startPollers() error {
-	if s.cfg.TLSCert != "" {
-		return nil
-	}
-	n := max(1, min(runtime.GOMAXPROCS(0), 8))
-	for range n {
-		pl, err := newPoller(s)
-		if err != nil {
-			s.stopPollers()
-			return err
-		}
-		s.pollers = append(s.pollers, pl)
-		s.loops.Add(1)
-		go pl.run()
-	}
-	return nil
+// Pollers are the epoll readers of plain TCP sockets. A nil or empty Pollers reads
+// every socket on a goroutine of its own.
+type Pollers struct {
+	list []*poller
+	next atomic.Uint32
+	wg   sync.WaitGroup
 }
 
-func (s *Server) stopPollers() {
-	for _, pl := range s.pollers {
+// StartPollers starts n pollers, or one per CPU Go may use (up to 8) when n <= 0; log
+// tells of a poller that stopped on an error.
+func StartPollers(n int, log *slog.Logger) (*Pollers, error) {
+	if n <= 0 {
+		n = max(1, min(runtime.GOMAXPROCS(0), 8))
+	}
+	ps := &Pollers{}
+	for range n {
+		pl, err := newPoller(log)
+		if err != nil {
+			ps.Stop()
+			return nil, err
+		}
+		ps.list = append(ps.list, pl)
+		ps.wg.Add(1)
+		go func() {
+			defer ps.wg.Done()
+			pl.run()
+		}()
+	}
+	return ps, nil
+}
+
+// Len is the number of pollers.
+func (ps *Pollers) Len() int {
+	if ps == nil {
+		return 0
+	}
+	return len(ps.list)
+}
+
+// Stop stops the pollers, closes the sockets they still read (each Handler's OnClose
+// is called) and waits for them to return.
+func (ps *Pollers) Stop() {
+	if ps == nil {
+		return
+	}
+	for _, pl := range ps.list {
 		pl.stop()
 	}
+	ps.wg.Wait()
 }
 
-func newPoller(s *Server) (*poller, error) {
+func newPoller(log *slog.Logger) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -98,12 +126,11 @@ func newPoller(s *Server) (*poller, error) {
 		_ = unix.Close(wake)
 		return nil, err
 	}
-	return &poller{s: s, epfd: epfd, ep: ep, rc: rc, wake: wake, buf: make([]byte, readBufferSize),
-		conns: make(map[int32]*peerConn)}, nil
+	return &poller{log: log, epfd: epfd, ep: ep, rc: rc, wake: wake, buf: make([]byte, readBufferSize),
+		conns: make(map[int32]*Conn)}, nil
 }
 
 func (pl *poller) run() {
-	defer pl.s.loops.Done()
 	events := make([]unix.EpollEvent, 256)
 	var werr error
 	err := pl.rc.Read(func(fd uintptr) bool {
@@ -131,7 +158,7 @@ func (pl *poller) run() {
 		err = werr
 	}
 	if err != nil {
-		pl.s.log.Error("signaling poller stopped", "err", err)
+		pl.log.Error("websocket poller stopped", "err", err)
 	}
 	pl.shutdown()
 }
@@ -149,20 +176,20 @@ func (pl *poller) dispatch(events []unix.EpollEvent) (stop bool) {
 			continue
 		}
 		pl.mu.Lock()
-		p := pl.conns[ev.Fd]
+		c := pl.conns[ev.Fd]
 		pl.mu.Unlock()
-		if p == nil {
+		if c == nil {
 			continue
 		}
 		if ev.Events&unix.EPOLLOUT != 0 {
-			p.mu.Lock()
-			if !p.closed {
-				p.flushLocked()
+			c.mu.Lock()
+			if !c.closed {
+				c.flushLocked()
 			}
-			p.mu.Unlock()
+			c.mu.Unlock()
 		}
 		if ev.Events&^unix.EPOLLOUT != 0 {
-			p.readFd(pl.buf)
+			c.readFd(pl.buf)
 		}
 	}
 	return false
@@ -199,41 +226,40 @@ func (pl *poller) shutdown() {
 	conns := pl.conns
 	pl.conns = nil
 	pl.mu.Unlock()
-	for _, p := range conns {
-		p.finish()
+	for _, c := range conns {
+		c.finish()
 	}
 	_ = pl.ep.Close()
 	_ = unix.Close(pl.wake)
 }
 
-// add registers p's socket; false if the poller has stopped.
-func (pl *poller) add(p *peerConn) bool {
+// add registers c's socket; false if the poller has stopped.
+func (pl *poller) add(c *Conn) bool {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if pl.stopped {
 		return false
 	}
-	ev := unix.EpollEvent{Events: readEvents, Fd: int32(p.fd)}
-	if unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_ADD, p.fd, &ev) != nil {
+	ev := unix.EpollEvent{Events: readEvents, Fd: int32(c.fd)}
+	if unix.EpollCtl(pl.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev) != nil {
 		return false
 	}
-	pl.conns[int32(p.fd)] = p
+	pl.conns[int32(c.fd)] = c
 	return true
 }
 
-// pickPoller spreads sockets over the pollers; nil when there are none (TLS).
-func (s *Server) pickPoller() *poller {
-	if len(s.pollers) == 0 {
-		return nil
+// take hands c's socket to one of the pollers: c.nc is replaced by a duplicate of its
+// descriptor and closed, which takes the socket out of Go's poller. buffered (what
+// net/http read past the handshake, a pipelining client's first frames) is handled
+// here, before the socket is in the epoll instance, so nothing else reads meanwhile.
+// False if there are no pollers or the socket cannot be taken (not TCP): c stays on
+// the goroutine path.
+func (ps *Pollers) take(c *Conn, buffered []byte) bool {
+	if ps == nil || len(ps.list) == 0 {
+		return false
 	}
-	return s.pollers[s.nextPoller.Add(1)%uint32(len(s.pollers))]
-}
-
-// toPoller hands p's socket to pl: p.nc is replaced by a duplicate of its descriptor
-// and closed, which takes the socket out of Go's poller. False if the socket cannot be
-// taken (not TCP), and p stays on the goroutine path.
-func (p *peerConn) toPoller(pl *poller) bool {
-	tc, ok := p.nc.(*net.TCPConn)
+	pl := ps.list[ps.next.Add(1)%uint32(len(ps.list))]
+	tc, ok := c.nc.(*net.TCPConn)
 	if !ok {
 		return false
 	}
@@ -241,151 +267,155 @@ func (p *peerConn) toPoller(pl *poller) bool {
 	if err != nil {
 		return false
 	}
-	p.mu.Lock()
-	if p.closed { // closed during the handshake (a reconnect, Close)
-		p.mu.Unlock()
-		p.s.release(p)
+	c.mu.Lock()
+	if c.closed { // closed during the handshake (a reconnect, Close)
+		c.mu.Unlock()
+		c.h.OnClose()
 		return true
 	}
 	fd := -1
 	if rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }) != nil || err != nil || fd < 0 {
-		p.mu.Unlock()
+		c.mu.Unlock()
 		return false
 	}
 	_ = tc.Close() // the duplicate keeps the socket open (and non-blocking)
-	p.fd, p.nc, p.raw, p.pl = fd, nil, nil, pl
-	p.mu.Unlock()
-	if !pl.add(p) {
-		p.finish()
+	c.fd, c.nc, c.raw, c.pl = fd, nil, nil, pl
+	c.mu.Unlock()
+	if len(buffered) > 0 && !c.consume(buffered) {
+		c.finish()
+		return true
+	}
+	if !pl.add(c) {
+		c.finish()
 	}
 	return true
 }
 
 // readFd reads what the client sent, on the poller's goroutine: one read; epoll
 // reports the socket again while more is there.
-func (p *peerConn) readFd(buf []byte) {
-	if p.dead.Load() {
-		p.finish()
+func (c *Conn) readFd(buf []byte) {
+	if c.dead.Load() {
+		c.finish()
 		return
 	}
-	n, eof, err := readFdOnce(p.fd, buf)
+	n, eof, err := readFdOnce(c.fd, buf)
 	switch {
 	case err != nil || eof:
-		p.finish()
+		c.finish()
 	case n == 0:
-	case !p.consume(buf[:n]):
-		p.finish()
+	case !c.consume(buf[:n]):
+		c.finish()
 	}
 }
 
 // finish closes the socket and releases the peer, once; on the poller's goroutine (or
 // the handshake's, when the poller had stopped).
-func (p *peerConn) finish() {
-	p.mu.Lock()
-	p.closeLocked()
-	fd := p.fd
+func (c *Conn) finish() {
+	c.mu.Lock()
+	c.closeLocked()
+	fd := c.fd
 	if fd >= 0 {
 		// Closing our descriptor, the socket's only one, also takes it out of the epoll
 		// instance; deleting it first keeps the table and the kernel in step while the
 		// poller runs. (After shutdown the table is gone and so may be the epoll fd.)
-		p.pl.mu.Lock()
-		if p.pl.conns[int32(fd)] == p {
-			delete(p.pl.conns, int32(fd))
-			_ = unix.EpollCtl(p.pl.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+		c.pl.mu.Lock()
+		if c.pl.conns[int32(fd)] == c {
+			delete(c.pl.conns, int32(fd))
+			_ = unix.EpollCtl(c.pl.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 		}
-		p.pl.mu.Unlock()
+		c.pl.mu.Unlock()
 		_ = unix.Close(fd)
-		p.fd = -1
+		c.fd = -1
 	}
-	p.mu.Unlock()
+	c.mu.Unlock()
 	if fd >= 0 {
-		p.rd.reset()
-		p.s.release(p)
+		c.rd.reset()
+		c.h.OnClose()
 	}
 }
 
 // writeFrameLocked writes one frame now, leaving what the socket does not take
 // pending. Only when nothing else waits.
-func (p *peerConn) writeFrameLocked(op byte, b []byte) {
+func (c *Conn) writeFrameLocked(op byte, b []byte) {
 	buf := getScratch()
 	*buf = appendFrame(*buf, op, b)
-	p.writeLocked(*buf)
+	c.writeLocked(*buf)
 	putScratch(buf)
 }
 
 // writeLocked writes b; what the socket does not take is kept pending and written when
 // the poller reports the socket writable.
-func (p *peerConn) writeLocked(b []byte) {
-	n, err := writeFd(p.fd, b)
+func (c *Conn) writeLocked(b []byte) {
+	n, err := writeFd(c.fd, b)
 	if err != nil {
-		p.closeLocked()
+		c.closeLocked()
 		return
 	}
 	if n < len(b) {
-		p.pending = append([]byte(nil), b[n:]...)
-		p.stuck.Store(p.s.now())
-		p.arm(true)
+		c.pending = append([]byte(nil), b[n:]...)
+		c.stuck.Store(now())
+		c.arm(true)
 	}
 }
 
 // flushLocked writes what waits: the pending bytes, then queued frames coalesced into
 // writes of up to maxCoalesce bytes, until the socket takes no more.
-func (p *peerConn) flushLocked() {
-	for !p.closed {
-		if len(p.pending) > 0 {
-			n, err := writeFd(p.fd, p.pending)
+func (c *Conn) flushLocked() {
+	for !c.closed {
+		if len(c.pending) > 0 {
+			n, err := writeFd(c.fd, c.pending)
 			if err != nil {
-				p.closeLocked()
+				c.closeLocked()
 				return
 			}
 			if n > 0 {
-				p.stuck.Store(p.s.now())
+				c.stuck.Store(now())
 			}
-			if p.pending = p.pending[n:]; len(p.pending) > 0 {
-				p.arm(true)
+			if c.pending = c.pending[n:]; len(c.pending) > 0 {
+				c.arm(true)
 				return
 			}
-			p.pending = nil
+			c.pending = nil
 		}
-		if len(p.outbox) == 0 {
-			p.outbox = nil
-			p.stuck.Store(0)
-			p.arm(false)
+		if len(c.outbox) == 0 {
+			c.outbox = nil
+			c.stuck.Store(0)
+			c.arm(false)
 			return
 		}
 		buf := getScratch()
 		k, moved := 0, 0
-		for ; k < len(p.outbox) && (k == 0 || len(*buf)+len(p.outbox[k].b)+14 <= maxCoalesce); k++ {
-			*buf = appendFrame(*buf, p.outbox[k].op, p.outbox[k].b)
-			moved += len(p.outbox[k].b)
-			p.outbox[k] = outFrame{}
+		for ; k < len(c.outbox) && (k == 0 || len(*buf)+len(c.outbox[k].b)+14 <= maxCoalesce); k++ {
+			*buf = appendFrame(*buf, c.outbox[k].op, c.outbox[k].b)
+			moved += len(c.outbox[k].b)
+			c.outbox[k] = outFrame{}
 		}
-		p.outbox = p.outbox[k:]
-		p.releaseLocked(moved)
-		n, err := writeFd(p.fd, *buf)
+		c.outbox = c.outbox[k:]
+		c.releaseLocked(moved)
+		n, err := writeFd(c.fd, *buf)
 		if err != nil {
 			putScratch(buf)
-			p.closeLocked()
+			c.closeLocked()
 			return
 		}
 		if n < len(*buf) {
-			p.pending = append([]byte(nil), (*buf)[n:]...)
+			c.pending = append([]byte(nil), (*buf)[n:]...)
 		}
 		putScratch(buf)
 	}
 }
 
 // arm asks the poller for EPOLLOUT while writes wait, and stops asking after.
-func (p *peerConn) arm(on bool) {
-	if p.armed == on || p.fd < 0 {
+func (c *Conn) arm(on bool) {
+	if c.armed == on || c.fd < 0 {
 		return
 	}
-	ev := unix.EpollEvent{Events: readEvents, Fd: int32(p.fd)}
+	ev := unix.EpollEvent{Events: readEvents, Fd: int32(c.fd)}
 	if on {
 		ev.Events |= unix.EPOLLOUT
 	}
-	if unix.EpollCtl(p.pl.epfd, unix.EPOLL_CTL_MOD, p.fd, &ev) == nil {
-		p.armed = on
+	if unix.EpollCtl(c.pl.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev) == nil {
+		c.armed = on
 	}
 }
 

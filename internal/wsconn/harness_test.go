@@ -1,0 +1,270 @@
+package wsconn
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/relayproject/relay/internal/testcert"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testServer serves WebSockets with echoHandlers: every text message is sent back.
+// It is the package's user in miniature, on a real socket on 127.0.0.1.
+type testServer struct {
+	t       testing.TB
+	ln      net.Listener
+	srv     *http.Server
+	ps      *Pollers
+	maxMsg  int
+	admit   func(h *echoHandler, control bool) bool // nil: admit everything
+	mu      sync.Mutex
+	conns   map[string]*echoHandler
+	running sync.WaitGroup // served connections not yet closed
+}
+
+type testOptions struct {
+	tls     bool // serve wss, read by goroutines
+	pollers int  // 0: the default; -1: none (goroutine path)
+	admit   func(h *echoHandler, control bool) bool
+}
+
+func startServer(t testing.TB, o testOptions) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{t: t, ln: ln, maxMsg: 1 << 20, admit: o.admit, conns: make(map[string]*echoHandler)}
+	if o.tls {
+		certFile, keyFile, _ := testcert.Write(t)
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	} else if o.pollers >= 0 {
+		if ts.ps, err = StartPollers(o.pollers, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts.srv = &http.Server{Handler: http.HandlerFunc(ts.serve), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = ts.srv.Serve(ts.ln)
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ts.srv.Shutdown(ctx)
+		<-done
+		ts.mu.Lock()
+		for _, h := range ts.conns {
+			h.c.Close()
+		}
+		ts.mu.Unlock()
+		ts.ps.Stop()
+		ts.running.Wait()
+	})
+	return ts
+}
+
+func (ts *testServer) serve(w http.ResponseWriter, r *http.Request) {
+	nc, buffered, ok := Upgrade(w, r)
+	if !ok {
+		return
+	}
+	h := &echoHandler{ts: ts, id: r.URL.Query().Get("id"), closed: make(chan struct{})}
+	h.c = New(nc, h)
+	ts.mu.Lock()
+	ts.conns[h.id] = h
+	ts.running.Add(1)
+	ts.mu.Unlock()
+	h.c.Serve(ts.ps, buffered)
+	h.c.Start([]byte("open"), nil)
+}
+
+// conn waits for the connection with id to be served.
+func (ts *testServer) conn(id string) *echoHandler {
+	ts.t.Helper()
+	var h *echoHandler
+	waitFor(ts.t, "connection "+id, func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		h = ts.conns[id]
+		return h != nil
+	})
+	return h
+}
+
+type echoHandler struct {
+	ts     *testServer
+	id     string
+	c      *Conn
+	mu     sync.Mutex
+	msgs   []string
+	fails  []int
+	closes atomic.Int32
+	closed chan struct{}
+}
+
+func (h *echoHandler) MaxMessage() int { return h.ts.maxMsg }
+
+func (h *echoHandler) Admit(control bool) bool {
+	if h.ts.admit == nil {
+		return true
+	}
+	return h.ts.admit(h, control)
+}
+
+func (h *echoHandler) OnMessage(op byte, p []byte) {
+	h.mu.Lock()
+	h.msgs = append(h.msgs, string(p))
+	h.mu.Unlock()
+	if op == OpText {
+		h.c.Send(bytes.Clone(p))
+	}
+}
+
+func (h *echoHandler) OnFail(code int) {
+	h.mu.Lock()
+	h.fails = append(h.fails, code)
+	h.mu.Unlock()
+}
+
+func (h *echoHandler) OnClose() {
+	if h.closes.Add(1) == 1 {
+		close(h.closed)
+		h.ts.running.Done()
+	}
+}
+
+func (h *echoHandler) messages() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.msgs...)
+}
+
+// rawClient speaks WebSocket frame by frame, to send what a well-behaved client library
+// would not.
+type rawClient struct {
+	t  testing.TB
+	c  net.Conn
+	br *bufio.Reader
+}
+
+const handshakeRequest = "GET /?id=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+// rawDial connects as id; extra is sent in the same write as the request (a
+// pipelining client's first frames).
+func (ts *testServer) rawDial(t testing.TB, id string, extra ...[]byte) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", ts.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	req := append([]byte(strings.Replace(handshakeRequest, "%s", id, 1)), bytes.Join(extra, nil)...)
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols ||
+		resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" { // RFC 6455's example
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	rc := &rawClient{t: t, c: c, br: br}
+	if op, p := rc.read(); op != OpText || string(p) != "open" {
+		t.Fatalf("first frame %d %q, want the greeting", op, p)
+	}
+	return rc
+}
+
+func (rc *rawClient) write(frames ...[]byte) {
+	rc.t.Helper()
+	if _, err := rc.c.Write(bytes.Join(frames, nil)); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+// read returns the next server frame (which must be unmasked); op 0xff at EOF.
+func (rc *rawClient) read() (op byte, payload []byte) {
+	rc.t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var h [2]byte
+	if _, err := io.ReadFull(rc.br, h[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "reset") {
+			return 0xff, nil
+		}
+		rc.t.Fatal(err)
+	}
+	if h[0]&0x80 == 0 || h[1]&0x80 != 0 {
+		rc.t.Fatalf("server frame header %x: want FIN and no mask", h)
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		_, _ = io.ReadFull(rc.br, b[:])
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		_, _ = io.ReadFull(rc.br, b[:])
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(rc.br, payload); err != nil {
+		rc.t.Fatal(err)
+	}
+	return h[0] & 0x0f, payload
+}
+
+// expectClose reads frames until a close frame, checks its code, then expects EOF.
+func (rc *rawClient) expectClose(code int) {
+	rc.t.Helper()
+	for {
+		op, p := rc.read()
+		if op == 0xff {
+			rc.t.Fatalf("socket closed without a close frame (want %d)", code)
+		}
+		if op != OpClose {
+			continue
+		}
+		if len(p) < 2 || int(binary.BigEndian.Uint16(p)) != code {
+			rc.t.Fatalf("close frame %x, want code %d", p, code)
+		}
+		break
+	}
+	if op, _ := rc.read(); op != 0xff {
+		rc.t.Fatalf("frame %d after the close frame", op)
+	}
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
