@@ -8,15 +8,21 @@
 // them over several rounds and reports medians and relay/reference ratios against the
 // targets. See bench/README.md.
 //
-//	go run ./bench                 # the default suite (about 7 minutes)
-//	go run ./bench -quick          # one round, shorter windows (about 1.5 minutes)
-//	go run ./bench -mode turn -json out.json -plot docs/bench-throughput.png
+// It is a Go module of its own (gonum/plot stays out of the server's go.mod), run from
+// its directory or with go -C; it finds the repository root itself (to build ./cmd/relay
+// and find the PeerJS server); paths given on the command line are relative to where it
+// runs. bench/run.sh builds it and runs it from the repository root.
+//
+//	go -C bench run .                 # the default suite (about 7 minutes)
+//	go -C bench run . -quick          # one round, shorter windows (about 1.5 minutes)
+//	go -C bench run . -mode turn -json out.json -plot ../docs/bench-throughput.png
 package main
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -132,11 +138,11 @@ func main() {
 	fs.BoolVar(&o.quick, "quick", false, "one round with shorter windows and fewer rate steps (about 1.5 minutes), for repeated use; explicit flags still win")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every server once, alternating which goes first, and the report gives medians")
 	servers := fs.String("servers", "relay,coturn,peer", "servers to run (relay, coturn, peer); ratios need relay and the reference")
-	fs.StringVar(&o.relayBin, "relay-bin", "", "relay binary to test; empty: go build ./cmd/relay into a temporary directory (run from the repository root)")
+	fs.StringVar(&o.relayBin, "relay-bin", "", "relay binary to test; empty: go build ./cmd/relay (of the repository the harness is run in) into a temporary directory")
 	fs.StringVar(&o.relayLabel, "relay-label", "", "what the relay binary was built from, for the report; empty: `git describe --always --dirty` here when the harness builds it")
 	fs.StringVar(&o.coturnBin, "coturn-bin", "turnserver", "coturn's turnserver (Debian package coturn)")
 	fs.StringVar(&o.nodeBin, "node", "node", "node, to run the PeerJS reference server")
-	fs.StringVar(&o.peerJS, "peerjs", "e2e/browser/node_modules/peer/dist/bin/peerjs.js", "the PeerJS reference server's CLI (npm peer 1.0.2; `npm ci` in e2e/browser installs it)")
+	fs.StringVar(&o.peerJS, "peerjs", "e2e/browser/node_modules/peer/dist/bin/peerjs.js", "the PeerJS reference server's CLI (npm peer 1.0.2; `npm ci` in e2e/browser installs it); a relative path not found here is looked up from the repository root")
 	relayPorts := fs.String("relay-ports", "10000-21299", "relay's relay port range; below the kernel's ephemeral range so generator sockets never take one, and apart from coturn's")
 	coturnPorts := fs.String("coturn-ports", "21300-32599", "coturn's relay port range (--min-port/--max-port)")
 
@@ -299,9 +305,10 @@ func (o *options) reportFrom(path string) error {
 // prepare finds or builds every program the chosen mode needs, and says so plainly if
 // one is missing.
 func (o *options) prepare() error {
+	root, rootErr := repoRoot()
 	if o.relayBin == "" {
-		if _, err := os.Stat("cmd/relay"); err != nil {
-			return fmt.Errorf("no ./cmd/relay here: run from the repository root, or pass -relay-bin")
+		if rootErr != nil {
+			return fmt.Errorf("%w: run the harness inside the repository, or pass -relay-bin", rootErr)
 		}
 		dir, err := os.MkdirTemp("", "relay-bench-bin-")
 		if err != nil {
@@ -311,12 +318,15 @@ func (o *options) prepare() error {
 		o.relayBin = filepath.Join(dir, "relay")
 		o.logf("building relay: go build -o %s ./cmd/relay", o.relayBin)
 		c := exec.Command("go", "build", "-o", o.relayBin, "./cmd/relay")
+		c.Dir = root
 		c.Stdout, c.Stderr = os.Stderr, os.Stderr
 		if err := c.Run(); err != nil {
 			return fmt.Errorf("building relay: %w", err)
 		}
 		if o.relayLabel == "" {
-			if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+			git := exec.Command("git", "describe", "--always", "--dirty")
+			git.Dir = root
+			if out, err := git.Output(); err == nil {
 				o.relayLabel = "working tree at " + strings.TrimSpace(string(out))
 			}
 		}
@@ -337,6 +347,11 @@ func (o *options) prepare() error {
 			return fmt.Errorf("%s not found: apt-get install nodejs (or -servers relay,coturn)", o.nodeBin)
 		}
 		o.nodeBin = p
+		if _, err := os.Stat(o.peerJS); err != nil && !filepath.IsAbs(o.peerJS) && rootErr == nil {
+			if _, err := os.Stat(filepath.Join(root, o.peerJS)); err == nil {
+				o.peerJS = filepath.Join(root, o.peerJS)
+			}
+		}
 		if _, err := os.Stat(o.peerJS); err != nil {
 			return fmt.Errorf("PeerJS reference server %s: %v: run `npm ci` in e2e/browser, or pass -peerjs", o.peerJS, err)
 		}
@@ -421,7 +436,28 @@ func commandLine() string {
 		}
 		args[i] = a
 	}
-	return strings.TrimSpace("go run ./bench " + strings.Join(args, " "))
+	return strings.TrimSpace("go -C bench run . " + strings.Join(args, " "))
+}
+
+// repoRoot is the relay repository the harness runs in: the nearest directory, here or
+// above, that holds cmd/relay and go.mod (the harness runs from the root or from bench/).
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if st, err := os.Stat(filepath.Join(dir, "cmd", "relay")); err == nil && st.IsDir() {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				return dir, nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no relay repository (cmd/relay and go.mod) here or above")
+		}
+		dir = parent
+	}
 }
 
 func (o *options) describe() map[string]string {

@@ -28,9 +28,9 @@ fi
 
 tmp=$(mktemp -d -t relay-bench-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-echo "building relay (./cmd/relay) and the harness (./bench) into $tmp" >&2
+echo "building relay (./cmd/relay) and the harness (bench/, a Go module of its own) into $tmp" >&2
 go build -o "$tmp/relay" ./cmd/relay
-go build -o "$tmp/bench" ./bench
+(cd bench && go build -o "$tmp/bench" .)
 
 export BENCH_COMMAND="bench/run.sh${*:+ $*}"
 label="working tree at $(git describe --always --dirty 2>/dev/null || echo unknown)"

@@ -6,10 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/relayproject/relay/internal/rawudp"
 )
 
 // The STUN phase measures how many Binding requests a server answers per second when
@@ -52,55 +53,53 @@ func bindingFlood(srv *server, sockets, window int, warmup, measure time.Duratio
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, err := rawudp.NewEpoll()
 	if err != nil {
 		return st, err
 	}
-	defer unix.Close(epfd)
+	defer ep.Close()
 	type client struct {
-		fd   int
-		tx   *mmsgBatch // window copies of one request
-		rx   *mmsgBatch
+		conn *rawudp.Conn
+		tx   *rawudp.Batch // window copies of one request
+		rx   *rawudp.Batch
 		last time.Time // last answer
 	}
 	clients := make([]*client, sockets)
-	byFD := map[int32]*client{}
 	defer func() {
 		for _, c := range clients {
 			if c != nil {
-				unix.Close(c.fd)
+				_ = c.conn.Close()
 			}
 		}
 	}()
 	for i := range clients {
-		fd, _, err := openUDP(srv.turn, 1<<20)
+		conn, err := rawudp.Open(rawudp.Options{Local: netip.AddrPortFrom(loopback, 0), Remote: srv.turn, Buffer: 1 << 20})
 		if err != nil {
 			return st, err
 		}
-		c := &client{fd: fd, tx: newBatch(window, 20, false), rx: newBatch(64, 256, false)}
+		c := &client{conn: conn, tx: rawudp.NewBatch(window, 20), rx: rawudp.NewBatch(64, 256)}
 		clients[i] = c
 		var txid [12]byte
 		_, _ = rand.Read(txid[:])
-		for j := range c.tx.bufs {
-			b := c.tx.bufs[j]
+		for j := 0; j < c.tx.Slots(); j++ {
+			b := c.tx.Buf(j)
 			binary.BigEndian.PutUint16(b[0:2], 0x0001) // Binding request, no attributes
 			binary.BigEndian.PutUint16(b[2:4], 0)
 			binary.BigEndian.PutUint32(b[4:8], 0x2112A442)
 			copy(b[8:20], txid[:])
 		}
-		byFD[int32(fd)] = c
-		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+		if err := ep.Add(conn, int32(i)); err != nil {
 			return st, err
 		}
 	}
 	prime := func(c *client) {
-		c.tx.send(c.fd, 0, window)
+		_, _ = c.conn.Send(c.tx, 0, window)
 		c.last = time.Now()
 	}
 	for _, c := range clients {
 		prime(c)
 	}
-	events := make([]unix.EpollEvent, 64)
+	ready := make([]int32, 64)
 	start := time.Now()
 	wStart, wEnd := start.Add(warmup), start.Add(warmup+measure)
 	var cpu0, gen0 time.Duration
@@ -120,33 +119,33 @@ func bindingFlood(srv *server, sockets, window int, warmup, measure time.Duratio
 		if now.After(wEnd) {
 			break
 		}
-		n, err := epollWait(epfd, events, 10*time.Millisecond)
-		if err != nil && err != unix.EINTR {
+		n, err := ep.Wait(ready, 10*time.Millisecond)
+		if err != nil {
 			return st, err
 		}
-		for i := 0; i < n; i++ {
-			c := byFD[events[i].Fd]
+		for _, tag := range ready[:n] {
+			c := clients[tag]
 			for {
-				k, e := c.rx.recv(c.fd)
-				if e != 0 || k == 0 {
+				k, err := c.conn.Recv(c.rx)
+				if err != nil || k == 0 {
 					break
 				}
 				answered := 0
 				for j := 0; j < k; j++ {
-					if l := c.rx.hdrs[j].Len; l >= 20 && binary.BigEndian.Uint16(c.rx.bufs[j][0:2]) == 0x0101 {
+					if p := c.rx.Data(j); len(p) >= 20 && binary.BigEndian.Uint16(p[0:2]) == 0x0101 {
 						answered++
 					}
 				}
 				count += uint64(answered)
 				c.last = time.Now()
 				for sent := 0; sent < answered; {
-					m, e := c.tx.send(c.fd, 0, min(answered-sent, window))
-					if e != 0 || m == 0 {
+					m, err := c.conn.Send(c.tx, 0, min(answered-sent, window))
+					if err != nil || m == 0 {
 						break // the socket buffer is full: the answers still to come refill it
 					}
 					sent += m
 				}
-				if k < len(c.rx.hdrs) {
+				if k < c.rx.Slots() {
 					break
 				}
 			}

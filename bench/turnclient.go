@@ -12,10 +12,12 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/pion/stun/v3"
-	"golang.org/x/sys/unix"
+
+	"github.com/relayproject/relay/internal/rawudp"
 )
 
 // restCredentials mints TURN REST credentials, as relay and coturn
@@ -52,27 +54,16 @@ func (g goUDP) ReadTimeout(b []byte, d time.Duration) (int, error) {
 	return n, err
 }
 
-type rawUDP struct{ fd int }
+type rawUDP struct{ c *rawudp.Conn }
 
-func (r rawUDP) Write(b []byte) (int, error) { return unix.Write(r.fd, b) }
+func (r rawUDP) Write(b []byte) (int, error) { return r.c.Write(b) }
 
 func (r rawUDP) ReadTimeout(b []byte, d time.Duration) (int, error) {
-	deadline := time.Now().Add(d)
-	for {
-		n, err := unix.Read(r.fd, b)
-		if err == nil {
-			return n, nil
-		}
-		if err != unix.EAGAIN && err != unix.EINTR && err != unix.ECONNREFUSED {
-			return 0, err
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return 0, errTimeout
-		}
-		ms := int(left/time.Millisecond) + 1
-		_, _ = unix.Poll([]unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLIN}}, ms)
+	n, err := r.c.ReadTimeout(b, d)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, errTimeout
 	}
+	return n, err
 }
 
 // turnSession is one client's allocation, driven by hand-built STUN messages so that
@@ -163,7 +154,7 @@ func (t *turnSession) roundTrip(req *stun.Message) (*stun.Message, error) {
 		if attempt > 0 {
 			t.retransmits++
 		}
-		if _, err := t.io.Write(req.Raw); err != nil && !errors.Is(err, unix.ECONNREFUSED) {
+		if _, err := t.io.Write(req.Raw); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, err
 		}
 		deadline := time.Now().Add(rto)
@@ -177,7 +168,7 @@ func (t *turnSession) roundTrip(req *stun.Message) (*stun.Message, error) {
 				break
 			}
 			if err != nil {
-				if errors.Is(err, unix.ECONNREFUSED) {
+				if errors.Is(err, syscall.ECONNREFUSED) {
 					continue
 				}
 				return nil, err

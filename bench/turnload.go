@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/relayproject/relay/internal/rawudp"
 )
 
 // The TURN traffic generator: N allocations, each on its own client socket with a
@@ -31,17 +31,16 @@ const (
 )
 
 type trafficClient struct {
-	fd    int
-	local netip.AddrPort
-	sess  *turnSession
+	conn *rawudp.Conn
+	sess *turnSession
 }
 
 type turnLoad struct {
 	server   netip.AddrPort
 	clients  []trafficClient
-	echoFD   int
+	echoConn *rawudp.Conn
 	echoAddr netip.AddrPort
-	epfd     int
+	epoll    *rawudp.Epoll
 	pktLen   int
 	pace     time.Duration
 	setupAt  time.Time
@@ -49,11 +48,11 @@ type turnLoad struct {
 	base   time.Time
 	rr     int
 	seq    uint64
-	single []byte     // one ChannelData datagram for write(2)
-	send   *mmsgBatch // several datagrams for one socket (sendmmsg)
-	recv   *mmsgBatch
-	echo   *mmsgBatch
-	events []unix.EpollEvent
+	single []byte        // one ChannelData datagram for write(2)
+	send   *rawudp.Batch // several datagrams for one socket (sendmmsg)
+	recv   *rawudp.Batch
+	echo   *rawudp.Batch
+	ready  []int32 // tags of the sockets epoll reports readable: a client's index, or echoTag
 	hist   histogram
 	ports  map[uint16]bool
 }
@@ -64,25 +63,23 @@ func newTurnLoad(o *options, server netip.AddrPort, n, payload int, userPrefix s
 	if payload < payloadHeader {
 		payload = payloadHeader
 	}
-	g := &turnLoad{server: server, pktLen: 4 + payload, pace: o.pace, base: time.Now(), ports: map[uint16]bool{}, echoFD: -1, epfd: -1}
+	g := &turnLoad{server: server, pktLen: 4 + payload, pace: o.pace, base: time.Now(), ports: map[uint16]bool{}}
 	var err error
-	g.echoFD, g.echoAddr, err = openUDP(netip.AddrPort{}, 8<<20)
+	g.echoConn, err = rawudp.Open(rawudp.Options{Local: netip.AddrPortFrom(loopback, 0), Buffer: 8 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("echo peer socket: %w", err)
 	}
+	g.echoAddr = g.echoConn.LocalAddr()
 	g.ports[g.echoAddr.Port()] = true
 	g.clients = make([]trafficClient, n)
 	for i := range g.clients {
-		g.clients[i].fd = -1
-	}
-	for i := range g.clients {
-		fd, local, err := openUDP(server, 1<<20)
+		c, err := rawudp.Open(rawudp.Options{Local: netip.AddrPortFrom(loopback, 0), Remote: server, Buffer: 1 << 20})
 		if err != nil {
 			g.close()
 			return nil, fmt.Errorf("client socket %d: %w", i, err)
 		}
-		g.clients[i].fd, g.clients[i].local = fd, local
-		g.ports[local.Port()] = true
+		g.clients[i].conn = c
+		g.ports[c.LocalAddr().Port()] = true
 	}
 	// Set up the allocations concurrently (each waits on its own socket with poll).
 	errs := make(chan error, n)
@@ -98,7 +95,7 @@ func newTurnLoad(o *options, server netip.AddrPort, n, payload int, userPrefix s
 			defer wg.Done()
 			for i := range next {
 				user, pass := restCredentials(o.secret, fmt.Sprintf("%s-%d", userPrefix, i), time.Hour)
-				s := newTurnSession(rawUDP{g.clients[i].fd}, user, pass)
+				s := newTurnSession(rawUDP{g.clients[i].conn}, user, pass)
 				if err := s.setup(benchChannel, g.echoAddr); err != nil {
 					errs <- fmt.Errorf("allocation %d: %w", i, err)
 					continue
@@ -115,51 +112,55 @@ func newTurnLoad(o *options, server netip.AddrPort, n, payload int, userPrefix s
 	}
 	g.setupAt = time.Now()
 
-	g.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	g.epoll, err = rawudp.NewEpoll()
 	if err != nil {
 		g.close()
 		return nil, err
 	}
-	add := func(fd int, tag int32) error {
-		return unix.EpollCtl(g.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag})
-	}
-	if err := add(g.echoFD, -1); err != nil {
+	if err := g.epoll.Add(g.echoConn, echoTag); err != nil {
 		g.close()
 		return nil, err
 	}
 	for i, c := range g.clients {
-		if err := add(c.fd, int32(i)); err != nil {
+		if err := g.epoll.Add(c.conn, int32(i)); err != nil {
 			g.close()
 			return nil, err
 		}
 	}
 
 	g.single = make([]byte, g.pktLen)
-	g.send = newBatch(sendBatchMax, g.pktLen, false)
-	for _, b := range append(g.send.bufs, g.single) {
+	g.send = rawudp.NewBatch(sendBatchMax, g.pktLen)
+	bufs := [][]byte{g.single}
+	for i := 0; i < g.send.Slots(); i++ {
+		bufs = append(bufs, g.send.Buf(i))
+	}
+	for _, b := range bufs {
 		binary.BigEndian.PutUint16(b[0:2], benchChannel)
 		binary.BigEndian.PutUint16(b[2:4], uint16(payload))
 		for j := 4 + payloadHeader; j < len(b); j++ {
 			b[j] = byte(j)
 		}
 	}
-	g.recv = newBatch(32, 2048, false)
-	g.echo = newBatch(64, 2048, true)
-	g.events = make([]unix.EpollEvent, 256)
+	g.recv = rawudp.NewBatch(32, 2048)
+	g.echo = rawudp.NewBatch(64, 2048)
+	g.ready = make([]int32, 256)
 	return g, nil
 }
 
+// echoTag is the echo peer's tag in the epoll set (clients are tagged by index).
+const echoTag = -1
+
 func (g *turnLoad) close() {
 	for _, c := range g.clients {
-		if c.fd >= 0 {
-			unix.Close(c.fd)
+		if c.conn != nil {
+			_ = c.conn.Close()
 		}
 	}
-	if g.echoFD >= 0 {
-		unix.Close(g.echoFD)
+	if g.echoConn != nil {
+		_ = g.echoConn.Close()
 	}
-	if g.epfd >= 0 {
-		unix.Close(g.epfd)
+	if g.epoll != nil {
+		_ = g.epoll.Close()
 	}
 }
 
@@ -291,17 +292,16 @@ func (g *turnLoad) run(srv *server, rate float64, warmup, window, drain time.Dur
 			next := start + int64(float64(paced+1)*1e9/rate)
 			wait = min(max(time.Duration(next-now), g.pace), time.Millisecond)
 		}
-		n, werr := epollWait(g.epfd, g.events, wait)
-		if werr != nil && werr != unix.EINTR {
+		n, werr := g.epoll.Wait(g.ready, wait)
+		if werr != nil {
 			return st, werr
 		}
-		for i := 0; i < n; i++ {
-			tag := g.events[i].Fd
-			if tag < 0 {
+		for _, tag := range g.ready[:n] {
+			if tag == echoTag {
 				st.EchoDrops += g.echoAll()
 				continue
 			}
-			recvWin += g.readClient(g.clients[tag].fd, wStart, wEnd)
+			recvWin += g.readClient(g.clients[tag].conn, wStart, wEnd)
 		}
 	}
 	st.GenDrops = udpDrops(mineGen) - genDrops0
@@ -358,7 +358,7 @@ func (g *turnLoad) sendDue(due int, wStart, wEnd int64) (sentWin, errs uint64) {
 			c := g.rr
 			g.rr = (g.rr + 1) % n
 			ts := g.stamp(g.single, c)
-			if e := writeRaw(g.clients[c].fd, g.single); e != 0 {
+			if _, err := g.clients[c].conn.Write(g.single); err != nil {
 				errs++
 			} else {
 				count(ts)
@@ -371,11 +371,11 @@ func (g *turnLoad) sendDue(due int, wStart, wEnd int64) (sentWin, errs uint64) {
 			c := (g.rr + k) % n
 			var ts [sendBatchMax]int64
 			for j := 0; j < per; j++ {
-				ts[j] = g.stamp(g.send.bufs[j], c)
-				g.send.setLen(j, g.pktLen)
+				ts[j] = g.stamp(g.send.Buf(j), c)
+				g.send.SetLen(j, g.pktLen)
 			}
-			done, e := g.send.send(g.clients[c].fd, 0, per)
-			if e != 0 {
+			done, err := g.clients[c].conn.Send(g.send, 0, per)
+			if err != nil {
 				errs += uint64(per)
 				continue
 			}
@@ -394,22 +394,22 @@ func (g *turnLoad) sendDue(due int, wStart, wEnd int64) (sentWin, errs uint64) {
 func (g *turnLoad) echoAll() (drops uint64) {
 	b := g.echo
 	for {
-		n, e := b.recv(g.echoFD)
-		if e != 0 || n <= 0 {
+		n, err := g.echoConn.Recv(b)
+		if err != nil || n <= 0 {
 			return drops
 		}
 		for i := 0; i < n; i++ {
-			b.setLen(i, int(b.hdrs[i].Len))
+			b.SetLen(i, b.Len(i)) // back to its source, as it came
 		}
 		for off := 0; off < n; {
-			k, e := b.send(g.echoFD, off, n)
-			if e != 0 || k <= 0 {
+			k, err := g.echoConn.Send(b, off, n)
+			if err != nil || k <= 0 {
 				drops += uint64(n - off)
 				break
 			}
 			off += k
 		}
-		if n < len(b.hdrs) {
+		if n < b.Slots() {
 			return drops
 		}
 	}
@@ -417,16 +417,16 @@ func (g *turnLoad) echoAll() (drops uint64) {
 
 // readClient drains one client socket and accounts the echoed datagrams sent inside the
 // window.
-func (g *turnLoad) readClient(fd int, wStart, wEnd int64) (inWindow uint64) {
+func (g *turnLoad) readClient(c *rawudp.Conn, wStart, wEnd int64) (inWindow uint64) {
 	b := g.recv
 	for {
-		n, e := b.recv(fd)
-		if e != 0 || n <= 0 {
+		n, err := c.Recv(b)
+		if err != nil || n <= 0 {
 			return inWindow
 		}
 		now := g.now()
 		for i := 0; i < n; i++ {
-			p := b.bufs[i][:b.hdrs[i].Len]
+			p := b.Data(i)
 			if len(p) < 4+payloadHeader || p[0]&0xC0 != 0x40 {
 				continue // not ChannelData (a late STUN response)
 			}
@@ -436,7 +436,7 @@ func (g *turnLoad) readClient(fd int, wStart, wEnd int64) (inWindow uint64) {
 				g.hist.record((now - ts) / 1000)
 			}
 		}
-		if n < len(b.hdrs) {
+		if n < b.Slots() {
 			return inWindow
 		}
 	}

@@ -157,7 +157,7 @@ func New(version, revision string) *Metrics {
 		}, []string{"method", "class"}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_turn_dropped_total",
-			Help: "Datagrams dropped without relaying or answering, by reason (no_allocation, no_channel, no_permission, malformed, rate_limited, auth_blocked, bandwidth, backlog).",
+			Help: "Datagrams dropped without relaying or answering, by reason (no_allocation, no_channel, no_permission, malformed, rate_limited, auth_blocked, bandwidth, backlog, send_error: the kernel refused the send to a peer).",
 		}, []string{"reason"}),
 		AllocationsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_turn_allocations_limit",

@@ -202,7 +202,7 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			}
 			a.transport, a.userID, a.username, a.key, a.out = r.transport, r.userID, r.username, r.key, r.out
 			if t.ports != nil {
-				lim := t.ports.s.settings.Load().limits
+				lim := t.ports.set.Load().limits
 				a.upBPS, a.downBPS = newBitRate(lim.MaxBPS), newBitRate(lim.MaxBPS)
 				if lim.UserMaxBPS > 0 {
 					u := t.userBPS[a.userID]

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/relayproject/relay/internal/rawudp"
 )
 
 // batchSize is how many datagrams one read of a UDP listener may return (recvmmsg(2)),
@@ -20,10 +22,11 @@ const batchSize = 32
 type packetConn struct {
 	*net.UDPConn
 	rc     syscall.RawConn // for batched sends
-	family int             // AF_INET or AF_INET6
+	family rawudp.Family   // how destinations are written (IPv4 clients of a dual-stack socket are mapped)
 	s      *Server
+	ctr    *counters
 	gate   *gate
-	batch  *batchReader
+	batch  *rawudp.Reader
 	done   func() // called once when the read loop ends
 	once   sync.Once
 
@@ -36,15 +39,15 @@ type packetConn struct {
 
 func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		if c.nReplies > 0 && !c.batch.buffered() {
+		if c.nReplies > 0 && !c.batch.Buffered() {
 			c.flushReplies() // the batch is done: answer before waiting for more
 		}
-		b, from, err := c.batch.next()
+		b, from, err := c.batch.Next()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				// pion ends its read loop on any error, which would silence this socket for
 				// good; a failed read of one datagram must not.
-				c.s.metrics.ListenerErrors.WithLabelValues(c.gate.transport).Inc()
+				c.ctr.listenerError(c.gate.transport)
 				continue
 			}
 			c.once.Do(c.done)
@@ -63,7 +66,7 @@ func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	c.s.countOutgoing(p)
 	n, err := c.UDPConn.WriteTo(p, addr)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		c.s.metrics.ListenerErrors.WithLabelValues(c.gate.transport).Inc()
+		c.ctr.listenerError(c.gate.transport)
 	}
 	return n, err
 }
@@ -109,7 +112,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			}
 			// pion stops accepting on any error; out of file descriptors (EMFILE) must
 			// only pause the listener, as net/http does.
-			l.s.metrics.ListenerErrors.WithLabelValues(l.transport).Inc()
+			l.s.listenerError(l.transport)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, time.Second)
 			continue
@@ -117,7 +120,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 		backoff = 5 * time.Millisecond
 		local := addrPortOf(c.LocalAddr())
 		remote := addrPortOf(c.RemoteAddr())
-		sc := &streamConn{Conn: c, l: l, remote: remote, gate: newGate(l.s, l.transport, local, true)}
+		sc := &streamConn{Conn: c, l: l, ctr: l.s.counters, remote: remote, gate: newGate(l.s, l.transport, local, true)}
 		if l.tlsConfig != nil {
 			sc.tls = tls.Server(c, l.tlsConfig)
 			sc.Conn = sc.tls
@@ -156,6 +159,7 @@ const tlsHandshakeTimeout = 10 * time.Second
 type streamConn struct {
 	net.Conn
 	l      *streamListener
+	ctr    *counters
 	tls    *tls.Conn
 	remote netip.AddrPort
 	gate   *gate

@@ -22,6 +22,7 @@ const (
 	dropAuthBlocked  = "auth_blocked" // past auth_failures_per_ip / _per_user: no reply
 	dropBandwidth    = "bandwidth"    // over max_bps / user_max_bps
 	dropBacklog      = "backlog"      // no room to wait: the queue for Data indications, a stream client's outbox, a full send buffer
+	dropSendError    = "send_error"   // the kernel refused the send to a peer (no route, a broadcast address, ...)
 )
 
 // notRelayed marks a queued datagram that is a response, not relayed data, so that the
@@ -91,7 +92,7 @@ func (g *gate) allocation(from netip.AddrPort) *allocation {
 func (c *packetConn) sendChannelData(b []byte, to netip.AddrPort) error {
 	_, err := c.WriteToUDPAddrPort(b, to)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		c.s.metrics.ListenerErrors.WithLabelValues(c.gate.transport).Inc()
+		c.ctr.listenerError(c.gate.transport)
 	}
 	return err
 }
@@ -101,25 +102,29 @@ func (c *packetConn) sendChannelData(b []byte, to netip.AddrPort) error {
 func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
 	if a := c.alloc.Load(); a != nil && !admit(len(p), a.upBPS, a.userUpBPS) {
-		c.r.s.dropped[dropBandwidthIdx].Inc()
+		c.ctr.dropped[dropBandwidthIdx].Inc()
 		return len(p), nil
 	}
-	if reason := c.r.s.settings.Load().policy.CheckAddr(to); reason != DenyNone {
-		c.r.s.peerDenied(reason)
+	if reason := c.r.set.Load().policy.CheckAddr(to); reason != DenyNone {
+		c.ctr.peerDenied(reason)
 		return len(p), nil // dropped, as RFC 8656 drops datagrams without permission
 	}
 	if to.Addr() == c.r.advertise && c.r.advertise != c.r.bind {
 		// Our own public address behind a 1:1 NAT: deliver locally instead of hairpinning.
 		to = netip.AddrPortFrom(c.r.bind, to.Port())
 	}
-	n, err := c.sock.sendTo(p, to)
-	if err == nil {
-		c.r.s.metrics.BytesClientToPeer.Add(float64(n))
-		c.r.s.metrics.PacketsClientToPeer.Inc()
-		c.c2pBytes.Add(uint64(n))
-		c.c2pPackets.Add(1)
+	n, err := c.sock.WriteTo(p, to)
+	if err != nil {
+		// Lost, and counted like any other drop. The kernel's reason (EACCES for a
+		// broadcast address, ENETUNREACH, a full send buffer) is not logged per datagram;
+		// pion, when the send was its own, logs it at debug level.
+		c.ctr.dropped[dropSendErrorIdx].Inc()
+		return n, err
 	}
-	return n, err
+	c.ctr.toPeer.add(n)
+	c.c2pBytes.Add(uint64(n))
+	c.c2pPackets.Add(1)
+	return n, nil
 }
 
 // WriteTo is pion's way to a peer (Send indications, and ChannelData when the fast path
@@ -147,11 +152,11 @@ func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort, out *sendBa
 	}
 	h := a.hot.Load()
 	if !h.permitted(from.Addr()) {
-		c.r.s.dropped[dropNoPermissionIdx].Inc()
+		c.ctr.dropped[dropNoPermissionIdx].Inc()
 		return true
 	}
 	if !admit(n, a.downBPS, a.userDownBPS) {
-		c.r.s.dropped[dropBandwidthIdx].Inc()
+		c.ctr.dropped[dropBandwidthIdx].Inc()
 		return true
 	}
 	c.p2cBytes.Add(uint64(n))
@@ -167,8 +172,7 @@ func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort, out *sendBa
 		return true
 	}
 	if a.out.sendChannelData(buf[:channelDataHdrSize+n], a.client) == nil {
-		c.r.s.metrics.BytesPeerToClient.Add(float64(n))
-		c.r.s.metrics.PacketsPeerToClient.Inc()
+		c.ctr.toClient.add(n)
 	}
 	return true
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -303,7 +304,7 @@ func TestFastPathAllocationFree(t *testing.T) {
 // read loop; past the bound it is dropped and counted, and Close wakes the reader.
 func TestRelayQueueForPion(t *testing.T) {
 	s := startServer(t, nil)
-	c := &relayConn{r: s.relay, wake: make(chan struct{}, 1)} // no allocation yet: everything goes to pion
+	c := &relayConn{r: s.relay, ctr: s.counters, wake: make(chan struct{}, 1)} // no allocation yet: everything goes to pion
 	from := netip.MustParseAddrPort("192.0.2.7:5000")
 	before := testutil.ToFloat64(s.metrics.Dropped.WithLabelValues(dropBacklog))
 	buf := make([]byte, relayBufSize)
@@ -334,5 +335,60 @@ func TestRelayQueueForPion(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("ReadFrom still blocked after the socket closed")
+	}
+}
+
+// TestSendErrorCounted: a datagram for a peer that the kernel refuses to send to is
+// dropped and counted as relay_turn_dropped_total{reason="send_error"}, whether the fast
+// path (ChannelData) or pion (a Send indication) sent it, and nothing counts as relayed.
+// The peer is the loopback network's broadcast address, which the test's peer policy
+// allows: relay sockets never set SO_BROADCAST, so sendto(2) fails with EACCES, on any
+// Linux machine, every time.
+func TestSendErrorCounted(t *testing.T) {
+	s := startServer(t, allowLoopback)
+	series := func() string {
+		mfs, err := s.metrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "relay_turn_dropped_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" && l.GetValue() == "send_error" {
+						return fmt.Sprint(m.GetCounter().GetValue())
+					}
+				}
+			}
+		}
+		return "absent"
+	}
+	if got := series(); got != "0" {
+		t.Fatalf("relay_turn_dropped_total{reason=\"send_error\"} at start: %s, want 0 (pre-created)", got)
+	}
+	broadcast := netip.MustParseAddrPort("127.255.255.255:9")
+	cs := bindChannelTo(t, s, "udp", broadcast)
+	sendErrors := func() float64 { return testutil.ToFloat64(s.metrics.Dropped.WithLabelValues("send_error")) }
+	relayed := testutil.ToFloat64(s.metrics.PacketsClientToPeer)
+
+	if _, err := cs.conn.Write(channelData(0x4001, []byte("to everyone"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refused ChannelData to be counted", func() bool { return sendErrors() == 1 })
+
+	send := mustBuild(t, stun.NewType(stun.MethodSend, stun.ClassIndication), xorPeer{broadcast},
+		stun.RawAttribute{Type: stun.AttrData, Value: []byte("to everyone, through pion")})
+	if _, err := cs.conn.Write(send.Raw); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refused Send indication to be counted", func() bool { return sendErrors() == 2 })
+
+	if got := testutil.ToFloat64(s.metrics.PacketsClientToPeer); got != relayed {
+		t.Errorf("relay_turn_relayed_packets_total{direction=client_to_peer} %v -> %v: refused sends counted as relayed", relayed, got)
+	}
+	if got := series(); got != "2" {
+		t.Errorf("exported series: %s, want 2", got)
 	}
 }

@@ -9,6 +9,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relayproject/relay/internal/rawudp"
 )
 
 var (
@@ -20,25 +24,29 @@ var (
 // relayPorts is the RelayAddressGenerator handed to pion: it binds relay sockets on the
 // relay IP within the configured port range and advertises the public IP.
 type relayPorts struct {
-	s         *Server
 	bind      netip.Addr // relay_ip: where sockets are bound
 	advertise netip.Addr // public_ip, or relay_ip: what XOR-RELAYED-ADDRESS says
 	min, max  uint16
+
+	set   *atomic.Pointer[settings] // the server's: the peer policy and the limits
+	ctr   *counters                 // the server's, handed to every relay socket
+	inUse prometheus.Gauge          // relay_turn_relay_ports_in_use
 
 	mu   sync.Mutex
 	open map[uint16]*relayConn
 	next uint16 // where the next search starts; random at first so restarts do not reuse ports in order
 
-	pollers *pollers // read every relay socket
+	pollers *rawudp.Pollers[*relayConn] // read every relay socket (relaysock.go)
 }
 
 func newRelayPorts(s *Server, bind, advertise netip.Addr, min, max uint16) *relayPorts {
 	span := int(max) - int(min) + 1
 	return &relayPorts{
-		s: s, bind: bind, advertise: advertise, min: min, max: max,
+		bind: bind, advertise: advertise, min: min, max: max,
+		set: &s.settings, ctr: s.counters, inUse: s.metrics.RelayPortsInUse,
 		open:    make(map[uint16]*relayConn),
 		next:    min + uint16(rand.IntN(span)),
-		pollers: newPollers(),
+		pollers: newRelayPollers(),
 	}
 }
 
@@ -82,7 +90,7 @@ func (r *relayPorts) AllocatePacketConn(network string, requestedPort int) (net.
 }
 
 func (r *relayPorts) bindPort(_ string, port uint16) (net.PacketConn, net.Addr, error) {
-	c := &relayConn{r: r, port: port, wake: make(chan struct{}, 1)}
+	c := &relayConn{r: r, ctr: r.ctr, port: port, wake: make(chan struct{}, 1)}
 	r.mu.Lock()
 	if _, busy := r.open[port]; busy {
 		r.mu.Unlock()
@@ -90,13 +98,15 @@ func (r *relayPorts) bindPort(_ string, port uint16) (net.PacketConn, net.Addr, 
 	}
 	r.open[port] = c // claimed before binding, so that no other Allocate binds it meanwhile
 	r.mu.Unlock()
-	if err := c.sock.open(r.pollers, c, netip.AddrPortFrom(r.bind, port)); err != nil {
+	sock, err := r.pollers.Open(netip.AddrPortFrom(r.bind, port), c)
+	if err != nil {
 		r.mu.Lock()
 		delete(r.open, port)
 		r.mu.Unlock()
 		return nil, nil, err
 	}
-	r.s.metrics.RelayPortsInUse.Inc()
+	c.sock = sock
+	r.inUse.Inc()
 	return c, net.UDPAddrFromAddrPort(netip.AddrPortFrom(r.advertise, port)), nil
 }
 
@@ -124,8 +134,9 @@ func (r *relayPorts) openCount() int {
 // straight away, and only the rest (Data indications) are queued for pion's read loop,
 // which otherwise sleeps.
 type relayConn struct {
-	sock  relaySock
+	sock  *rawudp.Conn // nil until bound
 	r     *relayPorts
+	ctr   *counters
 	port  uint16
 	once  sync.Once
 	alloc atomic.Pointer[allocation] // set once pion reports the allocation
@@ -170,7 +181,7 @@ func (c *relayConn) received(buf []byte, n int, from netip.AddrPort, out *sendBa
 		return
 	}
 	if len(c.queue) >= maxQueued {
-		c.r.s.dropped[dropBacklogIdx].Inc()
+		c.ctr.dropped[dropBacklogIdx].Inc()
 		return
 	}
 	c.queue = append(c.queue, queuedDatagram{b: append([]byte(nil), buf[channelDataHdrSize:channelDataHdrSize+n]...), from: from})
@@ -217,7 +228,11 @@ func (c *relayConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *relayConn) Close() error {
 	err := net.ErrClosed
 	c.once.Do(func() {
-		err = c.sock.close()
+		if c.sock != nil {
+			err = c.sock.Close()
+		} else {
+			err = nil // never bound: there is no socket to close
+		}
 		c.qmu.Lock()
 		c.qclosed, c.queue = true, nil
 		close(c.wake)
@@ -227,7 +242,7 @@ func (c *relayConn) Close() error {
 			delete(c.r.open, c.port)
 		}
 		c.r.mu.Unlock()
-		c.r.s.metrics.RelayPortsInUse.Dec()
+		c.r.inUse.Dec()
 	})
 	return err
 }

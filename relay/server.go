@@ -11,16 +11,15 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/pion/turn/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
 	"github.com/relayproject/relay/internal/listen"
+	"github.com/relayproject/relay/internal/rawudp"
 	"github.com/relayproject/relay/metrics"
 )
 
@@ -75,34 +74,13 @@ type Server struct {
 	addrs    map[string][]net.Addr // transport -> bound listener addresses
 	closed   bool
 
-	requests [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
-	dropped  [dropCount]prometheus.Counter               // pre-resolved relay_turn_dropped_total
-	denied   map[DenyReason]prometheus.Counter           // pre-resolved relay_turn_peer_denied_total
+	requests  [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
+	*counters                                             // the data path's (counters.go)
 }
 
 // udpReadBufSize fits any datagram worth reading: pion drops STUN over 1600 bytes and
 // ChannelData is never larger on a sane path; a bigger datagram is cut and then dropped.
 const udpReadBufSize = 2048
-
-// Indexes of Server.dropped.
-const (
-	dropNoAllocationIdx = iota
-	dropNoChannelIdx
-	dropNoPermissionIdx
-	dropMalformedIdx
-	dropRateLimitedIdx
-	dropAuthBlockedIdx
-	dropBandwidthIdx
-	dropBacklogIdx
-	dropCount
-)
-
-// peerDenied counts a refused peer without a label lookup (it runs per datagram).
-func (s *Server) peerDenied(r DenyReason) {
-	if c, ok := s.denied[r]; ok {
-		c.Inc()
-	}
-}
 
 // New checks the options and works out the relay address; Start opens the sockets.
 func New(o Options) (*Server, error) {
@@ -134,15 +112,7 @@ func New(o Options) (*Server, error) {
 		string(auth.ReasonUnknownUser), string(auth.ReasonBadPassword), reasonWrongRealm} {
 		o.Metrics.AuthFailures.WithLabelValues(r)
 	}
-	s.denied = make(map[DenyReason]prometheus.Counter)
-	for _, r := range []DenyReason{DenyLoopback, DenyPrivate, DenyLinkLocal, DenyUnspecified, DenyMulticast,
-		DenyReserved, DenyOperator, DenyRelayPort, DenyInvalid} {
-		s.denied[r] = o.Metrics.PeerDenied.WithLabelValues(string(r))
-	}
-	for i, r := range []string{dropNoAllocation, dropNoChannel, dropNoPermission, dropMalformed,
-		dropRateLimited, dropAuthBlocked, dropBandwidth, dropBacklog} {
-		s.dropped[i] = o.Metrics.Dropped.WithLabelValues(r)
-	}
+	s.counters = newCounters(o.Metrics)
 	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max)
 	if err := s.relay.Validate(); err != nil {
 		return nil, err
@@ -300,12 +270,12 @@ func (s *Server) Start() (err error) {
 		sockets = runtime.NumCPU()
 	}
 	for _, addr := range s.cfg.TURN.UDP {
-		conns, err := listenUDPShards(addr, sockets)
+		conns, err := rawudp.ListenShards(listen.Network("udp", addr), addr, sockets, listenerSocketBuffer)
 		if err != nil {
 			return fmt.Errorf("turn.udp %q: %w", addr, err)
 		}
 		for _, u := range conns {
-			batch, err := newBatchReader(u, udpReadBufSize)
+			batch, err := rawudp.NewReader(u, batchSize, udpReadBufSize)
 			if err != nil {
 				return fmt.Errorf("turn.udp %q: %w", addr, err)
 			}
@@ -313,7 +283,8 @@ func (s *Server) Start() (err error) {
 			if err != nil {
 				return fmt.Errorf("turn.udp %q: %w", addr, err)
 			}
-			pc := &packetConn{UDPConn: u, rc: rc, family: socketFamily(u), s: s, batch: batch, gate: newGate(s, metrics.TransportUDP, addrPortOf(u.LocalAddr()), false)}
+			pc := &packetConn{UDPConn: u, rc: rc, family: rawudp.FamilyOf(u), s: s, ctr: s.counters, batch: batch,
+				gate: newGate(s, metrics.TransportUDP, addrPortOf(u.LocalAddr()), false)}
 			s.udpLoops.Add(1)
 			pc.done = s.udpLoops.Done
 			s.udp = append(s.udp, pc)
@@ -421,7 +392,7 @@ func (s *Server) Close() error {
 	if n := s.relay.openCount(); n > 0 {
 		s.log.Warn("relay sockets still open after close", "count", n)
 	}
-	s.relay.pollers.stop()
+	s.relay.pollers.Stop()
 	return err
 }
 
@@ -430,8 +401,7 @@ func (s *Server) Close() error {
 // ports, or the request is bad).
 func (s *Server) countOutgoing(p []byte) {
 	if n, ok := relayedPayload(p); ok {
-		s.metrics.BytesPeerToClient.Add(float64(n))
-		s.metrics.PacketsPeerToClient.Inc()
+		s.toClient.add(n)
 		return
 	}
 	s.countResponse(p)
@@ -451,52 +421,6 @@ func (s *Server) countResponse(p []byte) {
 	if m, c, ok := responseClass(p); ok {
 		s.requests[m][c].Inc()
 	}
-}
-
-// listenUDPShards opens n UDP sockets on one address with SO_REUSEPORT, so the kernel
-// spreads clients over them (by 4-tuple hash, so one client always lands on one socket)
-// and one listener uses every core. Port 0 binds the first socket to a free port and the
-// others to the same one.
-func listenUDPShards(addr string, n int) ([]*net.UDPConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
-	network := listen.Network("udp", addr)
-	// SO_REUSEPORT would let a second relay (or anything of the same user) join our port
-	// silently and take half the clients; a plain bind first says "address in use".
-	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {
-		probe, err := net.ListenPacket(network, addr)
-		if err != nil {
-			return nil, err
-		}
-		_ = probe.Close()
-	}
-	var conns []*net.UDPConn
-	fail := func(err error) ([]*net.UDPConn, error) {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		return nil, err
-	}
-	for i := 0; i < n; i++ {
-		pc, err := lc.ListenPacket(contextBackground, network, addr)
-		if err != nil {
-			return fail(err)
-		}
-		u := pc.(*net.UDPConn)
-		tuneBuffers(u, listenerSocketBuffer)
-		conns = append(conns, u)
-		if i == 0 {
-			addr = u.LocalAddr().String()
-		}
-	}
-	return conns, nil
 }
 
 // listenerSocketBuffer is the kernel buffer asked for on each UDP listener socket: every

@@ -42,7 +42,7 @@ func (c *streamConn) sendChannelData(b []byte, _ netip.AddrPort) error {
 		return errStreamBacklog
 	}
 	if len(o.q) >= maxStreamOutbox {
-		c.l.s.dropped[dropBacklogIdx].Inc()
+		c.ctr.dropped[dropBacklogIdx].Inc()
 		return errStreamBacklog
 	}
 	bp := streamBufs.Get().(*[]byte)

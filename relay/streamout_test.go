@@ -20,7 +20,7 @@ func TestStreamOutboxNeverBlocks(t *testing.T) {
 	l := &streamListener{s: s.Server, transport: "tcp", conns: map[*streamConn]struct{}{}}
 	server, client := net.Pipe() // synchronous: nothing is buffered until the client reads
 	defer client.Close()
-	sc := &streamConn{Conn: server, l: l, gate: newGate(s.Server, "tcp", addrPortOf(s.Addrs("tcp")[0]), true)}
+	sc := &streamConn{Conn: server, l: l, ctr: s.counters, gate: newGate(s.Server, "tcp", addrPortOf(s.Addrs("tcp")[0]), true)}
 	before := testutil.ToFloat64(s.metrics.Dropped.WithLabelValues(dropBacklog))
 
 	const n = 3 * maxStreamOutbox

@@ -25,15 +25,22 @@ const (
 	labSecret  = "natlab-shared-secret-0123456789abcdef"
 )
 
-// buildBinaries builds relay and the lab's peer into a temporary directory.
+// buildBinaries builds relay and the lab's peer into a temporary directory. The peer is
+// a Go module of its own (cmd/peer/go.mod), so that pion/webrtc stays out of the
+// server's go.mod: it is built from its own directory.
 func buildBinaries(t *testing.T) (relayBin, peerBin string) {
 	t.Helper()
 	dir := t.TempDir()
 	relayBin, peerBin = filepath.Join(dir, "relay"), filepath.Join(dir, "peer")
-	for bin, pkg := range map[string]string{relayBin: "../../cmd/relay", peerBin: "./cmd/peer"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+	for _, b := range []struct{ bin, dir, pkg string }{
+		{relayBin, ".", "../../cmd/relay"},
+		{peerBin, "cmd/peer", "."},
+	} {
+		cmd := exec.Command("go", "build", "-o", b.bin, b.pkg)
+		cmd.Dir = b.dir
+		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+			t.Fatalf("go build %s in %s: %v\n%s", b.pkg, b.dir, err, out)
 		}
 	}
 	return relayBin, peerBin

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/relayproject/relay/internal/rawudp"
 )
 
 // Two listener sockets served by one poller's sendBatch: datagrams for the second must
@@ -20,7 +22,7 @@ func TestSendBatchKeepsOrder(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = u.Close() })
 		rc, _ := u.SyscallConn()
-		return &packetConn{UDPConn: u, rc: rc, family: socketFamily(u), s: s.Server,
+		return &packetConn{UDPConn: u, rc: rc, family: rawudp.FamilyOf(u), s: s.Server, ctr: s.counters,
 			gate: newGate(s.Server, "udp", addrPortOf(u.LocalAddr()), false)}
 	}
 	a, b := listener(), listener()
