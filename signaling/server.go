@@ -52,7 +52,7 @@ type Server struct {
 	epoch   time.Time                     // now() counts from here, on the monotonic clock
 	counts  map[string]prometheus.Counter // relay_signal_messages_total by type
 
-	pollers *wsconn.Pollers // read plain TCP sockets (Linux); nil under TLS
+	pollers *wsconn.Pollers // read the sockets, ws and wss (Linux)
 
 	mu     sync.Mutex
 	conns  map[*peer]struct{}
@@ -152,19 +152,18 @@ func (s *Server) Start() error {
 			return fmt.Errorf("signal.tls_cert %q / signal.tls_key %q: %w", s.cfg.TLSCert, s.cfg.TLSKey, err)
 		}
 		s.cert.Store(&cert)
-		ln = tls.NewListener(ln, &tls.Config{
+		// wsconn's listener, so that wss sockets can move to the pollers as plain ones do.
+		ln = wsconn.NewTLSListener(ln, &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 		})
 	}
-	if s.cfg.TLSCert == "" { // an epoll reader cannot decrypt TLS
-		ps, err := wsconn.StartPollers(0, s.log)
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("signaling: epoll: %w", err)
-		}
-		s.pollers = ps
+	ps, err := wsconn.StartPollers(0, s.log)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("signaling: epoll: %w", err)
 	}
+	s.pollers = ps
 	s.ln = ln
 	s.httpSrv = &http.Server{
 		Handler:           s,

@@ -70,6 +70,10 @@ type Conn struct {
 	// Reader state, touched only by whoever reads the socket.
 	rd frameReader
 
+	// tls is the TLS 1.3 record layer of a wss socket on a poller (tlsrecord.go); set
+	// with pl.
+	tls *tlsRecords
+
 	mu      sync.Mutex
 	outbox  []outFrame // frames waiting, at most maxOutbox
 	pending []byte     // encoded bytes a short write left (poller path)
@@ -109,6 +113,11 @@ func now() int64 { return int64(time.Since(epoch)) }
 func (c *Conn) Serve(ps *Pollers, buffered []byte) {
 	if ps.take(c, buffered) {
 		return
+	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		if s, ok := tc.NetConn().(*tlsSock); ok {
+			s.passThrough() // the goroutine reads through tls.Conn
+		}
 	}
 	go c.readStream(buffered)
 }
@@ -224,6 +233,9 @@ func (c *Conn) closeWith(payload []byte) {
 	defer c.mu.Unlock()
 	if !c.closed && len(c.pending) == 0 {
 		c.writeFrameLocked(OpClose, payload)
+		if c.tls != nil {
+			c.alertLocked(alertCloseNotify)
+		}
 	}
 	c.closeLocked()
 }
@@ -233,6 +245,11 @@ func (c *Conn) closeWith(payload []byte) {
 // WriteTimeout; otherwise it pings when ping is set.
 func (c *Conn) Check(alive time.Duration, ping bool) {
 	t := now()
+	c.mu.Lock()
+	if c.tls != nil {
+		c.tls.idle()
+	}
+	c.mu.Unlock()
 	switch stuck := c.stuck.Load(); {
 	case time.Duration(t-c.seen.Load()) > alive:
 		c.Close()
