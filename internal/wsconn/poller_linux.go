@@ -275,26 +275,28 @@ func (ps *Pollers) take(c *Conn, buffered []byte) bool {
 		c.h.OnClose()
 		return true
 	}
+	fd := -1
+	if rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }) != nil || err != nil || fd < 0 {
+		c.mu.Unlock()
+		return false
+	}
 	var records *tlsRecords
 	if sock != nil {
 		// From here the TLS records are ours (tlsrecord.go); what tls.Conn decrypted
 		// and nobody read yet is handled first, as net/http's buffered bytes are.
 		records, buffered, err = sock.takeOver(tlsConn, buffered)
 		switch {
-		case errors.Is(err, errNotTLS13):
+		case errors.Is(err, errNotTLS13): // tls.Conn keeps it, untouched
 			c.mu.Unlock()
+			_ = unix.Close(fd)
 			return false
 		case err != nil: // the client closed or sent a bad record meanwhile
+			_ = unix.Close(fd)
 			c.closeLocked()
 			c.mu.Unlock()
 			c.h.OnClose()
 			return true
 		}
-	}
-	fd := -1
-	if rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }) != nil || err != nil || fd < 0 {
-		c.mu.Unlock()
-		return false
 	}
 	_ = tc.Close() // the duplicate keeps the socket open (and non-blocking)
 	c.fd, c.nc, c.raw, c.pl, c.tls = fd, nil, nil, pl, records

@@ -67,6 +67,7 @@ type trafficKeys struct {
 	key    [32]byte // the first keyLen bytes
 	iv     [aeadNonceLen]byte
 	seq    uint64
+	nonce  [aeadNonceLen]byte // scratch: a nonce on the stack would escape to the AEAD
 }
 
 // tlsRecords is the record layer of one connection. in is the reader's (the poller
@@ -201,14 +202,16 @@ func (r *tlsRecords) idle() {
 	}
 }
 
-func nonce(d *trafficKeys) [aeadNonceLen]byte {
-	n := d.iv
+// nextNonce is the nonce of the record with d's sequence number (RFC 8446 5.3), in
+// d.nonce.
+func (d *trafficKeys) nextNonce() []byte {
+	d.nonce = d.iv
 	var seq [8]byte
 	binary.BigEndian.PutUint64(seq[:], d.seq)
 	for i, b := range seq {
-		n[aeadNonceLen-8+i] ^= b
+		d.nonce[aeadNonceLen-8+i] ^= b
 	}
-	return n
+	return d.nonce[:]
 }
 
 // recordError is a fatal error in what the client sent, with the alert that says so
@@ -306,8 +309,7 @@ func (r *tlsRecords) openRecord(rec []byte, deliver func([]byte) bool, keyUpdate
 	if err != nil {
 		return false, &recordError{alertBadRecordMAC, err.Error()}
 	}
-	n := nonce(&r.in)
-	pt, err := a.Open(rec[recordHeaderLen:recordHeaderLen], n[:], rec[recordHeaderLen:], rec[:recordHeaderLen])
+	pt, err := a.Open(rec[recordHeaderLen:recordHeaderLen], r.in.nextNonce(), rec[recordHeaderLen:], rec[:recordHeaderLen])
 	if err != nil {
 		return false, &recordError{alertBadRecordMAC, "record authentication failed"}
 	}
@@ -412,8 +414,7 @@ func (r *tlsRecords) seal(dst, plaintext []byte, typ byte) ([]byte, error) {
 		body := len(dst)
 		dst = append(dst, chunk...)
 		dst = append(dst, typ)
-		nc := nonce(&r.out)
-		sealed := a.Seal(dst[body:body], nc[:], dst[body:], dst[start:body])
+		sealed := a.Seal(dst[body:body], r.out.nextNonce(), dst[body:], dst[start:body])
 		dst = dst[:body+len(sealed)]
 		r.out.seq++
 	}

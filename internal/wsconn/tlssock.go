@@ -111,6 +111,9 @@ func (s *tlsSock) Read(b []byte) (int, error) {
 				s.appIn++
 			}
 			s.rec = s.rec[:0]
+			if cap(s.rec) > 1024 {
+				s.rec = nil // a keep-alive HTTPS connection does not keep its ClientHello's size
+			}
 		}
 	}
 	return n, err
@@ -201,7 +204,12 @@ func (k *tlsKeyLog) Write(line []byte) (int, error) {
 // complete, and takes what tc still holds: plaintext it decrypted that nobody read
 // (appended to plain) and the start of a record it did not finish reading (kept by
 // the record layer). From then on tc must not be used: it reads nothing more (shut).
-// errNotTLS13 leaves the connection to tc as it was.
+// errNotTLS13 leaves the connection to tc as it was; any other error ends it.
+//
+// A client that sent a KeyUpdate while tc read it (before the upgrade completed) has
+// moved on to keys the record layer does not have: its next record fails to open and
+// the connection ends. The sequence numbers under the old keys only grew, so no nonce
+// is used twice.
 func (s *tlsSock) takeOver(tc *tls.Conn, plain []byte) (*tlsRecords, []byte, error) {
 	cs := tc.ConnectionState()
 	s.mu.Lock()
@@ -210,29 +218,31 @@ func (s *tlsSock) takeOver(tc *tls.Conn, plain []byte) (*tlsRecords, []byte, err
 	s.mu.Unlock()
 	defer clear(cSecret)
 	defer clear(sSecret)
-	if cs.Version != tls.VersionTLS13 || !cs.HandshakeComplete || !s.flightOut.Load() || s.appIn == 0 {
+	r, err := newTLSRecords(cs.CipherSuite, cSecret, sSecret, 0, 0)
+	if err != nil || cs.Version != tls.VersionTLS13 || !cs.HandshakeComplete || !s.flightOut.Load() {
 		return nil, plain, errNotTLS13
-	}
-	// The client's first encrypted record after our flight was its Finished, under the
-	// handshake key: a client sends it in one record (no client certificate is asked).
-	r, err := newTLSRecords(cs.CipherSuite, cSecret, sSecret, s.appIn-1, s.appOut)
-	if err != nil {
-		return nil, plain, err
 	}
 	s.shut.Store(true)
 	var buf [4096]byte
 	for {
-		n, err := tc.Read(buf[:])
+		n, err := tc.Read(buf[:]) // under tc's read lock, after every read before
 		plain = append(plain, buf[:n]...)
 		if err != nil {
 			// errWouldBlock: tc holds no more. Anything else (close_notify, a bad
-			// record) ends the connection: the record layer gets a record that fails.
+			// record) ends the connection.
 			if !errors.Is(err, errWouldBlock) {
 				return nil, plain, err
 			}
 			break
 		}
 	}
+	if s.appIn == 0 {
+		return nil, plain, errors.New("wsconn: no Finished from the client")
+	}
+	// The client's first encrypted record after our flight was its Finished, under the
+	// handshake key: a client sends it in one record (no client certificate is asked).
+	// Every record written after the flight was under the application key.
+	r.in.seq, r.out.seq = s.appIn-1, s.appOut
 	if len(s.rec) > 0 {
 		r.rin = append(make([]byte, 0, max(recordHeaderLen, len(s.rec))), s.rec...)
 	}
