@@ -175,42 +175,46 @@ func TestTLSSlowHandshakeTimesOut(t *testing.T) {
 	}
 }
 
+// readers counts the goroutines reading a socket of their own (readStream).
+func readers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Count(buf[:n], []byte("wsconn.(*Conn).readStream("))
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
 // TestTLSIdlePeersHoldNoGoroutine: wss connections on the pollers hold no goroutine of
 // their own; on the goroutine path (no pollers) each holds one, which is what the
-// count would show if they were not on the pollers.
+// counts would show if they were not on the pollers.
 func TestTLSIdlePeersHoldNoGoroutine(t *testing.T) {
 	const n = 40
 	for _, o := range []testOptions{{tls: true}, {tls: true, pollers: -1}} {
 		ts := startServer(t, o)
-		rc := ts.rawDial(t, "warm-up") // the server's own goroutines are running
-		rc.expectEcho("x")
-		before := runtime.NumGoroutine()
+		ts.rawDial(t, "warm-up").expectEcho("x") // the server's own goroutines are running
+		before, readersBefore := runtime.NumGoroutine(), readers()
 		for i := range n {
 			id := fmt.Sprintf("idle%d", i)
 			ts.rawDial(t, id).expectEcho("hi")
 			ts.conn(id)
 		}
-		// net/http's connection goroutines end after the handler: wait for that.
-		var grew int
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			grew = runtime.NumGoroutine() - before
-			settled := grew < n/4
-			if o.pollers < 0 {
-				settled = grew <= n+n/4
+		grew, reading := runtime.NumGoroutine()-before, readers()-readersBefore
+		if o.pollers >= 0 {
+			// net/http's connection goroutines end after the handler: wait for that.
+			waitFor(t, "net/http's goroutines to end", func() bool {
+				grew = runtime.NumGoroutine() - before
+				return grew < n/4
+			})
+			if reading != 0 {
+				t.Errorf("%d idle wss connections on pollers: %d reader goroutines", n, reading)
 			}
-			if settled || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
+		} else if reading != n {
+			t.Errorf("%d idle wss connections on the goroutine path: %d reader goroutines (the count is wrong)", n, reading)
 		}
-		if o.pollers >= 0 && grew >= n/4 {
-			t.Errorf("%d idle wss connections on pollers: %d more goroutines", n, grew)
-		}
-		if o.pollers < 0 && grew < n {
-			t.Errorf("%d idle wss connections on the goroutine path: only %d more goroutines (the count is wrong)", n, grew)
-		}
-		t.Logf("pollers=%v: %d idle wss connections, %d more goroutines", o.pollers >= 0, n, grew)
+		t.Logf("pollers=%v: %d idle wss connections, %d more goroutines, %d readers", o.pollers >= 0, n, grew, reading)
 	}
 }
 
