@@ -84,9 +84,19 @@ type options struct {
 	started            time.Time
 }
 
-func (o *options) wantTURN() bool   { return o.mode == "all" || o.mode == "turn" }
-func (o *options) wantSignal() bool { return o.mode == "all" || o.mode == "signal" }
-func (o *options) wantWSS() bool    { return o.mode == "all" || o.mode == "wss" }
+func (o *options) wantTURN() bool   { return o.want("turn") }
+func (o *options) wantSignal() bool { return o.want("signal") }
+func (o *options) wantWSS() bool    { return o.want("wss") }
+
+// want reports whether -mode (a comma-separated list) asks for m.
+func (o *options) want(m string) bool {
+	for _, x := range strings.Split(o.mode, ",") {
+		if x == "all" || x == m {
+			return true
+		}
+	}
+	return false
+}
 
 func (o *options) has(kind string) bool {
 	for _, s := range o.servers {
@@ -141,7 +151,7 @@ func parseRates(s string) ([]float64, error) {
 func main() {
 	o := &options{started: time.Now(), relayUnknown: map[string]bool{}}
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	fs.StringVar(&o.mode, "mode", "all", `what to measure: "turn" (relay vs coturn), "signal" (relay vs the PeerJS reference server), "wss" (the signal phases over TLS, both servers with one certificate) or "all"`)
+	fs.StringVar(&o.mode, "mode", "all", `what to measure: "turn" (relay vs coturn), "signal" (relay vs the PeerJS reference server), "wss" (the signal phases over TLS, both servers with one certificate), a comma-separated list of those, or "all"`)
 	fs.BoolVar(&o.quick, "quick", false, "one round with shorter windows and fewer rate steps (about 1.5 minutes), for repeated use; explicit flags still win")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every server once, alternating which goes first, and the report gives medians")
 	servers := fs.String("servers", "relay,coturn,peer", "servers to run (relay, coturn, peer); ratios need relay and the reference")
@@ -220,10 +230,12 @@ func main() {
 			fail("relay port range %d-%d includes 50000-50999, which other tests on this machine use", r[0], r[1])
 		}
 	}
-	switch o.mode {
-	case "all", "turn", "signal", "wss":
-	default:
-		fail("-mode %q: expected turn, signal, wss or all", o.mode)
+	for _, m := range strings.Split(o.mode, ",") {
+		switch m {
+		case "all", "turn", "signal", "wss":
+		default:
+			fail("-mode %q: expected turn, signal, wss (or a list of them, e.g. signal,wss) or all", o.mode)
+		}
 	}
 	if o.rounds < 1 {
 		fail("-rounds %d: expected at least 1", o.rounds)

@@ -3,9 +3,11 @@
 // what the messages mean: a Handler is told of each message and of the end of the
 // connection, and writes through Conn.Send.
 //
-// On Linux a plain TCP socket is read by one of a few epoll pollers (poller_linux.go),
-// so an idle connection holds no goroutine and no buffer; a TLS socket, or any socket
-// elsewhere, is read by a goroutine of its own (stream.go). Either way a message is
+// On Linux a TCP socket is read by one of a few epoll pollers (poller_linux.go), so an
+// idle connection holds no goroutine and no buffer. So is a TLS 1.3 one from
+// NewTLSListener, whose records the poller opens and seals itself after crypto/tls's
+// handshake (tlssock.go, tlsrecord.go). A TLS 1.2 socket, or any socket elsewhere, is
+// read by a goroutine of its own (stream.go). Either way a message is
 // written by whoever sends it, at once when nothing is waiting; what the socket does
 // not take waits in a bounded outbox, so a slow client never blocks the sender.
 package wsconn
