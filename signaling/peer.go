@@ -20,6 +20,8 @@ type peer struct {
 	// The message token bucket, touched only by whoever reads the socket.
 	tokens float64
 	last   int64
+	// flood counts control frames refused since the bucket last had a token.
+	flood int
 }
 
 func newPeer(s *Server, conn net.Conn, id, token string, ip netip.Addr) *peer {
@@ -38,22 +40,30 @@ func (p *peer) Close() { p.c.Close() }
 // MaxMessage is [signal] max_message_bytes.
 func (p *peer) MaxMessage() int { return p.s.conf().MaxMessageBytes }
 
-// Admit is the message rate limit: a token bucket of messages per connection, so a
-// call's candidates may come in a burst but a flood does not get through. Excess
-// messages are dropped and counted, not queued.
+// Admit is the message rate limit: a token bucket of frames per connection, so a
+// call's candidates may come in a burst but a flood does not get through. Control
+// frames (ping, pong, close) take tokens like messages: each ping costs the server a
+// pong, and a flood of empty pings costs as much to read as one of messages. Excess
+// frames are dropped and counted, not queued (a dropped ping is not answered). A
+// client that goes on sending control frames with its budget spent, a whole burst of
+// them, is flooding and is closed (1008): browsers only answer our pings, and send
+// their own rarely if ever.
 func (p *peer) Admit(control bool) bool {
-	if control {
-		return true
-	}
 	now, rate := p.s.now(), float64(p.s.conf().MessagesPerSecond)
 	p.tokens = min(4*rate, p.tokens+float64(now-p.last)/float64(time.Second)*rate)
 	p.last = now
-	if p.tokens < 1 {
-		p.s.metrics.SignalRejected.WithLabelValues("rate").Inc()
-		return false
+	if p.tokens >= 1 {
+		p.tokens--
+		p.flood = 0
+		return true
 	}
-	p.tokens--
-	return true
+	p.s.rejectedRate.Inc()
+	if control {
+		if p.flood++; float64(p.flood) > 4*rate {
+			p.c.CloseWith(wsconn.ClosePolicyViolated)
+		}
+	}
+	return false
 }
 
 // OnMessage handles a text message; binary messages mean nothing in PeerJS.

@@ -51,6 +51,8 @@ type Server struct {
 	cert    atomic.Pointer[tls.Certificate]
 	epoch   time.Time                     // now() counts from here, on the monotonic clock
 	counts  map[string]prometheus.Counter // relay_signal_messages_total by type
+	// relay_signal_rejected_total{reason="rate"}, counted per dropped frame of a flood
+	rejectedRate prometheus.Counter
 
 	pollers *wsconn.Pollers // read the sockets, ws and wss (Linux)
 
@@ -90,6 +92,7 @@ func New(o Options) (*Server, error) {
 		"origin", "message_too_large", "queue_full", "slow_consumer", "rate"} {
 		s.metrics.SignalRejected.WithLabelValues(r)
 	}
+	s.rejectedRate = s.metrics.SignalRejected.WithLabelValues("rate")
 	for _, r := range []string{"origin", "token", "rate", "bad_request"} {
 		s.metrics.ICERequestsDenied.WithLabelValues(r)
 	}

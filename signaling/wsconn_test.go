@@ -47,7 +47,9 @@ type rawClient struct {
 	br *bufio.Reader
 }
 
-func (s *testSignal) rawDial(t *testing.T, id string) *rawClient {
+// rawDial connects as id; extra is sent in the same write as the upgrade request (a
+// pipelining client's first frames).
+func (s *testSignal) rawDial(t *testing.T, id string, extra ...[]byte) *rawClient {
 	t.Helper()
 	c, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
@@ -56,7 +58,7 @@ func (s *testSignal) rawDial(t *testing.T, id string) *rawClient {
 	t.Cleanup(func() { _ = c.Close() })
 	req := "GET /peerjs?key=peerjs&token=t&id=" + id + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := c.Write([]byte(req)); err != nil {
+	if _, err := c.Write(append([]byte(req), bytes.Join(extra, nil)...)); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
@@ -280,4 +282,29 @@ func TestLastMessageThenClose(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestPipelinedClientOnPoller: a plain client that sends its first message in the same
+// write as the upgrade request is read by a poller (no goroutine of its own), and that
+// message is relayed.
+func TestPipelinedClientOnPoller(t *testing.T) {
+	s := startSignal(t, nil)
+	if s.pollers.Len() == 0 {
+		t.Skip("no epoll pollers on this system")
+	}
+	b := s.dial(t, "b", "t")
+	b.expect("OPEN")
+	rc := s.rawDial(t, "eager", clientFrame(true, opText, []byte(`{"type":"OFFER","dst":"b","payload":"first"}`), true))
+	if m := b.expect("OFFER"); m["src"] != "eager" || m["payload"] != "first" {
+		t.Fatalf("relayed %v", m)
+	}
+	p, _ := s.reg.Lookup("eager").(*peer)
+	if p == nil || !p.c.OnPoller() {
+		t.Fatal("a pipelining client is on the goroutine path")
+	}
+	// And it is served from there: a message to it arrives.
+	b.send(map[string]any{"type": "ANSWER", "dst": "eager", "payload": 2})
+	if op, msg := rc.read(); op != opText || !bytes.Contains(msg, []byte(`"type":"ANSWER"`)) {
+		t.Fatalf("frame %d %q", op, msg)
+	}
 }

@@ -70,7 +70,9 @@ type Conn struct {
 	closing atomic.Bool
 
 	// Reader state, touched only by whoever reads the socket.
-	rd frameReader
+	rd      frameReader
+	pong    []byte // the payload of the latest ping of this read, to be answered after it
+	pongDue bool
 
 	// tls is the TLS 1.3 record layer of a wss socket on a poller (tlsrecord.go); set
 	// with pl.
@@ -141,6 +143,26 @@ func (c *Conn) Ping() { c.queue(OpPing, nil) }
 func (c *Conn) queue(op byte, b []byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.queueLocked(op, b)
+}
+
+// queuePong answers the latest ping. A pong still waiting in the outbox takes the new
+// payload instead of a second pong going out: RFC 6455 5.5.3 lets an endpoint answer
+// only the most recent of several pings, and a client pinging faster than it reads
+// then costs one frame, not one per ping.
+func (c *Conn) queuePong(b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.outbox) - 1; i >= 0; i-- {
+		if c.outbox[i].op == OpPong {
+			c.outbox[i].b = b
+			return
+		}
+	}
+	c.queueLocked(OpPong, b)
+}
+
+func (c *Conn) queueLocked(op byte, b []byte) bool {
 	if c.closed {
 		return false
 	}
@@ -270,9 +292,15 @@ func (c *Conn) Feed(data []byte) bool { return c.consume(data) }
 func (c *Conn) consume(data []byte) bool {
 	code := c.rd.feed(data, c.h.MaxMessage(), c.frame)
 	if code != 0 {
+		c.pong, c.pongDue = nil, false
 		c.h.OnFail(code)
 		c.closeWith(closePayload(code))
 		return false
+	}
+	if c.pongDue {
+		// One pong for all the pings of this read, answering the last.
+		c.queuePong(c.pong)
+		c.pong, c.pongDue = nil, false
 	}
 	return !c.dead.Load()
 }
@@ -282,8 +310,9 @@ func (c *Conn) frame(op byte, payload []byte) bool {
 	c.seen.Store(now())
 	switch op {
 	case OpPing:
+		// A ping not admitted (over the rate) is not answered.
 		if c.h.Admit(true) {
-			c.queue(OpPong, append([]byte(nil), payload...))
+			c.pong, c.pongDue = append(c.pong[:0], payload...), true
 		}
 	case OpPong:
 		c.h.Admit(true)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 )
 
@@ -81,5 +82,94 @@ func TestCloseConformance(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestPongPerRead: a client that sends many pings before the server writes gets one
+// pong, answering the last, on either path.
+func TestPongPerRead(t *testing.T) {
+	for _, path := range []struct {
+		name string
+		o    testOptions
+	}{{"poller", testOptions{}}, {"goroutine", testOptions{pollers: -1}}} {
+		t.Run(path.name, func(t *testing.T) {
+			ts := startServer(t, path.o)
+			rc := ts.rawDial(t, "pinger")
+			const n = 50
+			var burst [][]byte
+			for i := range n {
+				burst = append(burst, clientFrame(true, OpPing, []byte(fmt.Sprintf("p%d", i)), true))
+			}
+			rc.write(burst...)
+			var pongs []string
+			for len(pongs) == 0 {
+				if op, p := rc.read(); op == OpPong {
+					pongs = append(pongs, string(p))
+				} else {
+					t.Fatalf("frame %d %q, want a pong", op, p)
+				}
+			}
+			// A message echoed after the pong marks the end of what the burst caused.
+			rc.write(clientFrame(true, OpText, []byte("mark"), true))
+			for {
+				op, p := rc.read()
+				if op == OpPong {
+					pongs = append(pongs, string(p))
+					continue
+				}
+				if op != OpText || string(p) != "mark" {
+					t.Fatalf("frame %d %q", op, p)
+				}
+				break
+			}
+			if len(pongs) != 1 || pongs[0] != fmt.Sprintf("p%d", n-1) {
+				t.Fatalf("%d pongs %q for a burst of %d pings; want one, answering the last", len(pongs), pongs, n)
+			}
+		})
+	}
+}
+
+// TestControlFramesAdmitted: pings, pongs and close frames are put to the Handler's
+// Admit like messages; a ping not admitted is not answered, a close always ends the
+// connection.
+func TestControlFramesAdmitted(t *testing.T) {
+	var control atomic.Int32
+	ts := startServer(t, testOptions{admit: func(h *echoHandler, isControl bool) bool {
+		if isControl {
+			control.Add(1)
+			return false
+		}
+		return true
+	}})
+	rc := ts.rawDial(t, "a")
+	rc.write(clientFrame(true, OpPing, []byte("x"), true), clientFrame(true, OpPong, nil, true), clientFrame(true, OpText, []byte("after"), true))
+	if op, p := rc.read(); op != OpText || string(p) != "after" {
+		t.Fatalf("frame %d %q: want the echo, the ping unanswered", op, p)
+	}
+	rc.write(clientFrame(true, OpClose, closePayload(CloseNormal), true))
+	rc.expectClose(CloseNormal)
+	if got := control.Load(); got != 3 {
+		t.Errorf("Admit asked for %d control frames, want 3", got)
+	}
+}
+
+// TestPipelinedClientOnPoller: a client that sends its first frames in the same write
+// as the upgrade request (net/http has read them with the request) is read by a
+// poller like any other, and those frames are handled: whole ones at once, a frame
+// cut short completed by what the poller reads next.
+func TestPipelinedClientOnPoller(t *testing.T) {
+	ts := startServer(t, testOptions{})
+	second := clientFrame(true, OpText, []byte("second"), true)
+	rc := ts.rawDial(t, "pipe", clientFrame(true, OpText, []byte("first"), true), second[:5])
+	h := ts.conn("pipe")
+	if !h.c.OnPoller() {
+		t.Fatal("a pipelining client is on the goroutine path")
+	}
+	if op, p := rc.read(); op != OpText || string(p) != "first" {
+		t.Fatalf("frame %d %q, want the echo of the pipelined message", op, p)
+	}
+	rc.write(second[5:])
+	if op, p := rc.read(); op != OpText || string(p) != "second" {
+		t.Fatalf("frame %d %q, want the echo of the message the pipelined bytes began", op, p)
 	}
 }

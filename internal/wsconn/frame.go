@@ -144,6 +144,10 @@ func (r *frameReader) feed(data []byte, maxMessage int, emit func(op byte, paylo
 	switch {
 	case len(rest) == 0:
 		r.partial = nil
+	case inPartial && off == 0:
+		// Nothing complete yet: r.partial is rest already. (Moving it onto itself on
+		// every read would cost a frame's length per read: quadratic for a client
+		// that trickles a large frame in small segments.)
 	case inPartial && cap(r.partial) <= 4*len(rest)+4096:
 		r.partial = r.partial[:copy(r.partial, rest)]
 	default:
@@ -156,8 +160,10 @@ func (r *frameReader) reset() { *r = frameReader{} }
 
 // header decodes and checks the frame header at the start of b. end is the frame's
 // length (header and payload), or -1 when the header itself is incomplete; start is
-// where the payload begins. A header that is complete is checked even if its payload
-// has not arrived, so an oversized message is refused without buffering it.
+// where the payload begins. Each part of the header is checked as soon as it has
+// arrived (the first two bytes, then the extended length, then, with the masking key,
+// the message size), so a bad frame fails without waiting for more, and an oversized
+// message is refused without buffering it.
 func (r *frameReader) header(b []byte, maxMessage int) (op byte, fin bool, start, end, code int) {
 	if len(b) < 2 {
 		return 0, false, 0, -1, 0
@@ -165,36 +171,10 @@ func (r *frameReader) header(b []byte, maxMessage int) (op byte, fin bool, start
 	fin = b[0]&0x80 != 0
 	op = b[0] & 0x0f
 	n := uint64(b[1] & 0x7f)
-	start = 2
-	switch n {
-	case 126:
-		start = 4
-	case 127:
-		start = 10
-	}
-	masked := b[1]&0x80 != 0
-	if masked {
-		start += 4
-	}
-	if len(b) < start {
-		return 0, false, 0, -1, 0
-	}
-	switch n {
-	case 126:
-		// The shortest encoding is the only valid one (RFC 6455 5.2).
-		if n = uint64(binary.BigEndian.Uint16(b[2:])); n < 126 {
-			return 0, false, 0, 0, CloseProtocolError
-		}
-	case 127:
-		// The most significant bit must be 0, and a length that fits 16 bits must use them.
-		if n = binary.BigEndian.Uint64(b[2:]); n>>63 != 0 || n <= 0xffff {
-			return 0, false, 0, 0, CloseProtocolError
-		}
-	}
 	switch {
 	case b[0]&0x70 != 0: // RSV bits: no extension was negotiated
 		return 0, false, 0, 0, CloseProtocolError
-	case !masked: // a client must mask every frame
+	case b[1]&0x80 == 0: // a client must mask every frame
 		return 0, false, 0, 0, CloseProtocolError
 	case op >= OpClose:
 		if op > OpPong || !fin || n > maxControlPayload {
@@ -210,6 +190,28 @@ func (r *frameReader) header(b []byte, maxMessage int) (op byte, fin bool, start
 		}
 	default: // reserved data opcodes
 		return 0, false, 0, 0, CloseProtocolError
+	}
+	start = 2
+	switch n {
+	case 126:
+		if start = 4; len(b) < start {
+			return 0, false, 0, -1, 0
+		}
+		// The shortest encoding is the only valid one (RFC 6455 5.2).
+		if n = uint64(binary.BigEndian.Uint16(b[2:])); n < 126 {
+			return 0, false, 0, 0, CloseProtocolError
+		}
+	case 127:
+		if start = 10; len(b) < start {
+			return 0, false, 0, -1, 0
+		}
+		// The most significant bit must be 0, and a length that fits 16 bits must use them.
+		if n = binary.BigEndian.Uint64(b[2:]); n>>63 != 0 || n <= 0xffff {
+			return 0, false, 0, 0, CloseProtocolError
+		}
+	}
+	if start += 4; len(b) < start { // the masking key
+		return 0, false, 0, -1, 0
 	}
 	if op < OpClose && (n > uint64(maxMessage) || n+uint64(len(r.frag)) > uint64(maxMessage)) {
 		return 0, false, 0, 0, CloseTooBig

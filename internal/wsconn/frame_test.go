@@ -339,3 +339,22 @@ func TestAppendFrame(t *testing.T) {
 		}
 	}
 }
+
+// TestFrameReaderFailsEarly: what the first two bytes of a header say is checked before
+// the rest of the header arrives, as gorilla and RFC 6455 ("fail the connection" on
+// receipt) do.
+func TestFrameReaderFailsEarly(t *testing.T) {
+	for _, b := range [][]byte{
+		{0x81, 0x05}, // unmasked
+		{0xc1, 0x85}, // RSV1
+		{0x83, 0x85}, // reserved opcode
+		{0x09, 0x80}, // fragmented ping
+		{0x89, 0xfe}, // ping with a 16-bit length
+		{0x80, 0x85}, // continuation with no message
+	} {
+		var r frameReader
+		if code := r.feed(bytes.Clone(b), 1024, func(byte, []byte) bool { return true }); code != CloseProtocolError {
+			t.Errorf("%x: code %d, want %d from two bytes", b, code, CloseProtocolError)
+		}
+	}
+}

@@ -42,6 +42,7 @@ type testServer struct {
 type testOptions struct {
 	tls     bool // serve wss (NewTLSListener)
 	pollers int  // 0: the default; -1: none (goroutine path)
+	admit   func(h *echoHandler, control bool) bool
 	// handshakeTimeout is net/http's ReadHeaderTimeout, which bounds the TLS handshake
 	// too; 0: 5 s.
 	handshakeTimeout time.Duration
@@ -53,7 +54,7 @@ func startServer(t testing.TB, o testOptions) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{t: t, ln: ln, maxMsg: 1 << 20, conns: make(map[string]*echoHandler)}
+	ts := &testServer{t: t, ln: ln, maxMsg: 1 << 20, admit: o.admit, conns: make(map[string]*echoHandler)}
 	if o.tls {
 		certFile, keyFile, client := testcert.Write(t)
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
