@@ -20,6 +20,7 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -66,6 +67,11 @@ type options struct {
 	// signaling
 	signalPairs, signalBytes, idlePeers, connectConc, signalLimit int
 	signalRate                                                    float64
+	// wss: the signaling servers being started serve TLS (the wss rounds), with this
+	// self-signed certificate, which clientTLS trusts.
+	wss               bool
+	certFile, keyFile string
+	clientTLS         *tls.Config
 
 	quietWait  time.Duration
 	quietPct   float64
@@ -78,8 +84,19 @@ type options struct {
 	started            time.Time
 }
 
-func (o *options) wantTURN() bool   { return o.mode == "all" || o.mode == "turn" }
-func (o *options) wantSignal() bool { return o.mode == "all" || o.mode == "signal" }
+func (o *options) wantTURN() bool   { return o.want("turn") }
+func (o *options) wantSignal() bool { return o.want("signal") }
+func (o *options) wantWSS() bool    { return o.want("wss") }
+
+// want reports whether -mode (a comma-separated list) asks for m.
+func (o *options) want(m string) bool {
+	for _, x := range strings.Split(o.mode, ",") {
+		if x == "all" || x == m {
+			return true
+		}
+	}
+	return false
+}
 
 func (o *options) has(kind string) bool {
 	for _, s := range o.servers {
@@ -134,7 +151,7 @@ func parseRates(s string) ([]float64, error) {
 func main() {
 	o := &options{started: time.Now(), relayUnknown: map[string]bool{}}
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	fs.StringVar(&o.mode, "mode", "all", `what to measure: "turn" (relay vs coturn), "signal" (relay vs the PeerJS reference server) or "all"`)
+	fs.StringVar(&o.mode, "mode", "all", `what to measure: "turn" (relay vs coturn), "signal" (relay vs the PeerJS reference server), "wss" (the signal phases over TLS, both servers with one certificate), a comma-separated list of those, or "all"`)
 	fs.BoolVar(&o.quick, "quick", false, "one round with shorter windows and fewer rate steps (about 1.5 minutes), for repeated use; explicit flags still win")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every server once, alternating which goes first, and the report gives medians")
 	servers := fs.String("servers", "relay,coturn,peer", "servers to run (relay, coturn, peer); ratios need relay and the reference")
@@ -213,10 +230,12 @@ func main() {
 			fail("relay port range %d-%d includes 50000-50999, which other tests on this machine use", r[0], r[1])
 		}
 	}
-	switch o.mode {
-	case "all", "turn", "signal":
-	default:
-		fail("-mode %q: expected turn, signal or all", o.mode)
+	for _, m := range strings.Split(o.mode, ",") {
+		switch m {
+		case "all", "turn", "signal", "wss":
+		default:
+			fail("-mode %q: expected turn, signal, wss (or a list of them, e.g. signal,wss) or all", o.mode)
+		}
 	}
 	if o.rounds < 1 {
 		fail("-rounds %d: expected at least 1", o.rounds)
@@ -341,7 +360,12 @@ func (o *options) prepare() error {
 		}
 		o.coturnBin = p
 	}
-	if o.wantSignal() && o.has(kindPeer) {
+	if o.wantWSS() {
+		if err := o.writeCert(); err != nil {
+			return fmt.Errorf("a certificate for the wss rounds: %w", err)
+		}
+	}
+	if (o.wantSignal() || o.wantWSS()) && o.has(kindPeer) {
 		p, err := exec.LookPath(o.nodeBin)
 		if err != nil {
 			return fmt.Errorf("%s not found: apt-get install nodejs (or -servers relay,coturn)", o.nodeBin)
@@ -368,6 +392,7 @@ type results struct {
 	Options map[string]string        `json:"options"`
 	TURN    map[string][]turnRound   `json:"turn,omitempty"`
 	Signal  map[string][]signalRound `json:"signal,omitempty"`
+	WSS     map[string][]signalRound `json:"wss,omitempty"` // the signal phases over TLS
 	Summary []row                    `json:"summary"`
 	Seconds float64                  `json:"seconds"`
 	// Phases that started although other processes were busy (after -quiet-wait).
@@ -381,6 +406,7 @@ func (o *options) runSuite() *results {
 		Options: o.describe(),
 		TURN:    map[string][]turnRound{},
 		Signal:  map[string][]signalRound{},
+		WSS:     map[string][]signalRound{},
 	}
 	o.logf("machine: %d CPUs, %s, kernel %s, load %s; %s", res.Machine.CPUs, res.Machine.CPUModel, res.Machine.Kernel, res.Machine.LoadAvg, res.Machine.Relay)
 	var turnServers, signalServers []string
@@ -406,6 +432,14 @@ func (o *options) runSuite() *results {
 				o.logf("round %d/%d: signaling, %s", round, o.rounds, k)
 				res.Signal[k] = append(res.Signal[k], o.signalRound(k, round))
 			}
+		}
+		if o.wantWSS() {
+			o.wss = true
+			for _, k := range alternate(signalServers, round) {
+				o.logf("round %d/%d: signaling over TLS (wss), %s", round, o.rounds, k)
+				res.WSS[k] = append(res.WSS[k], o.signalRound(k, round))
+			}
+			o.wss = false
 		}
 	}
 	res.Seconds = time.Since(o.started).Seconds()

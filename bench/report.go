@@ -151,34 +151,42 @@ func (o *options) summarize(res *results) []row {
 		)
 	}
 	if o.wantSignal() {
-		rl, pj := res.Signal[kindRelay], res.Signal[kindPeer]
-		load := func(f func(*signalStats) float64) func(*signalRound) (float64, bool) {
-			return func(r *signalRound) (float64, bool) { return f(&r.Load), r.Load.Delivered > 0 }
-		}
-		sec := "Signaling: relay vs PeerJS server (npm peer)"
-		mr := fmt.Sprintf("%.0fk msg/s", o.signalRate/1000)
-		rows = append(rows,
-			makeRow(sec, "server CPU per routed message at "+mr+" (µs)", "%.1f", kindPeer, rl, pj,
-				load(func(s *signalStats) float64 { return s.ServerCPUPerMsg }), ratioAtMost(0.6)),
-			makeRow(sec, "server CPU at "+mr+" (% of one core)", "%.1f", kindPeer, rl, pj,
-				load(func(s *signalStats) float64 { return s.ServerCPUPct }), nil),
-			makeRow(sec, "delivery latency p50 (ms)", "%.2f", kindPeer, rl, pj,
-				load(func(s *signalStats) float64 { return s.P50ms }), nil),
-			makeRow(sec, "delivery latency p99 (ms)", "%.2f", kindPeer, rl, pj,
-				load(func(s *signalStats) float64 { return s.P99ms }), relayBelow(10, "< 10 ms")),
-			makeRow(sec, "messages delivered (%)", "%.2f", kindPeer, rl, pj,
-				load(func(s *signalStats) float64 { return s.DeliveredPct }), nil),
-			makeRow(sec, fmt.Sprintf("RSS per idle peer, %d peers (KiB)", o.idlePeers), "%.2f", kindPeer, rl, pj,
-				func(r *signalRound) (float64, bool) { return r.Memory.PerItemKiB, r.Memory.Count > 0 }, ratioAtMost(0.8)),
-			makeRow(sec, "empty server RSS (MiB)", "%.1f", kindPeer, rl, pj,
-				func(r *signalRound) (float64, bool) { return float64(r.Memory.EmptyKiB) / 1024, r.Memory.EmptyKiB > 0 }, nil),
-			makeRow(sec, "generator CPU at "+mr+" (% of one core)", "%.1f", kindPeer, rl, pj,
-				load(func(s *signalStats) float64 { return s.GenCPUPct }), nil),
-			makeRow(sec, "other processes' CPU during the window (% of one core)", "%.1f", kindPeer, rl, pj,
-				load(func(s *signalStats) float64 { return s.OtherCPUPct }), nil),
-		)
+		rows = append(rows, o.signalRows("Signaling: relay vs PeerJS server (npm peer)", res.Signal, ratioAtMost(0.8))...)
+	}
+	if o.wantWSS() {
+		rows = append(rows, o.signalRows("Signaling over TLS (wss): relay vs PeerJS server (npm peer)", res.WSS, relayAtMost(4, "≤ 4 KiB"))...)
 	}
 	return rows
+}
+
+// signalRows are the summary rows of the signal phases (plain or wss); memory is the
+// target for RSS per idle peer.
+func (o *options) signalRows(sec string, by map[string][]signalRound, memory *target) []row {
+	rl, pj := by[kindRelay], by[kindPeer]
+	load := func(f func(*signalStats) float64) func(*signalRound) (float64, bool) {
+		return func(r *signalRound) (float64, bool) { return f(&r.Load), r.Load.Delivered > 0 }
+	}
+	mr := fmt.Sprintf("%.0fk msg/s", o.signalRate/1000)
+	return []row{
+		makeRow(sec, "server CPU per routed message at "+mr+" (µs)", "%.1f", kindPeer, rl, pj,
+			load(func(s *signalStats) float64 { return s.ServerCPUPerMsg }), ratioAtMost(0.6)),
+		makeRow(sec, "server CPU at "+mr+" (% of one core)", "%.1f", kindPeer, rl, pj,
+			load(func(s *signalStats) float64 { return s.ServerCPUPct }), nil),
+		makeRow(sec, "delivery latency p50 (ms)", "%.2f", kindPeer, rl, pj,
+			load(func(s *signalStats) float64 { return s.P50ms }), nil),
+		makeRow(sec, "delivery latency p99 (ms)", "%.2f", kindPeer, rl, pj,
+			load(func(s *signalStats) float64 { return s.P99ms }), relayBelow(10, "< 10 ms")),
+		makeRow(sec, "messages delivered (%)", "%.2f", kindPeer, rl, pj,
+			load(func(s *signalStats) float64 { return s.DeliveredPct }), nil),
+		makeRow(sec, fmt.Sprintf("RSS per idle peer, %d peers (KiB)", o.idlePeers), "%.2f", kindPeer, rl, pj,
+			func(r *signalRound) (float64, bool) { return r.Memory.PerItemKiB, r.Memory.Count > 0 }, memory),
+		makeRow(sec, "empty server RSS (MiB)", "%.1f", kindPeer, rl, pj,
+			func(r *signalRound) (float64, bool) { return float64(r.Memory.EmptyKiB) / 1024, r.Memory.EmptyKiB > 0 }, nil),
+		makeRow(sec, "generator CPU at "+mr+" (% of one core)", "%.1f", kindPeer, rl, pj,
+			load(func(s *signalStats) float64 { return s.GenCPUPct }), nil),
+		makeRow(sec, "other processes' CPU during the window (% of one core)", "%.1f", kindPeer, rl, pj,
+			load(func(s *signalStats) float64 { return s.OtherCPUPct }), nil),
+	}
 }
 
 func (o *options) report(res *results) error {
@@ -267,10 +275,17 @@ func (o *options) writeRounds(w io.Writer, res *results) {
 			}
 		}
 	}
-	if o.wantSignal() && len(res.Signal) > 0 {
-		fmt.Fprintf(w, "\n### Signaling, per round\n\n| round | server | µs/message | p50 ms | p99 ms | delivered %% | KiB/peer | peers closed by server | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, ph := range []struct {
+		title string
+		want  bool
+		by    map[string][]signalRound
+	}{{"Signaling", o.wantSignal(), res.Signal}, {"Signaling over TLS (wss)", o.wantWSS(), res.WSS}} {
+		if !ph.want || len(ph.by) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n### %s, per round\n\n| round | server | µs/message | p50 ms | p99 ms | delivered %% | KiB/peer | peers closed by server | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n", ph.title)
 		for _, k := range []string{kindRelay, kindPeer} {
-			for _, r := range res.Signal[k] {
+			for _, r := range ph.by[k] {
 				fmt.Fprintf(w, "| %d | %s | %.1f | %.2f | %.2f | %.2f | %.2f | %d | %s |\n", r.Round, k, r.Load.ServerCPUPerMsg,
 					r.Load.P50ms, r.Load.P99ms, r.Load.DeliveredPct, r.Memory.PerItemKiB, r.Load.ClosedEarly+r.IdleClosed, oneLine(r.Errors))
 			}

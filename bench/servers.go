@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -41,9 +42,11 @@ type server struct {
 	signal   string         // "127.0.0.1:port" of the PeerJS endpoint (relay, peer)
 	relayMin uint16         // relay port range
 	relayMax uint16
-	out      *tailBuffer
-	exited   chan struct{}
-	waitErr  error
+	// clientTLS: the signaling endpoint is https/wss (o.certFile) and this trusts it.
+	clientTLS *tls.Config
+	out       *tailBuffer
+	exited    chan struct{}
+	waitErr   error
 }
 
 // ownsPort says whether a local UDP port is one of this server's (listener or relay).
@@ -141,6 +144,9 @@ func (o *options) relayConfig(s *server, turnPort uint16) string {
 			extra[k.section] += fmt.Sprintf("%s = %s\n", k.key, k.value)
 		}
 	}
+	if s.clientTLS != nil {
+		extra["signal"] += fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", o.certFile, o.keyFile)
+	}
 	return fmt.Sprintf(`realm = %q
 [turn]
 udp = ["127.0.0.1:%d"]
@@ -194,6 +200,9 @@ func (o *options) startServerOnce(kind string) (*server, error) {
 		return nil, err
 	}
 	s := &server{kind: kind, dir: dir, out: &tailBuffer{}, exited: make(chan struct{})}
+	if o.wss && kind != kindCoturn {
+		s.clientTLS = o.clientTLS
+	}
 	turnPort, err := freePort()
 	if err != nil {
 		return nil, err
@@ -236,6 +245,9 @@ func (o *options) startServerOnce(kind string) (*server, error) {
 			strconv.FormatUint(noFileLimit(), 10),
 			o.nodeBin, o.peerJS, "--port", strconv.Itoa(int(sigPort)), "--host", "127.0.0.1",
 			"--key", "peerjs", "--path", "/", "--concurrent_limit", strconv.Itoa(o.signalLimit))
+		if s.clientTLS != nil {
+			s.cmd.Args = append(s.cmd.Args, "--sslkey", o.keyFile, "--sslcert", o.certFile)
+		}
 	default:
 		return nil, fmt.Errorf("unknown server %q", kind)
 	}
@@ -274,7 +286,7 @@ func (s *server) waitReady(limit time.Duration) error {
 		if s.turn.IsValid() && !stunAnswers(s.turn) {
 			ok = false
 		}
-		if ok && s.signal != "" && !httpAnswers("http://"+s.signal+"/") {
+		if ok && s.signal != "" && !httpAnswers(s.signalURL("http")+"/", s.clientTLS) {
 			ok = false
 		}
 		if ok {
@@ -301,8 +313,9 @@ func stunAnswers(a netip.AddrPort) bool {
 	return err == nil && n >= 20 && bytes.Equal(buf[8:20], req.TransactionID[:])
 }
 
-func httpAnswers(url string) bool {
-	cl := http.Client{Timeout: 500 * time.Millisecond}
+func httpAnswers(url string, tlsConf *tls.Config) bool {
+	cl := http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{TLSClientConfig: tlsConf}}
+	defer cl.CloseIdleConnections()
 	resp, err := cl.Get(url)
 	if err != nil {
 		return false

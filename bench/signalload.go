@@ -30,8 +30,9 @@ type wsPeer struct {
 }
 
 type signalGen struct {
-	url  string // ws://127.0.0.1:port/peerjs?key=peerjs
-	base time.Time
+	url    string // ws://127.0.0.1:port/peerjs?key=peerjs (wss:// over TLS)
+	dialer websocket.Dialer
+	base   time.Time
 
 	wStart, wEnd atomic.Int64 // µs since base; messages sent inside are counted
 	hist         histogram
@@ -41,8 +42,9 @@ type signalGen struct {
 	closedEarly  atomic.Int64
 }
 
-func newSignalGen(addr string) *signalGen {
-	g := &signalGen{url: "ws://" + addr + "/peerjs?key=peerjs", base: time.Now()}
+func newSignalGen(srv *server) *signalGen {
+	g := &signalGen{url: srv.signalURL("ws") + "/peerjs?key=peerjs", dialer: dialer, base: time.Now()}
+	g.dialer.TLSClientConfig = srv.clientTLS
 	g.wStart.Store(1 << 62)
 	g.wEnd.Store(1 << 62)
 	return g
@@ -94,7 +96,7 @@ func (g *signalGen) connect(prefix string, n, conc int) ([]*wsPeer, error) {
 
 func (g *signalGen) open(p *wsPeer) error {
 	u := g.url + "&id=" + p.id + "&token=t" + p.id + "&version=1.5.5"
-	c, resp, err := dialer.Dial(u, nil)
+	c, resp, err := g.dialer.Dial(u, nil)
 	if err != nil {
 		if resp != nil {
 			return fmt.Errorf("%w (HTTP %s)", err, resp.Status)

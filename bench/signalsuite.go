@@ -45,7 +45,7 @@ func (o *options) signalLoadPhase(kind string, round int, r *signalRound) error 
 		return err
 	}
 	defer o.stopServer(srv)
-	g := newSignalGen(srv.signal)
+	g := newSignalGen(srv)
 	peers, err := g.connect(fmt.Sprintf("L%dp", round), 2*o.signalPairs, o.connectConc)
 	if err != nil {
 		return err
@@ -83,7 +83,7 @@ func (o *options) signalIdlePhase(kind string, round int, r *signalRound) error 
 	if err != nil {
 		return err
 	}
-	g := newSignalGen(srv.signal)
+	g := newSignalGen(srv)
 	t0 := time.Now()
 	peers, err := g.connect(fmt.Sprintf("I%dp", round), o.idlePeers, o.connectConc)
 	if err != nil {

@@ -4,9 +4,9 @@
 // time-limited TURN credentials, and the mounting of the embedded pages.
 //
 // WebSockets are relay's own (internal/wsconn: handshake, frames, pollers, outboxes,
-// liveness): on Linux a plain socket is read by one of a few epoll pollers, so an idle
-// peer holds no goroutine and no buffer; a TLS socket, or any socket elsewhere, by a
-// goroutine of its own. This package keeps the PeerJS side: each peer is a
+// liveness): on Linux a socket, ws or wss (TLS 1.3), is read by one of a few epoll
+// pollers, so an idle peer holds no goroutine and no buffer; a TLS 1.2 socket, or any
+// socket elsewhere, by a goroutine of its own. This package keeps the PeerJS side: each peer is a
 // wsconn.Handler (peer.go) that is told of messages and of the end of its connection.
 //
 // Peer ids and queued messages live behind the Registry interface, so a shared backend

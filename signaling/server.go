@@ -54,7 +54,7 @@ type Server struct {
 	// relay_signal_rejected_total{reason="rate"}, counted per dropped frame of a flood
 	rejectedRate prometheus.Counter
 
-	pollers *wsconn.Pollers // read plain TCP sockets (Linux); nil under TLS
+	pollers *wsconn.Pollers // read the sockets, ws and wss (Linux)
 
 	outboxes  wsconn.Budget // bytes waiting in peers' outboxes, per address and in total
 	originLog logLimiter    // refused origins are logged at most every refusedOriginEvery
@@ -158,19 +158,18 @@ func (s *Server) Start() error {
 			return fmt.Errorf("signal.tls_cert %q / signal.tls_key %q: %w", s.cfg.TLSCert, s.cfg.TLSKey, err)
 		}
 		s.cert.Store(&cert)
-		ln = tls.NewListener(ln, &tls.Config{
+		// wsconn's listener, so that wss sockets can move to the pollers as plain ones do.
+		ln = wsconn.NewTLSListener(ln, &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 		})
 	}
-	if s.cfg.TLSCert == "" { // an epoll reader cannot decrypt TLS
-		ps, err := wsconn.StartPollers(0, s.log)
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("signaling: epoll: %w", err)
-		}
-		s.pollers = ps
+	ps, err := wsconn.StartPollers(0, s.log)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("signaling: epoll: %w", err)
 	}
+	s.pollers = ps
 	s.ln = ln
 	s.httpSrv = &http.Server{
 		Handler:           s,

@@ -648,9 +648,12 @@ func TestTLS(t *testing.T) {
 	if err != nil || !strings.Contains(string(msg), "OPEN") {
 		t.Fatalf("wss: %s %v", msg, err)
 	}
-	// Messages are relayed between TLS sockets (each read by its own goroutine).
+	// Messages are relayed between TLS sockets, read by the pollers.
 	b := s.dialWith(t, "wss://"+s.Addr().String()+"/peerjs?key=peerjs&id=b&token=t", nil, nil, &d)
 	b.expect("OPEN")
+	if !s.onPollers(t, 2) {
+		t.Error("a wss peer is not on a poller")
+	}
 	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"OFFER","dst":"b","payload":{"sdp":"v=0"}}`)); err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,11 @@
 // what the messages mean: a Handler is told of each message and of the end of the
 // connection, and writes through Conn.Send.
 //
-// On Linux a plain TCP socket is read by one of a few epoll pollers (poller_linux.go),
-// so an idle connection holds no goroutine and no buffer; a TLS socket, or any socket
-// elsewhere, is read by a goroutine of its own (stream.go). Either way a message is
+// On Linux a TCP socket is read by one of a few epoll pollers (poller_linux.go), so an
+// idle connection holds no goroutine and no buffer. So is a TLS 1.3 one from
+// NewTLSListener, whose records the poller opens and seals itself after crypto/tls's
+// handshake (tlssock.go, tlsrecord.go). A TLS 1.2 socket, or any socket elsewhere, is
+// read by a goroutine of its own (stream.go). Either way a message is
 // written by whoever sends it, at once when nothing is waiting; what the socket does
 // not take waits in a bounded outbox, so a slow client never blocks the sender.
 package wsconn
@@ -72,6 +74,10 @@ type Conn struct {
 	rd      frameReader
 	pong    []byte // the payload of the latest ping of this read, to be answered after it
 	pongDue bool
+
+	// tls is the TLS 1.3 record layer of a wss socket on a poller (tlsrecord.go); set
+	// with pl.
+	tls *tlsRecords
 
 	mu      sync.Mutex
 	outbox  []outFrame // frames waiting, at most maxOutbox
@@ -157,6 +163,11 @@ func (c *Conn) Held() int {
 func (c *Conn) Serve(ps *Pollers, buffered []byte) {
 	if ps.take(c, buffered) {
 		return
+	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		if s, ok := tc.NetConn().(*tlsSock); ok {
+			s.passThrough() // the goroutine reads through tls.Conn
+		}
 	}
 	go c.readStream(buffered)
 }
@@ -301,6 +312,9 @@ func (c *Conn) closeWith(payload []byte) {
 	defer c.mu.Unlock()
 	if !c.closed && len(c.pending) == 0 {
 		c.writeFrameLocked(OpClose, payload)
+		if c.tls != nil {
+			c.alertLocked(alertCloseNotify)
+		}
 	}
 	c.closeLocked()
 }
@@ -310,6 +324,11 @@ func (c *Conn) closeWith(payload []byte) {
 // WriteTimeout; otherwise it pings when ping is set.
 func (c *Conn) Check(alive time.Duration, ping bool) {
 	t := now()
+	c.mu.Lock()
+	if c.tls != nil {
+		c.tls.idle()
+	}
+	c.mu.Unlock()
 	switch stuck := c.stuck.Load(); {
 	case time.Duration(t-c.seen.Load()) > alive:
 		c.Close()

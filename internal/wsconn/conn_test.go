@@ -48,7 +48,8 @@ func TestCloseConformance(t *testing.T) {
 	for _, path := range []struct {
 		name string
 		o    testOptions
-	}{{"poller", testOptions{}}, {"goroutine", testOptions{pollers: -1}}} {
+	}{{"poller", testOptions{}}, {"goroutine", testOptions{pollers: -1}},
+		{"tls poller", testOptions{tls: true}}, {"tls goroutine", testOptions{tls: true, pollers: -1}}} {
 		t.Run(path.name, func(t *testing.T) {
 			ts := startServer(t, path.o)
 			for i, tc := range cases {
@@ -56,7 +57,7 @@ func TestCloseConformance(t *testing.T) {
 					id := fmt.Sprintf("c%d", i)
 					rc := ts.rawDial(t, id)
 					h := ts.conn(id)
-					if h.c.OnPoller() != (path.name == "poller") {
+					if h.c.OnPoller() != (path.o.pollers >= 0) {
 						t.Fatalf("OnPoller %v on the %s path", h.c.OnPoller(), path.name)
 					}
 					rc.write(tc.frames...)

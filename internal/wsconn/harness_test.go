@@ -36,12 +36,16 @@ type testServer struct {
 	mu      sync.Mutex
 	conns   map[string]*echoHandler
 	running sync.WaitGroup // served connections not yet closed
+	client  *tls.Config    // wss: a client configuration that trusts the server
 }
 
 type testOptions struct {
-	tls     bool // serve wss, read by goroutines
+	tls     bool // serve wss (NewTLSListener)
 	pollers int  // 0: the default; -1: none (goroutine path)
 	admit   func(h *echoHandler, control bool) bool
+	// handshakeTimeout is net/http's ReadHeaderTimeout, which bounds the TLS handshake
+	// too; 0: 5 s.
+	handshakeTimeout time.Duration
 }
 
 func startServer(t testing.TB, o testOptions) *testServer {
@@ -52,18 +56,23 @@ func startServer(t testing.TB, o testOptions) *testServer {
 	}
 	ts := &testServer{t: t, ln: ln, maxMsg: 1 << 20, admit: o.admit, conns: make(map[string]*echoHandler)}
 	if o.tls {
-		certFile, keyFile, _ := testcert.Write(t)
+		certFile, keyFile, client := testcert.Write(t)
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ts.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
-	} else if o.pollers >= 0 {
+		ts.ln = NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+		ts.client = client
+	}
+	if o.pollers >= 0 {
 		if ts.ps, err = StartPollers(o.pollers, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ts.srv = &http.Server{Handler: http.HandlerFunc(ts.serve), ReadHeaderTimeout: 5 * time.Second}
+	if o.handshakeTimeout == 0 {
+		o.handshakeTimeout = 5 * time.Second
+	}
+	ts.srv = &http.Server{Handler: http.HandlerFunc(ts.serve), ReadHeaderTimeout: o.handshakeTimeout}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -179,6 +188,9 @@ func (ts *testServer) rawDial(t testing.TB, id string, extra ...[]byte) *rawClie
 	c, err := net.Dial("tcp", ts.ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ts.client != nil {
+		c = tls.Client(c, ts.client)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	req := append([]byte(strings.Replace(handshakeRequest, "%s", id, 1)), bytes.Join(extra, nil)...)

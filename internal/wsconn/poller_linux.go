@@ -3,6 +3,8 @@
 package wsconn
 
 import (
+	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -259,8 +261,8 @@ func (ps *Pollers) take(c *Conn, buffered []byte) bool {
 		return false
 	}
 	pl := ps.list[ps.next.Add(1)%uint32(len(ps.list))]
-	tc, ok := c.nc.(*net.TCPConn)
-	if !ok {
+	tc, sock, tlsConn := socketOf(c.nc)
+	if tc == nil {
 		return false
 	}
 	rc, err := tc.SyscallConn()
@@ -278,8 +280,26 @@ func (ps *Pollers) take(c *Conn, buffered []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
+	var records *tlsRecords
+	if sock != nil {
+		// From here the TLS records are ours (tlsrecord.go); what tls.Conn decrypted
+		// and nobody read yet is handled first, as net/http's buffered bytes are.
+		records, buffered, err = sock.takeOver(tlsConn, buffered)
+		switch {
+		case errors.Is(err, errNotTLS13): // tls.Conn keeps it, untouched
+			c.mu.Unlock()
+			_ = unix.Close(fd)
+			return false
+		case err != nil: // the client closed or sent a bad record meanwhile
+			_ = unix.Close(fd)
+			c.closeLocked()
+			c.mu.Unlock()
+			c.h.OnClose()
+			return true
+		}
+	}
 	_ = tc.Close() // the duplicate keeps the socket open (and non-blocking)
-	c.fd, c.nc, c.raw, c.pl = fd, nil, nil, pl
+	c.fd, c.nc, c.raw, c.pl, c.tls = fd, nil, nil, pl, records
 	c.mu.Unlock()
 	if len(buffered) > 0 && !c.consume(buffered) {
 		c.finish()
@@ -303,6 +323,10 @@ func (c *Conn) readFd(buf []byte) {
 	case err != nil || eof:
 		c.finish()
 	case n == 0:
+	case c.tls != nil:
+		if !c.openTLS(buf[:n]) {
+			c.finish()
+		}
 	case !c.consume(buf[:n]):
 		c.finish()
 	}
@@ -343,9 +367,31 @@ func (c *Conn) writeFrameLocked(op byte, b []byte) {
 	putScratch(buf)
 }
 
-// writeLocked writes b; what the socket does not take is kept pending and written when
-// the poller reports the socket writable.
+// writeLocked writes encoded frames b, as TLS records on a wss socket; what the
+// socket does not take is kept pending and written when the poller reports the socket
+// writable.
 func (c *Conn) writeLocked(b []byte) {
+	if c.tls != nil {
+		buf := getScratch()
+		sealed, err := c.tls.seal(*buf, b, recordTypeApplication)
+		*buf = sealed
+		if err == nil {
+			c.writeRawLocked(sealed)
+		} else {
+			c.closeLocked()
+		}
+		putScratch(buf)
+		return
+	}
+	c.writeRawLocked(b)
+}
+
+// writeRawLocked writes b as it is, after what is pending.
+func (c *Conn) writeRawLocked(b []byte) {
+	if len(c.pending) > 0 {
+		c.pending = append(c.pending, b...)
+		return
+	}
 	n, err := writeFd(c.fd, b)
 	if err != nil {
 		c.closeLocked()
@@ -392,15 +438,7 @@ func (c *Conn) flushLocked() {
 		}
 		c.outbox = c.outbox[k:]
 		c.releaseLocked(moved)
-		n, err := writeFd(c.fd, *buf)
-		if err != nil {
-			putScratch(buf)
-			c.closeLocked()
-			return
-		}
-		if n < len(*buf) {
-			c.pending = append([]byte(nil), (*buf)[n:]...)
-		}
+		c.writeLocked(*buf) // what it leaves pending is written on the next turn
 		putScratch(buf)
 	}
 }
@@ -467,3 +505,73 @@ func rawIO(trap uintptr, fd int, b []byte) (int, unix.Errno) {
 }
 
 func shutdownFd(fd int) { _ = unix.Shutdown(fd, unix.SHUT_RDWR) }
+
+// socketOf returns the TCP connection under nc: nc itself, or the one under a
+// tls.Conn from NewTLSListener (with its tlsSock). nil if there is none.
+func socketOf(nc net.Conn) (*net.TCPConn, *tlsSock, *tls.Conn) {
+	switch nc := nc.(type) {
+	case *net.TCPConn:
+		return nc, nil, nil
+	case *tls.Conn:
+		if s, ok := nc.NetConn().(*tlsSock); ok {
+			if tc, ok := s.Conn.(*net.TCPConn); ok {
+				return tc, s, nc
+			}
+		}
+	}
+	return nil, nil, nil
+}
+
+// openTLS reads the TLS records in data (tlsrecord.go) and handles what they carry;
+// false once the connection is ending.
+func (c *Conn) openTLS(data []byte) bool {
+	stop, err := c.tls.open(data, c.consume, c.keyUpdate)
+	if stop || err == nil {
+		return !stop
+	}
+	var re *recordError
+	switch {
+	case errors.Is(err, errCloseNotify):
+		c.alert(alertCloseNotify)
+	case errors.As(err, &re) && re.alert != alertNone:
+		c.alert(re.alert)
+	}
+	return false
+}
+
+// keyUpdate sends our KeyUpdate, which the client asked for: after what is already
+// sealed, before anything sealed later.
+func (c *Conn) keyUpdate() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	buf := getScratch()
+	defer putScratch(buf)
+	sealed, err := c.tls.sealKeyUpdate(*buf, false)
+	*buf = sealed
+	if err != nil {
+		return &recordError{alertNone, err.Error()}
+	}
+	if !c.closed {
+		c.writeRawLocked(sealed)
+	}
+	return nil
+}
+
+// alert tells the client why the connection ends (best effort).
+func (c *Conn) alert(desc byte) {
+	c.mu.Lock()
+	c.alertLocked(desc)
+	c.mu.Unlock()
+}
+
+func (c *Conn) alertLocked(desc byte) {
+	if c.closed || len(c.pending) > 0 {
+		return
+	}
+	buf := getScratch()
+	if sealed, err := c.tls.sealAlert(*buf, desc); err == nil {
+		*buf = sealed
+		_, _ = writeFd(c.fd, sealed)
+	}
+	putScratch(buf)
+}

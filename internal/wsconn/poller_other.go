@@ -24,4 +24,5 @@ func (ps *Pollers) take(*Conn, []byte) bool { return false }
 
 func (c *Conn) writeFrameLocked(byte, []byte) {}
 func (c *Conn) flushLocked()                  {}
+func (c *Conn) alertLocked(byte)              {}
 func shutdownFd(int)                          {}

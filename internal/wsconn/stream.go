@@ -1,7 +1,8 @@
 package wsconn
 
-// readStream reads the socket on a goroutine of its own: for TLS, which an epoll
-// reader cannot decrypt, and for systems without one. buffered is what net/http read
+// readStream reads the socket on a goroutine of its own: for TLS 1.2 and TLS sockets
+// not from NewTLSListener, which a poller cannot decrypt, and for systems without
+// epoll. buffered is what net/http read
 // past the handshake. Frames and messages are handled as on the poller path; writes go
 // through the outbox and a writer goroutine that exists only while frames wait.
 func (c *Conn) readStream(buffered []byte) {
