@@ -373,7 +373,7 @@ func (c *Conn) writeFrameLocked(op byte, b []byte) {
 func (c *Conn) writeLocked(b []byte) {
 	if c.tls != nil {
 		buf := getScratch()
-		sealed, err := c.tls.seal(*buf, b, recordTypeApplication)
+		sealed, err := c.tls.sealApplication(*buf, b)
 		*buf = sealed
 		if err == nil {
 			c.writeRawLocked(sealed)
@@ -422,6 +422,12 @@ func (c *Conn) flushLocked() {
 				return
 			}
 			c.pending = nil
+		}
+		if len(c.outbox) == 0 && c.tls != nil && c.tls.updateDue {
+			// The KeyUpdate a client asked for while writes waited: it goes out now
+			// that they are written, and what it leaves pending on the next turn.
+			c.sendKeyUpdateLocked()
+			continue
 		}
 		if len(c.outbox) == 0 {
 			c.outbox = nil
@@ -539,22 +545,43 @@ func (c *Conn) openTLS(data []byte) bool {
 	return false
 }
 
-// keyUpdate sends our KeyUpdate, which the client asked for: after what is already
-// sealed, before anything sealed later.
-func (c *Conn) keyUpdate() error {
+// keyUpdate is told of a KeyUpdate from the client. Each counts against the Handler's
+// Admit as a control frame: a KeyUpdate costs the server a key derivation and, when
+// it asks for ours, a write, as a ping costs a pong, so a flood of them meets the
+// same limit. Ours, when asked for, is due before our next application data (RFC 8446
+// 4.6.3); it goes out at once only when admitted and nothing waits to be written, so
+// a client that asks again and again while it reads nothing gets one KeyUpdate, not
+// one held for it per request (the RFC lets a silent endpoint answer many requests
+// with a single update).
+func (c *Conn) keyUpdate(requested bool) error {
+	admitted := c.h.Admit(true)
+	if !requested {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	buf := getScratch()
-	defer putScratch(buf)
-	sealed, err := c.tls.sealKeyUpdate(*buf, false)
-	*buf = sealed
-	if err != nil {
-		return &recordError{alertNone, err.Error()}
-	}
-	if !c.closed {
-		c.writeRawLocked(sealed)
+	c.tls.updateDue = true
+	if admitted && len(c.pending) == 0 {
+		c.sendKeyUpdateLocked()
 	}
 	return nil
+}
+
+// sendKeyUpdateLocked writes our KeyUpdate: after what is already sealed, before
+// anything sealed later.
+func (c *Conn) sendKeyUpdateLocked() {
+	if c.closed {
+		return
+	}
+	buf := getScratch()
+	sealed, err := c.tls.sealKeyUpdate(*buf, false)
+	*buf = sealed
+	if err == nil {
+		c.writeRawLocked(sealed)
+	} else {
+		c.closeLocked()
+	}
+	putScratch(buf)
 }
 
 // alert tells the client why the connection ends (best effort).

@@ -87,6 +87,11 @@ type tlsRecords struct {
 
 	rin     []byte // an incomplete record from the client; nil when there is none
 	useless int    // consecutive records without application data
+
+	// updateDue (under Conn.mu, with out): the client asked for our KeyUpdate and it
+	// is not sealed yet. It must precede our next application data (RFC 8446 4.6.3);
+	// however many requests come meanwhile, one KeyUpdate answers them all.
+	updateDue bool
 }
 
 type aeadBox struct{ cipher.AEAD }
@@ -229,10 +234,12 @@ var errCloseNotify = errors.New("tls: close_notify")
 // open reads the records in data (bytes from the socket, which open decrypts in place)
 // and hands their application data to deliver, in order, until deliver returns false.
 // An incomplete record at the end is kept (r.rin) and completed by the next call.
-// keyUpdate is called when the client asks for a KeyUpdate of ours (RFC 8446 4.6.3);
-// it must send it with sealKeyUpdate. The error is a *recordError, errCloseNotify,
-// or nil; stop is whether deliver refused more.
-func (r *tlsRecords) open(data []byte, deliver func([]byte) bool, keyUpdate func() error) (stop bool, err error) {
+// keyUpdate is told of each KeyUpdate from the client, before the record layer moves
+// to the client's next key; requested: the client asks for ours (RFC 8446 4.6.3), which
+// keyUpdate must see sealed (sealKeyUpdate) before our next application data. The
+// error is a *recordError, errCloseNotify, or nil; stop is whether deliver refused
+// more.
+func (r *tlsRecords) open(data []byte, deliver func([]byte) bool, keyUpdate func(requested bool) error) (stop bool, err error) {
 	if len(r.rin) > 0 {
 		need := recordHeaderLen
 		if len(r.rin) >= recordHeaderLen {
@@ -304,7 +311,7 @@ func checkHeader(h []byte) error {
 }
 
 // openRecord decrypts one whole record in place and acts on its content.
-func (r *tlsRecords) openRecord(rec []byte, deliver func([]byte) bool, keyUpdate func() error) (stop bool, err error) {
+func (r *tlsRecords) openRecord(rec []byte, deliver func([]byte) bool, keyUpdate func(requested bool) error) (stop bool, err error) {
 	a, err := r.aead(&r.in, &r.inAEAD)
 	if err != nil {
 		return false, &recordError{alertBadRecordMAC, err.Error()}
@@ -360,7 +367,7 @@ func (r *tlsRecords) openRecord(rec []byte, deliver func([]byte) bool, keyUpdate
 // sends no NewSessionTicket, and no server message comes from a client). A message
 // must lie within one record, as every client sends it; a KeyUpdate must end its
 // record (RFC 8446 5.1: handshake messages must not span key changes).
-func (r *tlsRecords) handshake(b []byte, keyUpdate func() error) error {
+func (r *tlsRecords) handshake(b []byte, keyUpdate func(requested bool) error) error {
 	if len(b) == 0 {
 		return &recordError{alertUnexpectedMessage, "empty handshake record"}
 	}
@@ -381,10 +388,8 @@ func (r *tlsRecords) handshake(b []byte, keyUpdate func() error) error {
 		if len(b) > 4+n {
 			return &recordError{alertUnexpectedMessage, "KeyUpdate not at the end of its record"}
 		}
-		if b[4] == 1 { // update_requested: ours goes out before our next record
-			if err := keyUpdate(); err != nil {
-				return err
-			}
+		if err := keyUpdate(b[4] == 1); err != nil {
+			return err
 		}
 		if err := r.update(&r.in); err != nil {
 			return &recordError{alertUnexpectedMessage, err.Error()}
@@ -421,6 +426,18 @@ func (r *tlsRecords) seal(dst, plaintext []byte, typ byte) ([]byte, error) {
 	return dst, nil
 }
 
+// sealApplication appends plaintext as application data records, after the KeyUpdate
+// the client asked for if it is due. Under Conn.mu.
+func (r *tlsRecords) sealApplication(dst, plaintext []byte) ([]byte, error) {
+	if r.updateDue {
+		var err error
+		if dst, err = r.sealKeyUpdate(dst, false); err != nil {
+			return dst, err
+		}
+	}
+	return r.seal(dst, plaintext, recordTypeApplication)
+}
+
 // sealKeyUpdate appends a KeyUpdate record under the current key, then moves to the
 // next key. request asks the client to update its own (only tests do).
 func (r *tlsRecords) sealKeyUpdate(dst []byte, request bool) ([]byte, error) {
@@ -436,6 +453,7 @@ func (r *tlsRecords) sealKeyUpdate(dst []byte, request bool) ([]byte, error) {
 		return dst, err
 	}
 	r.outAEAD.Store(nil)
+	r.updateDue = false
 	return dst, nil
 }
 

@@ -48,7 +48,10 @@ func openAll(r *tlsRecords, chunks [][]byte) (got []byte, updates int, err error
 		_, err = r.open(bytes.Clone(c), func(p []byte) bool {
 			got = append(got, p...)
 			return true
-		}, func() error {
+		}, func(requested bool) error {
+			if !requested {
+				return nil
+			}
 			updates++
 			_, err := r.sealKeyUpdate(nil, false)
 			return err
@@ -272,7 +275,12 @@ func (rc *recordConn) Read(b []byte) (int, error) {
 			_, oerr := rc.r.open(buf[:n], func(p []byte) bool {
 				rc.plain = append(rc.plain, p...)
 				return true
-			}, func() error { return rc.writeKeyUpdate(false) })
+			}, func(requested bool) error {
+				if requested {
+					return rc.writeKeyUpdate(false)
+				}
+				return nil
+			})
 			switch {
 			case errors.Is(oerr, errCloseNotify):
 				rc.err = io.EOF
@@ -407,7 +415,7 @@ func BenchmarkTLSRecords(b *testing.B) {
 	msg := bytes.Repeat([]byte("o"), 650)
 	buf := make([]byte, 0, 1024)
 	deliver := func([]byte) bool { return true }
-	noUpdate := func() error { return nil }
+	noUpdate := func(bool) error { return nil }
 	b.ReportAllocs()
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
