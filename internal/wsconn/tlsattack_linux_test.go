@@ -3,8 +3,15 @@
 package wsconn
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,5 +104,125 @@ func TestTLSKeyUpdatesAdmitted(t *testing.T) {
 	rc.expectEcho("after a refused update")
 	if c.r.in.secret == before {
 		t.Error("the server sent application data after a KeyUpdate request without its own KeyUpdate")
+	}
+}
+
+// TestTLSKeyUpdateBeforeUpgrade: a client that asks for a KeyUpdate before its upgrade
+// request (crypto/tls answers it and moves to the next keys) gets a working
+// connection: the poller cannot take over keys it does not have, so tls.Conn keeps it.
+func TestTLSKeyUpdateBeforeUpgrade(t *testing.T) {
+	ts := startServer(t, testOptions{tls: true})
+	c := dialRecords(t, ts.ln.Addr().String(), ts.client)
+	if err := c.writeKeyUpdate(true); err != nil {
+		t.Fatal(err)
+	}
+	rc := ts.handshakeOver(t, c, "early")
+	rc.expectEcho("after an update before the upgrade")
+	if ts.conn("early").c.OnPoller() {
+		t.Error("on a poller with keys crypto/tls had already updated")
+	}
+}
+
+// serverRecords reads the server's records off c's socket and opens each with the
+// first of tracks that can, remembering under which key and sequence number it was
+// sealed: a second record under the same pair is a reused nonce.
+type serverRecords struct {
+	t      *testing.T
+	c      net.Conn
+	tracks []*tlsRecords
+	seen   map[string]int // key secret and sequence number: index of the record
+	n      int
+	plain  []byte
+}
+
+// next reads and opens one record; false at EOF. It fails the test on a reused nonce.
+func (s *serverRecords) next() bool {
+	s.t.Helper()
+	_ = s.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h := make([]byte, recordHeaderLen)
+	if _, err := io.ReadFull(s.c, h); err != nil {
+		if errors.Is(err, io.EOF) || strings.Contains(err.Error(), "reset") {
+			return false
+		}
+		s.t.Fatal(err)
+	}
+	rec := append(h, make([]byte, recordLen(h))...)
+	if _, err := io.ReadFull(s.c, rec[recordHeaderLen:]); err != nil {
+		s.t.Fatal(err)
+	}
+	s.n++
+	for _, tr := range s.tracks {
+		key := fmt.Sprintf("%x/%d", tr.in.secret[:tr.hashLen], tr.in.seq)
+		_, err := tr.open(bytes.Clone(rec), func(p []byte) bool {
+			s.plain = append(s.plain, p...)
+			return true
+		}, func(bool) error { return nil })
+		if err != nil && !errors.Is(err, errCloseNotify) {
+			var re *recordError
+			if errors.As(err, &re) && re.alert == alertBadRecordMAC {
+				continue // not this track's key
+			}
+		}
+		if i, ok := s.seen[key]; ok {
+			s.t.Fatalf("records %d and %d from the server are sealed under the same key and sequence number (%s): a reused nonce", i, s.n, key)
+		}
+		s.seen[key] = s.n
+		return true
+	}
+	return true // under keys no track has (a client that updated its own view)
+}
+
+// TestTLSNoNonceReuseAfterKeyUpdateBeforeUpgrade: a hostile client asks for a
+// KeyUpdate before its upgrade request, so crypto/tls seals the 101 response under the
+// server's next key at sequence number 0. It then keeps speaking under the keys of
+// before (it has them all) and asks again: a record layer that took the connection over
+// from the key log's first secrets would update to that same next key and seal its
+// next record at sequence number 0 again. Two records under one AES-GCM key and nonce
+// give away the XOR of their plaintexts and the key that authenticates records.
+func TestTLSNoNonceReuseAfterKeyUpdateBeforeUpgrade(t *testing.T) {
+	ts := startServer(t, testOptions{tls: true})
+	c := dialRecords(t, ts.ln.Addr().String(), ts.client)
+	s0, c0 := bytes.Clone(c.r.in.secret[:c.r.hashLen]), bytes.Clone(c.r.out.secret[:c.r.hashLen])
+	if err := c.writeKeyUpdate(true); err != nil { // under c0, sequence number 0
+		t.Fatal(err)
+	}
+	req, err := c.r.seal(nil, []byte(strings.Replace(handshakeRequest, "%s", "hostile", 1)), recordTypeApplication)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Conn.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	sr := &serverRecords{t: t, c: c.Conn, tracks: []*tlsRecords{c.r}, seen: map[string]int{}}
+	for !bytes.Contains(sr.plain, []byte("\r\n\r\n")) {
+		if !sr.next() {
+			t.Fatal("closed before the 101 response")
+		}
+	}
+	// The record layer's view, if it took over: the server's first key at the records
+	// crypto/tls wrote (its KeyUpdate, the 101), the client's at the records it read
+	// after its Finished (the KeyUpdate, the request).
+	hostile, err := newTLSRecords(c.r.suite, s0, c0, 2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr.tracks = append(sr.tracks, hostile)
+	b, err := hostile.sealKeyUpdate(nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = hostile.seal(b, clientFrame(true, OpText, []byte("echo me"), true), recordTypeApplication); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Conn.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	for sr.next() {
+		if bytes.Contains(sr.plain, []byte("echo me")) {
+			break
+		}
+	}
+	if ts.conn("hostile").c.OnPoller() {
+		t.Error("taken over by the poller with keys crypto/tls had already updated")
 	}
 }

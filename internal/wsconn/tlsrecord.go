@@ -426,6 +426,24 @@ func (r *tlsRecords) seal(dst, plaintext []byte, typ byte) ([]byte, error) {
 	return dst, nil
 }
 
+// sealedOut reports whether rec is one whole record sealed under the current write
+// key with sequence number seq (not r.out.seq, which it leaves as it is).
+func (r *tlsRecords) sealedOut(rec []byte, seq uint64) bool {
+	if len(rec) < recordHeaderLen || len(rec) != recordHeaderLen+int(binary.BigEndian.Uint16(rec[3:])) {
+		return false
+	}
+	a, err := r.newAEAD(&r.out)
+	if err != nil {
+		return false
+	}
+	next := r.out.seq
+	r.out.seq = seq
+	nonce := r.out.nextNonce()
+	r.out.seq = next
+	_, err = a.Open(nil, nonce, rec[recordHeaderLen:], rec[:recordHeaderLen])
+	return err == nil
+}
+
 // sealApplication appends plaintext as application data records, after the KeyUpdate
 // the client asked for if it is due. Under Conn.mu.
 func (r *tlsRecords) sealApplication(dst, plaintext []byte) ([]byte, error) {

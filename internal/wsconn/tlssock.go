@@ -70,6 +70,11 @@ type tlsSock struct {
 	wleft     int // body bytes left of the record being written
 	appOut    uint64
 	flightOut atomic.Bool // the flight went out: what is written now is under the application key
+	// last is a copy of the last record written under the application key, when it
+	// came in a write of its own of at most maxLastRecord bytes (the 101 response):
+	// takeOver checks that it opens under the key and sequence number the record
+	// layer would go on from.
+	last []byte
 
 	mu                         sync.Mutex // the key log: written on the handshake's goroutine
 	clientSecret, serverSecret []byte
@@ -122,9 +127,19 @@ func (s *tlsSock) Read(b []byte) (int, error) {
 // recordLen is the body length in a record header.
 func recordLen(h []byte) int { return int(h[3])<<8 | int(h[4]) }
 
+// maxLastRecord bounds the copy of the last record written (tlsSock.last): the 101
+// response to an upgrade fits in a record of a few hundred bytes.
+const maxLastRecord = 1024
+
 func (s *tlsSock) Write(b []byte) (int, error) {
 	if !s.off.Load() {
+		app := s.flightOut.Load()
 		s.count(b)
+		if app && len(b) <= maxLastRecord && len(b) >= recordHeaderLen && len(b) == recordHeaderLen+recordLen(b) {
+			s.last = append(s.last[:0], b...)
+		} else {
+			s.last = s.last[:0]
+		}
 	}
 	return s.Conn.Write(b)
 }
@@ -164,7 +179,7 @@ func (s *tlsSock) count(b []byte) {
 // passThrough leaves the connection to tls.Conn for good.
 func (s *tlsSock) passThrough() {
 	s.off.Store(true)
-	s.rec = nil
+	s.rec, s.last = nil, nil
 	s.mu.Lock()
 	clear(s.clientSecret)
 	clear(s.serverSecret)
@@ -206,10 +221,17 @@ func (k *tlsKeyLog) Write(line []byte) (int, error) {
 // the record layer). From then on tc must not be used: it reads nothing more (shut).
 // errNotTLS13 leaves the connection to tc as it was; any other error ends it.
 //
-// A client that sent a KeyUpdate while tc read it (before the upgrade completed) has
-// moved on to keys the record layer does not have: its next record fails to open and
-// the connection ends. The sequence numbers under the old keys only grew, so no nonce
-// is used twice.
+// The write side is checked before anything is taken: the last record tc wrote (the
+// 101 response) must open under the key log's server secret at the sequence number
+// before the one the record layer would go on from. It does not when crypto/tls wrote
+// records this count does not know of, or moved to its next key: a client that asks
+// for a KeyUpdate before its upgrade request makes crypto/tls answer and seal the 101
+// under the next key at sequence number 0, which a record layer going on from the
+// first key would seal under again after the client's next request, a reused nonce.
+// Such a connection stays with tc (errNotTLS13). A client that sent a KeyUpdate of its
+// own (not asking for ours) before the upgrade has moved on to keys the record layer
+// does not have: its next record fails to open and the connection ends; the sequence
+// numbers under the old keys only grew, so no nonce is used twice.
 func (s *tlsSock) takeOver(tc *tls.Conn, plain []byte) (*tlsRecords, []byte, error) {
 	cs := tc.ConnectionState()
 	s.mu.Lock()
@@ -219,9 +241,11 @@ func (s *tlsSock) takeOver(tc *tls.Conn, plain []byte) (*tlsRecords, []byte, err
 	defer clear(cSecret)
 	defer clear(sSecret)
 	r, err := newTLSRecords(cs.CipherSuite, cSecret, sSecret, 0, 0)
-	if err != nil || cs.Version != tls.VersionTLS13 || !cs.HandshakeComplete || !s.flightOut.Load() {
+	if err != nil || cs.Version != tls.VersionTLS13 || !cs.HandshakeComplete || !s.flightOut.Load() ||
+		s.appOut == 0 || !r.sealedOut(s.last, s.appOut-1) {
 		return nil, plain, errNotTLS13
 	}
+	s.last = nil
 	s.shut.Store(true)
 	var buf [4096]byte
 	for {
