@@ -4,6 +4,7 @@ package wsconn
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 // Attacks on the wss record layer from a client that holds the connection's keys:
@@ -224,5 +227,95 @@ func TestTLSNoNonceReuseAfterKeyUpdateBeforeUpgrade(t *testing.T) {
 	}
 	if ts.conn("hostile").c.OnPoller() {
 		t.Error("taken over by the poller with keys crypto/tls had already updated")
+	}
+}
+
+// acceptRecords is a server connection from NewTLSListener, after the handshake with
+// a client that speaks through this package's record layer (dialRecords).
+func acceptRecords(t *testing.T) (*tls.Conn, *tlsSock, *recordConn) {
+	t.Helper()
+	certFile, keyFile, client := testcert.Write(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tl := NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	accepted := make(chan *tls.Conn, 1)
+	go func() {
+		sc, err := tl.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		tc := sc.(*tls.Conn)
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		_ = tc.Handshake()
+		_ = tc.SetDeadline(time.Time{})
+		accepted <- tc
+	}()
+	c := dialRecords(t, ln.Addr().String(), client)
+	tc := <-accepted
+	if tc == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { _ = tc.NetConn().Close() })
+	return tc, tc.NetConn().(*tlsSock), c
+}
+
+// TestTLSTakeOverChecksPartialHeader: the start of a record tls.Conn was reading when
+// the poller took the connection over is checked as every record header is: a client
+// that sends a record with the outer type change_cipher_spec (sealed with that header,
+// so that it authenticates) has it refused with unexpected_message, as RFC 8446 5 says
+// for change_cipher_spec after the handshake, wherever the takeover cut it.
+func TestTLSTakeOverChecksPartialHeader(t *testing.T) {
+	tc, sock, c := acceptRecords(t)
+	hello, err := c.r.seal(nil, []byte("hello"), recordTypeApplication)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.r.newAEAD(&c.r.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := []byte("sneaky\x17") // content, then the inner type application_data
+	n := len(inner) + a.Overhead()
+	ccs := []byte{20, 3, 3, byte(n >> 8), byte(n)}
+	ccs = a.Seal(ccs, c.r.out.nextNonce(), inner, ccs)
+	if _, err := c.Conn.Write(append(hello, ccs[:8]...)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 100)
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if k, err := tc.Read(got); err != nil || string(got[:k]) != "hello" {
+		t.Fatalf("first record: %q, %v", got[:k], err)
+	}
+	// tls.Conn reads the header and what follows of the second record, then waits for
+	// the rest: cut short by a deadline, as net/http's hijack cuts its background read.
+	for len(sock.rec) < 8 {
+		_ = tc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if k, err := tc.Read(got); k > 0 || err == nil {
+			t.Fatalf("read %q, %v from half a record", got[:k], err)
+		}
+	}
+	_ = tc.SetReadDeadline(time.Time{})
+	if _, err := tc.Write([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+
+	r, plain, err := sock.takeOver(tc, nil)
+	var re *recordError
+	if err == nil {
+		_, err = r.open(ccs[8:], func(p []byte) bool {
+			plain = append(plain, p...)
+			return true
+		}, func(bool) error { return nil })
+	}
+	if !errors.As(err, &re) || re.alert != alertUnexpectedMessage || len(plain) > 0 {
+		t.Fatalf("a protected record with outer type change_cipher_spec: delivered %q, error %v; want unexpected_message", plain, err)
 	}
 }

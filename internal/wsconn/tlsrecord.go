@@ -243,6 +243,11 @@ func (r *tlsRecords) open(data []byte, deliver func([]byte) bool, keyUpdate func
 	if len(r.rin) > 0 {
 		need := recordHeaderLen
 		if len(r.rin) >= recordHeaderLen {
+			// Checked again: the start of a record may come from tls.Conn (takeOver),
+			// which does not check a record's type until the record is whole.
+			if err := checkHeader(r.rin); err != nil {
+				return false, err
+			}
 			need += int(binary.BigEndian.Uint16(r.rin[3:]))
 		}
 		for len(r.rin) < need && len(data) > 0 {
