@@ -40,6 +40,11 @@ const (
 	// maxUselessRecords bounds consecutive records that carry no application data
 	// (empty ones, KeyUpdates), as crypto/tls does.
 	maxUselessRecords = 16
+	// maxRecordsPerKey is how many records the record layer seals under one write key
+	// before it moves to the next (a KeyUpdate of its own): RFC 8446 5.5 puts AES-GCM's
+	// limit at 2^24.5 full-size records; ChaCha20-Poly1305 has none that matters, and
+	// one rule serves both.
+	maxRecordsPerKey = 1 << 24
 
 	recordTypeAlert       = 21
 	recordTypeHandshake   = 22
@@ -415,6 +420,11 @@ func (r *tlsRecords) seal(dst, plaintext []byte, typ byte) ([]byte, error) {
 	records := max(1, (len(plaintext)+maxPlaintext-1)/maxPlaintext)
 	dst = growTo(dst, len(dst)+len(plaintext)+records*(recordHeaderLen+1+a.Overhead()))
 	for first := true; first || len(plaintext) > 0; first = false {
+		if r.out.seq == ^uint64(0) {
+			// RFC 8446 5.3: a sequence number must not wrap. Unreachable while
+			// sealApplication moves to the next key long before.
+			return dst, errors.New("tls: write sequence number would wrap")
+		}
 		chunk := plaintext[:min(len(plaintext), maxPlaintext)]
 		plaintext = plaintext[len(chunk):]
 		n := len(chunk) + 1 + a.Overhead()
@@ -449,10 +459,11 @@ func (r *tlsRecords) sealedOut(rec []byte, seq uint64) bool {
 	return err == nil
 }
 
-// sealApplication appends plaintext as application data records, after the KeyUpdate
-// the client asked for if it is due. Under Conn.mu.
+// sealApplication appends plaintext as application data records, after a KeyUpdate
+// of ours when the client asked for one or the write key has sealed maxRecordsPerKey
+// records. Under Conn.mu.
 func (r *tlsRecords) sealApplication(dst, plaintext []byte) ([]byte, error) {
-	if r.updateDue {
+	if r.updateDue || r.out.seq+uint64(len(plaintext)/maxPlaintext+1) > maxRecordsPerKey {
 		var err error
 		if dst, err = r.sealKeyUpdate(dst, false); err != nil {
 			return dst, err

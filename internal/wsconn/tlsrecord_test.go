@@ -428,3 +428,33 @@ func BenchmarkTLSRecords(b *testing.B) {
 		}
 	}
 }
+
+// TestTLSRecordsWriteKeyLimit: the record layer moves to its next write key (a
+// KeyUpdate not asking for the client's) before it seals more records under one key
+// than RFC 8446 5.5 allows for AES-GCM, so that a long-lived connection never reaches
+// the limit nor wraps its sequence number; a sequence number that would wrap is
+// refused, never used again.
+func TestTLSRecordsWriteKeyLimit(t *testing.T) {
+	client, server := recordPair(t, tls.TLS_AES_128_GCM_SHA256)
+	server.out.seq, client.in.seq = maxRecordsPerKey-1, maxRecordsPerKey-1
+	first := server.out.secret
+	var stream []byte
+	for _, msg := range []string{"last under the first key", "under the next key"} {
+		var err error
+		if stream, err = server.sealApplication(stream, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if server.out.secret == first || server.out.seq != 1 {
+		t.Fatalf("after %d records under one key: still the first key (%v), sequence number %d", maxRecordsPerKey, server.out.secret == first, server.out.seq)
+	}
+	got, updates, err := openAll(client, [][]byte{stream})
+	if err != nil || string(got) != "last under the first keyunder the next key" || updates != 0 {
+		t.Fatalf("the client read %q, %d update requests, %v", got, updates, err)
+	}
+
+	server.out.seq = ^uint64(0)
+	if _, err := server.seal(nil, []byte("x"), recordTypeApplication); err == nil {
+		t.Fatal("sealed a record with the last sequence number: the next would wrap to 0")
+	}
+}
