@@ -350,6 +350,9 @@ func (c *Conn) finish() {
 		c.pl.mu.Unlock()
 		_ = unix.Close(fd)
 		c.fd = -1
+		if c.tls != nil {
+			c.tls.forget() // nothing seals or opens a record after this
+		}
 	}
 	c.mu.Unlock()
 	if fd >= 0 {

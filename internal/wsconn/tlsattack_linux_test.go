@@ -319,3 +319,46 @@ func TestTLSTakeOverChecksPartialHeader(t *testing.T) {
 		t.Fatalf("a protected record with outer type change_cipher_spec: delivered %q, error %v; want unexpected_message", plain, err)
 	}
 }
+
+// TestTLSSecretsEndWithConnection: the traffic secrets a connection's key log kept
+// are wiped when the connection closes without being taken over (plain HTTPS, a
+// refused upgrade), and those of the record layer when a wss connection on a poller
+// ends: no copy of them outlives its connection in relay's memory.
+func TestTLSSecretsEndWithConnection(t *testing.T) {
+	tc, sock, _ := acceptRecords(t)
+	sock.mu.Lock()
+	cs, ss := sock.clientSecret, sock.serverSecret
+	sock.mu.Unlock()
+	if len(cs) == 0 || len(ss) == 0 {
+		t.Fatal("the key log kept no secret")
+	}
+	_ = tc.Close()
+	if !allZero(cs) || !allZero(ss) {
+		t.Error("the key log's secrets survive the connection's close")
+	}
+
+	ts := startServer(t, testOptions{tls: true})
+	rc := ts.rawDial(t, "wiped")
+	rc.expectEcho("x")
+	h := ts.conn("wiped")
+	h.c.mu.Lock()
+	r := h.c.tls
+	h.c.mu.Unlock()
+	if r == nil {
+		t.Fatal("not taken over")
+	}
+	_ = rc.c.Close()
+	<-h.closed
+	if !allZero(r.in.secret[:]) || !allZero(r.out.secret[:]) || !allZero(r.in.key[:]) || !allZero(r.out.key[:]) {
+		t.Error("the record layer's secrets and keys survive the connection's end")
+	}
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}

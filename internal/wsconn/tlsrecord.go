@@ -212,6 +212,15 @@ func (r *tlsRecords) idle() {
 	}
 }
 
+// forget wipes the secrets, keys and IVs of both directions and drops the AEADs: the
+// connection has ended. Under Conn.mu, by the connection's reader.
+func (r *tlsRecords) forget() {
+	r.in, r.out = trafficKeys{}, trafficKeys{}
+	r.inAEAD.Store(nil)
+	r.outAEAD.Store(nil)
+	r.rin = nil
+}
+
 // nextNonce is the nonce of the record with d's sequence number (RFC 8446 5.3), in
 // d.nonce.
 func (d *trafficKeys) nextNonce() []byte {

@@ -78,6 +78,7 @@ type tlsSock struct {
 
 	mu                         sync.Mutex // the key log: written on the handshake's goroutine
 	clientSecret, serverSecret []byte
+	forgotten                  bool // the secrets were taken or wiped: the key log keeps no more
 }
 
 // errWouldBlock is what a read returns when there is nothing to read without waiting:
@@ -180,10 +181,23 @@ func (s *tlsSock) count(b []byte) {
 func (s *tlsSock) passThrough() {
 	s.off.Store(true)
 	s.rec, s.last = nil, nil
+	s.forget()
+}
+
+// Close wipes the secrets the key log kept, if the connection was never taken over
+// (plain HTTPS, a refused upgrade, a failed handshake), then closes the socket.
+func (s *tlsSock) Close() error {
+	s.forget()
+	return s.Conn.Close()
+}
+
+// forget wipes the key log's secrets; it keeps none that come later.
+func (s *tlsSock) forget() {
 	s.mu.Lock()
 	clear(s.clientSecret)
 	clear(s.serverSecret)
 	s.clientSecret, s.serverSecret = nil, nil
+	s.forgotten = true
 	s.mu.Unlock()
 }
 
@@ -210,7 +224,12 @@ func (k *tlsKeyLog) Write(line []byte) (int, error) {
 		return len(line), nil
 	}
 	k.mu.Lock()
-	*dst = secret
+	if k.forgotten {
+		clear(secret)
+	} else {
+		clear(*dst)
+		*dst = secret
+	}
 	k.mu.Unlock()
 	return len(line), nil
 }
@@ -237,6 +256,7 @@ func (s *tlsSock) takeOver(tc *tls.Conn, plain []byte) (*tlsRecords, []byte, err
 	s.mu.Lock()
 	cSecret, sSecret := s.clientSecret, s.serverSecret
 	s.clientSecret, s.serverSecret = nil, nil
+	s.forgotten = true
 	s.mu.Unlock()
 	defer clear(cSecret)
 	defer clear(sSecret)
