@@ -273,7 +273,6 @@ func (r *tlsRecords) open(data []byte, deliver func([]byte) bool, keyUpdate func
 					return false, err
 				}
 				need += int(binary.BigEndian.Uint16(r.rin[3:]))
-				r.rin = growTo(r.rin, need)
 			}
 		}
 		if len(r.rin) < need {
@@ -295,7 +294,9 @@ func (r *tlsRecords) open(data []byte, deliver func([]byte) bool, keyUpdate func
 		}
 		n := recordHeaderLen + int(binary.BigEndian.Uint16(data[3:]))
 		if len(data) < n {
-			r.rin = append(make([]byte, 0, n), data...)
+			// What arrived, not room for what the header announces: a client that
+			// sends a header and stops holds what it sent, as with a plain socket.
+			r.rin = append([]byte(nil), data...)
 			return false, nil
 		}
 		if stop, err := r.openRecord(data[:n], deliver, keyUpdate); stop || err != nil {

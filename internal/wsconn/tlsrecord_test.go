@@ -458,3 +458,38 @@ func TestTLSRecordsWriteKeyLimit(t *testing.T) {
 		t.Fatal("sealed a record with the last sequence number: the next would wrap to 0")
 	}
 }
+
+// TestTLSRecordsPartialHoldsWhatArrived: between reads the record layer holds the part
+// of a record that arrived, not room for the whole record its header announces: a
+// client that sends a header for 16 KiB and one byte after it makes the server hold a
+// few bytes, as a plain WebSocket holds only the part of a frame that arrived. The
+// record is still read whole when the rest comes, in any number of reads.
+func TestTLSRecordsPartialHoldsWhatArrived(t *testing.T) {
+	client, server := recordPair(t, tls.TLS_AES_128_GCM_SHA256)
+	rec, err := client.seal(nil, bytes.Repeat([]byte("z"), maxPlaintext), recordTypeApplication)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	deliver := func(p []byte) bool {
+		got = append(got, p...)
+		return true
+	}
+	noUpdate := func(bool) error { return nil }
+	for _, cut := range [][]byte{rec[:6], rec[6:7], rec[7:100]} {
+		if _, err := server.open(bytes.Clone(cut), deliver, noUpdate); err != nil {
+			t.Fatal(err)
+		}
+		if held := cap(server.rin); held > 4*len(server.rin)+64 {
+			t.Fatalf("%d bytes of a record arrived, %d held", len(server.rin), held)
+		}
+	}
+	for _, cut := range chunk(rec[100:], 4000) {
+		if _, err := server.open(bytes.Clone(cut), deliver, noUpdate); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != maxPlaintext || server.rin != nil {
+		t.Fatalf("read %d of %d bytes, %d held after", len(got), maxPlaintext, len(server.rin))
+	}
+}
