@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -361,4 +364,92 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// quietHandler accepts everything and does nothing.
+type quietHandler struct {
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (*quietHandler) MaxMessage() int        { return 1 << 20 }
+func (*quietHandler) Admit(bool) bool        { return true }
+func (*quietHandler) OnMessage(byte, []byte) {}
+func (*quietHandler) OnFail(int)             {}
+func (h *quietHandler) OnClose()             { h.once.Do(func() { close(h.closed) }) }
+
+// TestTLSStaleConnWritesNothing: the net.Conn Upgrade returned is a tls.Conn; once
+// Serve has given the socket to a poller, a write or Close through it (a caller's
+// deferred Close, a write that lost a race with Serve) must not reach the socket:
+// crypto/tls would seal it under the key and sequence number the record layer goes on
+// from, a nonce used twice.
+func TestTLSStaleConnWritesNothing(t *testing.T) {
+	certFile, keyFile, client := testcert.Write(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := StartPollers(1, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &quietHandler{closed: make(chan struct{})}
+	stale := make(chan error, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nc, buffered, ok := Upgrade(w, r)
+		if !ok {
+			return
+		}
+		c := New(nc, h)
+		c.Serve(ps, buffered)
+		_, err := nc.Write([]byte("written through tls.Conn after Serve"))
+		stale <- err
+		c.Start([]byte("open"), nil)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}}))
+	}()
+	defer func() {
+		_ = srv.Close()
+		<-done
+		ps.Stop()
+		<-h.closed
+	}()
+
+	c := dialRecords(t, ln.Addr().String(), client)
+	s0, c0 := bytes.Clone(c.r.in.secret[:c.r.hashLen]), bytes.Clone(c.r.out.secret[:c.r.hashLen])
+	req, err := c.r.seal(nil, []byte(strings.Replace(handshakeRequest, "%s", "stale", 1)), recordTypeApplication)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Conn.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	sr := &serverRecords{t: t, c: c.Conn, tracks: []*tlsRecords{c.r}, seen: map[string]int{}}
+	for !bytes.Contains(sr.plain, []byte("\r\n\r\n")) {
+		if !sr.next() {
+			t.Fatal("closed before the 101 response")
+		}
+	}
+	// A second view of the server's key at the record after the 101: it opens a record
+	// sealed there by anyone else.
+	again, err := newTLSRecords(c.r.suite, s0, c0, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr.tracks = append(sr.tracks, again)
+	for !bytes.Contains(sr.plain, []byte("open")) {
+		if !sr.next() {
+			t.Fatal("closed before the greeting")
+		}
+	}
+	if err := <-stale; err == nil {
+		t.Error("a write through tls.Conn after Serve succeeded")
+	}
 }
