@@ -234,8 +234,9 @@ func TestTLSNoNonceReuseAfterKeyUpdateBeforeUpgrade(t *testing.T) {
 }
 
 // acceptRecords is a server connection from NewTLSListener, after the handshake with
-// a client that speaks through this package's record layer (dialRecords).
-func acceptRecords(t *testing.T) (*tls.Conn, *tlsSock, *recordConn) {
+// a client that speaks through this package's record layer (dialRecords). configure,
+// if given, changes the server's and the client's configurations.
+func acceptRecords(t *testing.T, configure ...func(server, client *tls.Config)) (*tls.Conn, *tlsSock, *recordConn) {
 	t.Helper()
 	certFile, keyFile, client := testcert.Write(t)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -247,7 +248,12 @@ func acceptRecords(t *testing.T) (*tls.Conn, *tlsSock, *recordConn) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	tl := NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	server := &tls.Config{Certificates: []tls.Certificate{cert}}
+	client = client.Clone()
+	for _, f := range configure {
+		f(server, client)
+	}
+	tl := NewTLSListener(ln, server)
 	accepted := make(chan *tls.Conn, 1)
 	go func() {
 		sc, err := tl.Accept()
@@ -451,5 +457,64 @@ func TestTLSStaleConnWritesNothing(t *testing.T) {
 	}
 	if err := <-stale; err == nil {
 		t.Error("a write through tls.Conn after Serve succeeded")
+	}
+}
+
+// TestTLSTakeOverAfterHelloRetryRequest: when the server asks the client for another
+// key share (a HelloRetryRequest: two server writes before the encrypted flight, a
+// second ClientHello), the records are still counted from the flight on: after the
+// takeover both directions go on at the sequence numbers crypto/tls left.
+func TestTLSTakeOverAfterHelloRetryRequest(t *testing.T) {
+	tc, sock, c := acceptRecords(t, func(server, client *tls.Config) {
+		// The client sends a share for the group it prefers, P-256; the server takes
+		// only P-384.
+		server.CurvePreferences = []tls.CurveID{tls.CurveP384}
+		client.CurvePreferences = []tls.CurveID{tls.CurveP256, tls.CurveP384}
+	})
+	if !tc.ConnectionState().HelloRetryRequest {
+		t.Fatal("no HelloRetryRequest: the test does not test it")
+	}
+	// Through crypto/tls: a request and its response, as the upgrade goes.
+	if _, err := c.Write([]byte("GET")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 100)
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := tc.Read(got); err != nil || string(got[:n]) != "GET" {
+		t.Fatalf("request: %q, %v", got[:n], err)
+	}
+	if _, err := tc.Write([]byte("101")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(got); err != nil || string(got[:n]) != "101" {
+		t.Fatalf("response: %q, %v", got[:n], err)
+	}
+	r, plain, err := sock.takeOver(tc, nil)
+	if err != nil || len(plain) > 0 {
+		t.Fatalf("takeover: %v, %q", err, plain)
+	}
+	// Then through the record layer, both ways.
+	if _, err := c.Write([]byte("to the poller")); err != nil {
+		t.Fatal(err)
+	}
+	_ = sock.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := sock.Conn.Read(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []byte
+	if _, err := r.open(got[:n], func(p []byte) bool { in = append(in, p...); return true }, func(bool) error { return nil }); err != nil || string(in) != "to the poller" {
+		t.Fatalf("the record layer read %q, %v", in, err)
+	}
+	out, err := r.sealApplication(nil, []byte("from the poller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sock.Conn.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(got); err != nil || string(got[:n]) != "from the poller" {
+		t.Fatalf("the client read %q, %v", got[:n], err)
 	}
 }
