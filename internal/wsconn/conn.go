@@ -40,7 +40,8 @@ type Handler interface {
 	MaxMessage() int
 	// Admit is asked for every frame the client sent, before it is acted on: control
 	// frames (ping, pong, close) as well as messages, so that a flood of either is
-	// bounded by one budget. A frame not admitted is dropped (a close frame still
+	// bounded by one budget; on a wss socket read by a poller, each TLS KeyUpdate
+	// counts as a control frame too. A frame not admitted is dropped (a close frame still
 	// ends the connection).
 	Admit(control bool) bool
 	// OnMessage is a complete text or binary message; payload is valid only during
