@@ -1,8 +1,6 @@
 package config
 
-import (
-	"testing"
-)
+import "testing"
 
 // TestSecurity5APITokensNeverInErrors: [signal] api_tokens are credentials like
 // auth.secrets; no config error may print one, however the file gets it wrong.
