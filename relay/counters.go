@@ -25,7 +25,7 @@ type counters struct {
 	// ChannelBind) that name such a peer (relay_turn_peer_denied_total{reason}).
 	denied map[DenyReason]prometheus.Counter
 
-	// A client socket's read or write failed (relay_listener_errors_total{transport}).
+	// A client socket's read or write failed (relay_turn_listener_errors_total{transport}).
 	listenerErrors map[string]prometheus.Counter
 }
 
