@@ -158,9 +158,9 @@ func (c *Conn) Held() int {
 }
 
 // Serve starts reading: on a poller of ps when the socket is TCP on Linux, plain or
-// TLS 1.3 from NewTLSListener; otherwise on a goroutine of its own. buffered is what Upgrade read past the
-// handshake; it is handled first. Serve returns at once; the Handler's OnClose tells
-// when the connection has ended.
+// TLS 1.3 from NewTLSListener; otherwise on a goroutine of its own. buffered is what
+// Upgrade read past the handshake; it is handled first. Serve returns at once; the
+// Handler's OnClose tells when the connection has ended.
 func (c *Conn) Serve(ps *Pollers, buffered []byte) {
 	if ps.take(c, buffered) {
 		return
