@@ -167,10 +167,13 @@ func (h *echoHandler) messages() []string {
 	return append([]string(nil), h.msgs...)
 }
 
-// rawDial connects as id with a client that speaks WebSocket frame by frame (wstest)
-// and reads the greeting; extra is sent in the same write as the request (a pipelining
-// client's first frames).
-func (ts *testServer) rawDial(t testing.TB, id string, extra ...[]byte) *wstest.Client {
+// rawClient speaks WebSocket frame by frame (wstest), to send what a well-behaved
+// client library would not.
+type rawClient struct{ *wstest.Client }
+
+// rawDial connects as id and reads the greeting; extra is sent in the same write as the
+// request (a pipelining client's first frames).
+func (ts *testServer) rawDial(t testing.TB, id string, extra ...[]byte) *rawClient {
 	t.Helper()
 	c, err := net.Dial("tcp", ts.ln.Addr().String())
 	if err != nil {
@@ -184,11 +187,18 @@ func (ts *testServer) rawDial(t testing.TB, id string, extra ...[]byte) *wstest.
 
 // handshakeOver runs the WebSocket handshake as id over c (already connected) and
 // reads the greeting; extra goes in the same write as the request.
-func (ts *testServer) handshakeOver(t testing.TB, c net.Conn, id string, extra ...[]byte) *wstest.Client {
+func (ts *testServer) handshakeOver(t testing.TB, c net.Conn, id string, extra ...[]byte) *rawClient {
 	t.Helper()
-	rc := wstest.Handshake(t, c, "/?id="+id, extra...)
+	rc := &rawClient{wstest.Handshake(t, c, "/?id="+id, extra...)}
 	rc.ExpectText("open")
 	return rc
+}
+
+// expectEcho sends msg as one text frame and expects it back.
+func (rc *rawClient) expectEcho(msg string) {
+	rc.T.Helper()
+	rc.Write(clientFrame(true, OpText, []byte(msg), true))
+	rc.ExpectText(msg)
 }
 
 func waitFor(t testing.TB, what string, cond func() bool) {

@@ -18,13 +18,6 @@ import (
 	"github.com/relayproject/relay/internal/wstest"
 )
 
-// expectEcho sends msg as one text frame and expects it back.
-func expectEcho(rc *wstest.Client, msg string) {
-	rc.T.Helper()
-	rc.Write(clientFrame(true, OpText, []byte(msg), true))
-	rc.ExpectText(msg)
-}
-
 // TestTLSPollerExchange: a wss connection is read by a poller, with its TLS records
 // opened and sealed there: messages of every size (within a record, across records,
 // longer than the poller's read buffer) go both ways, including frames the client
@@ -47,7 +40,7 @@ func TestTLSPollerExchange(t *testing.T) {
 		}
 	}
 	for _, msg := range []string{"hello", strings.Repeat("r", 16_000), strings.Repeat("s", 16_400), big} {
-		expectEcho(rc, msg)
+		rc.expectEcho(msg)
 	}
 	// Ping and pong, and a message to the client from outside its read events.
 	rc.Write(clientFrame(true, OpPing, []byte("are you there"), true))
@@ -76,14 +69,14 @@ func TestTLSRecordsSplitAcrossReads(t *testing.T) {
 		if !ts.conn(id).c.OnPoller() {
 			t.Fatal("not on a poller")
 		}
-		expectEcho(rc, "small")
+		rc.expectEcho("small")
 		rc.Write(clientFrame(true, OpText, []byte("two frames"), true), clientFrame(true, OpText, []byte("in one record"), true))
 		for _, want := range []string{"two frames", "in one record"} {
 			if op, p := rc.Read(); op != OpText || string(p) != want {
 				t.Fatalf("got %d %q, want %q", op, p, want)
 			}
 		}
-		expectEcho(rc, strings.Repeat("L", 20_000))
+		rc.expectEcho(strings.Repeat("L", 20_000))
 	}
 }
 
@@ -93,12 +86,12 @@ func TestTLSPollerKeyUpdate(t *testing.T) {
 	ts := startServer(t, testOptions{tls: true})
 	c := dialRecords(t, ts.ln.Addr().String(), ts.client)
 	rc := ts.handshakeOver(t, c, "ku")
-	expectEcho(rc, "before")
+	rc.expectEcho("before")
 	for i := range 3 {
 		if err := c.writeKeyUpdate(true); err != nil {
 			t.Fatal(err)
 		}
-		expectEcho(rc, fmt.Sprintf("after update %d", i+1))
+		rc.expectEcho(fmt.Sprintf("after update %d", i+1))
 	}
 	if c.r.in.seq != 1 || c.r.out.seq != 1 {
 		// One record each way since the last update: the echo, and our message.
@@ -169,11 +162,11 @@ func TestTLSIdlePeersHoldNoGoroutine(t *testing.T) {
 	const n = 40
 	for _, o := range []testOptions{{tls: true}, {tls: true, pollers: -1}} {
 		ts := startServer(t, o)
-		expectEcho(ts.rawDial(t, "warm-up"), "x") // the server's own goroutines are running
+		ts.rawDial(t, "warm-up").expectEcho("x") // the server's own goroutines are running
 		before, readersBefore := runtime.NumGoroutine(), readers()
 		for i := range n {
 			id := fmt.Sprintf("idle%d", i)
-			expectEcho(ts.rawDial(t, id), "hi")
+			ts.rawDial(t, id).expectEcho("hi")
 			ts.conn(id)
 		}
 		grew, reading := runtime.NumGoroutine()-before, readers()-readersBefore
@@ -221,7 +214,7 @@ func TestTLSCloseAndDrain(t *testing.T) {
 	rc.ExpectClose(1000)
 	<-h.closed
 
-	var clients []*wstest.Client
+	var clients []*rawClient
 	var handlers []*echoHandler
 	for i := range 10 {
 		id := fmt.Sprintf("drain%d", i)
@@ -254,7 +247,7 @@ func TestTLS12StaysOnGoroutine(t *testing.T) {
 	if ts.conn("old").c.OnPoller() {
 		t.Fatal("a TLS 1.2 connection is on a poller")
 	}
-	expectEcho(rc, strings.Repeat("y", 30_000))
+	rc.expectEcho(strings.Repeat("y", 30_000))
 }
 
 // TestTLSTemporaryErrorKeepsConn pins what taking a connection over from tls.Conn
