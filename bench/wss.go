@@ -3,18 +3,11 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 // The wss rounds (-mode wss): the signal phases again, with both servers serving
@@ -25,47 +18,13 @@ import (
 
 // writeCert makes the certificate and key files in a temporary directory.
 func (o *options) writeCert() error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "relay bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(48 * time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
 	dir, err := os.MkdirTemp("", "relay-bench-cert-")
 	if err != nil {
 		return err
 	}
 	o.tmpDirs = append(o.tmpDirs, dir)
-	o.certFile, o.keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(o.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(o.keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	o.clientTLS = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
-	return nil
+	o.certFile, o.keyFile, o.clientTLS, err = testcert.Generate(dir, net.IPv4(127, 0, 0, 1), 48*time.Hour)
+	return err
 }
 
 // signalURL is the signaling endpoint's base URL for scheme "http" or "ws", with the

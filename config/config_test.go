@@ -471,14 +471,24 @@ func TestSecretsNeverInErrors(t *testing.T) {
 		"[auth.users]\nalice = " + secret + "\n", // syntax error quoting the text
 		"[auth.users]\nalice = \"" + secret + "\\q\"\n",
 	} {
-		_, err := Parse([]byte(src), "relay.toml")
-		if err == nil {
-			t.Errorf("Parse(%q) succeeded", src)
-			continue
-		}
-		if strings.Contains(err.Error(), "hunter") {
-			t.Errorf("error leaks the secret: %v", err)
-		}
+		expectHidden(t, src, "hunter")
+	}
+}
+
+// expectHidden parses src, which is wrong, and checks the error says where without
+// quoting secret.
+func expectHidden(t *testing.T, src, secret string) {
+	t.Helper()
+	_, err := Parse([]byte(src), "relay.toml")
+	if err == nil {
+		t.Errorf("Parse(%q) succeeded", src)
+		return
+	}
+	if strings.Contains(err.Error(), secret) {
+		t.Errorf("error leaks the secret: %v", err)
+	}
+	if !strings.Contains(err.Error(), "relay.toml:") {
+		t.Errorf("error without a position: %v", err)
 	}
 }
 

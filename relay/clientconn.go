@@ -112,7 +112,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			}
 			// pion stops accepting on any error; out of file descriptors (EMFILE) must
 			// only pause the listener, as net/http does.
-			l.s.listenerError(l.transport)
+			l.s.counters.listenerError(l.transport)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, time.Second)
 			continue

@@ -9,9 +9,9 @@ import (
 // counters are the Prometheus counters the data path moves, in one place and labelled
 // by what became of a datagram: relayed (each way), dropped (by reason), refused by the
 // peer policy (by reason). Every label is resolved once, in New, so that a datagram
-// never looks one up. The data path (relay sockets, client sockets, the pollers' send
-// batches, stream outboxes) holds a pointer to them rather than reaching back through
-// the Server.
+// never looks one up. The data path (the gates, relay sockets, client sockets, the
+// pollers' send batches, stream outboxes) holds a pointer to them rather than reaching
+// back through the Server.
 type counters struct {
 	// Relayed: bytes and datagrams passed on, client to peer and peer to client
 	// (relay_turn_relayed_bytes_total, relay_turn_relayed_packets_total).
@@ -21,10 +21,11 @@ type counters struct {
 	// (relay_turn_dropped_total{reason}; the reasons are in fastpath.go).
 	dropped [dropCount]prometheus.Counter
 
-	// Refused by the peer policy, per datagram (relay_turn_peer_denied_total{reason}).
+	// Refused by the peer policy: datagrams, and the requests (CreatePermission,
+	// ChannelBind) that name such a peer (relay_turn_peer_denied_total{reason}).
 	denied map[DenyReason]prometheus.Counter
 
-	// A client socket's read or write failed (relay_listener_errors_total{transport}).
+	// A client socket's read or write failed (relay_turn_listener_errors_total{transport}).
 	listenerErrors map[string]prometheus.Counter
 }
 

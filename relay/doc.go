@@ -9,8 +9,18 @@
 //     and refusals get the RFC 8656 error code with the right attributes;
 //   - every datagram to a peer passes the peer policy and is counted as it goes.
 //
-// The gate (gate.go: dispatch and credentials) has one file per TURN method it checks:
-// allocate.go, refresh.go, permission.go (CreatePermission) and channelbind.go.
+// Where things are:
+//   - the gate (gate.go: dispatch and credentials) has one file per TURN method it
+//     checks: allocate.go, refresh.go, permission.go (CreatePermission) and
+//     channelbind.go; nonces.go remembers pion's nonces, limits.go has the rate limits;
+//   - client sockets: clientconn.go (UDP listeners, TCP/TLS connections and their
+//     framing), sendbatch_linux.go and streamout.go (the way back to clients);
+//   - the data path: fastpath.go (ChannelData both ways), relayconn.go and relaysock.go
+//     (relay sockets, read by internal/rawudp's pollers, which hold every raw system
+//     call), hotstate.go (what a packet reads of its allocation) and counters.go (what
+//     it counts);
+//   - pioncontract.go: what relay relies on from pion/turn, with tests that fail if pion
+//     changes it.
 //
 // It must not parse configuration files, mint credentials or serve HTTP: those belong to
 // the config, auth and metrics packages, and to cmd/relay which assembles them.

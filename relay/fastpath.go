@@ -36,22 +36,22 @@ const maxCachedAllocations = 1024
 func (g *gate) channelData(b []byte, from netip.AddrPort) {
 	n := int(binary.BigEndian.Uint16(b[2:4]))
 	if channelDataHdrSize+n > len(b) {
-		g.s.dropped[dropMalformedIdx].Inc() // a length field that lies: never read past the datagram
+		g.ctr.dropped[dropMalformedIdx].Inc() // a length field that lies: never read past the datagram
 		return
 	}
 	a := g.allocation(from)
 	if a == nil {
-		g.s.dropped[dropNoAllocationIdx].Inc()
+		g.ctr.dropped[dropNoAllocationIdx].Inc()
 		return
 	}
 	h := a.hot.Load()
 	peer, ok := h.peerOf(binary.BigEndian.Uint16(b[0:2]))
 	if !ok {
-		g.s.dropped[dropNoChannelIdx].Inc()
+		g.ctr.dropped[dropNoChannelIdx].Inc()
 		return
 	}
 	if !h.permitted(peer.Addr()) {
-		g.s.dropped[dropNoPermissionIdx].Inc() // the permission expired; the channel alone is not enough
+		g.ctr.dropped[dropNoPermissionIdx].Inc() // the permission expired; the channel alone is not enough
 		return
 	}
 	if a.conn != nil {

@@ -40,7 +40,8 @@ type replier interface {
 // read loop (UDP socket or TCP/TLS connection), so its buffers need no locking.
 type gate struct {
 	s         *Server
-	transport string // metrics label: udp, tcp or tls
+	ctr       *counters // the data path's (s.counters)
+	transport string    // metrics label: udp, tcp or tls
 	local     netip.AddrPort
 	stream    bool
 	bindings  prometheus.Counter
@@ -59,7 +60,7 @@ type gate struct {
 
 func newGate(s *Server, transport string, local netip.AddrPort, stream bool) *gate {
 	return &gate{
-		s: s, transport: transport, local: local, stream: stream,
+		s: s, ctr: s.counters, transport: transport, local: local, stream: stream,
 		bindings: s.metrics.STUNBindingRequests.WithLabelValues(transport),
 		out:      make([]byte, 0, 256),
 	}
@@ -76,7 +77,7 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 		return false
 	}
 	if !isSTUN(b) {
-		g.s.dropped[dropMalformedIdx].Inc() // neither STUN nor ChannelData
+		g.ctr.dropped[dropMalformedIdx].Inc() // neither STUN nor ChannelData
 		return false
 	}
 	set := g.s.settings.Load()
@@ -92,7 +93,7 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 		if b[0]&0x01 == 0 && b[1]&0x10 == 0 && g.unauthReply(set, from) {
 			g.badRequest(set, b, from, rep)
 		} else {
-			g.s.dropped[dropMalformedIdx].Inc()
+			g.ctr.dropped[dropMalformedIdx].Inc()
 		}
 		return false
 	}
@@ -101,11 +102,11 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 		if g.msg.Type.Method == stun.MethodSend {
 			return true // pion relays it if a permission exists; relayConn checks the policy
 		}
-		g.s.dropped[dropMalformedIdx].Inc()
+		g.ctr.dropped[dropMalformedIdx].Inc()
 		return false
 	case stun.ClassRequest:
 	default:
-		g.s.dropped[dropMalformedIdx].Inc() // responses are not for a server
+		g.ctr.dropped[dropMalformedIdx].Inc() // responses are not for a server
 		return false
 	}
 	switch g.msg.Type.Method {
@@ -126,7 +127,7 @@ func (g *gate) unauthReply(set *settings, from netip.AddrPort) bool {
 	if set.unauth.allow(ip[:], time.Now()) {
 		return true
 	}
-	g.s.dropped[dropRateLimitedIdx].Inc()
+	g.ctr.dropped[dropRateLimitedIdx].Inc()
 	return false
 }
 
@@ -292,7 +293,7 @@ func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k t
 	}
 	if !answer {
 		// Guessing gets no feedback; a right password would still be accepted.
-		g.s.dropped[dropAuthBlockedIdx].Inc()
+		g.ctr.dropped[dropAuthBlockedIdx].Inc()
 		return cred, false, false
 	}
 	if g.unauthReply(set, from) {
@@ -305,7 +306,7 @@ func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k t
 // too: our own relay address is a valid peer only on relay ports.
 func (g *gate) peerAllowed(set *settings, peer netip.AddrPort) bool {
 	if reason := set.policy.CheckAddr(peer); reason != DenyNone {
-		g.s.metrics.PeerDenied.WithLabelValues(string(reason)).Inc()
+		g.ctr.peerDenied(reason)
 		g.s.log.Debug("peer refused by the peer policy", "peer", peer.String(), "reason", string(reason),
 			"hint", "see [peers] deny/allow")
 		return false

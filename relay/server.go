@@ -78,8 +78,8 @@ type Server struct {
 	addrs    map[string][]net.Addr // transport -> bound listener addresses
 	closed   bool
 
-	requests  [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
-	*counters                                             // the data path's (counters.go)
+	requests [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
+	counters *counters                                   // the data path's (counters.go)
 }
 
 // udpReadBufSize fits any datagram worth reading: pion drops STUN of pionReadBufSize
@@ -420,7 +420,7 @@ func (s *Server) Close() error {
 // ports, or the request is bad).
 func (s *Server) countOutgoing(p []byte) {
 	if n, ok := relayedPayload(p); ok {
-		s.toClient.add(n)
+		s.counters.toClient.add(n)
 		return
 	}
 	s.countResponse(p)

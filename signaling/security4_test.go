@@ -66,8 +66,8 @@ func TestSecurity4PingFlood(t *testing.T) {
 					return
 				default:
 				}
-				_ = rc.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				n, err := rc.c.Write(burst)
+				_ = rc.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				n, err := rc.Conn.Write(burst)
 				sent[i] += n / len(ping)
 				if err != nil {
 					return
@@ -78,12 +78,12 @@ func TestSecurity4PingFlood(t *testing.T) {
 			defer wg.Done()
 			var h [2]byte
 			for {
-				_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-				if _, err := io.ReadFull(rc.br, h[:]); err != nil {
+				_ = rc.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(rc.R, h[:]); err != nil {
 					return
 				}
 				p := make([]byte, h[1]&0x7f) // pongs and the close frame: short
-				if _, err := io.ReadFull(rc.br, p); err != nil {
+				if _, err := io.ReadFull(rc.R, p); err != nil {
 					return
 				}
 				if h[0]&0x0f == opClose && len(p) >= 2 {
@@ -127,17 +127,17 @@ func TestSecurity4OnePongPerBurst(t *testing.T) {
 	for i := range n {
 		burst = append(burst, clientFrame(true, opPing, fmt.Appendf(nil, "%d", i), true))
 	}
-	rc.write(burst...)
+	rc.Write(burst...)
 	var pongs []string
-	if op, p := rc.read(); op == opPong {
+	if op, p := rc.Read(); op == opPong {
 		pongs = append(pongs, string(p))
 	} else {
 		t.Fatalf("frame %d %q, want a pong", op, p)
 	}
 	// A message to itself, relayed back, marks the end of what the burst caused.
-	rc.write(clientFrame(true, opText, []byte(`{"type":"CANDIDATE","dst":"pinger","payload":"mark"}`), true))
+	rc.Write(clientFrame(true, opText, []byte(`{"type":"CANDIDATE","dst":"pinger","payload":"mark"}`), true))
 	for {
-		op, p := rc.read()
+		op, p := rc.Read()
 		if op == opPong {
 			pongs = append(pongs, string(p))
 			continue

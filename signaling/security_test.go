@@ -281,19 +281,7 @@ func TestSecurity3OutboxBytes(t *testing.T) {
 	s := startSignal(t, func(c *config.Signal) { c.MessagesPerSecond = 100000 })
 	sender := s.dial(t, "sender", "t")
 	sender.expect("OPEN")
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			_ = c.(*net.TCPConn).SetReadBuffer(4096) // take little before stalling
-		}
-		return c, err
-	}}
-	stuck, _, err := d.Dial(s.wsURL("key=peerjs&id=stuck&token=t"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stuck.Close()
-	waitFor(t, "stuck to register", func() bool { return s.reg.Taken("stuck") })
+	s.dialStalled(t, "stuck")
 	p := s.reg.Lookup("stuck").(*peer)
 
 	// Watch the outbox as it fills, until the peer is gone.

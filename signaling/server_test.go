@@ -579,19 +579,7 @@ func TestSlowConsumerDropped(t *testing.T) {
 	s := startSignal(t, func(c *config.Signal) { c.MessagesPerSecond = 100000 })
 	sender := s.dial(t, "sender", "t")
 	sender.expect("OPEN")
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			_ = c.(*net.TCPConn).SetReadBuffer(4096) // take little before stalling
-		}
-		return c, err
-	}}
-	stuck, _, err := d.Dial(s.wsURL("key=peerjs&id=stuck&token=t"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stuck.Close()
-	waitFor(t, "stuck to register", func() bool { return s.reg.Taken("stuck") })
+	s.dialStalled(t, "stuck")
 	msg, _ := json.Marshal(map[string]any{"type": "CANDIDATE", "dst": "stuck", "payload": strings.Repeat("z", 20000)})
 	for i := 0; i < 2000 && s.reg.Taken("stuck"); i++ {
 		if err := sender.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
@@ -604,6 +592,25 @@ func TestSlowConsumerDropped(t *testing.T) {
 	if m := sender.expect("LEAVE"); m["src"] != "stuck" || m["dst"] != "sender" {
 		t.Errorf("LEAVE %v", m)
 	}
+}
+
+// dialStalled connects a peer id that reads nothing, with a small receive buffer so that
+// it stalls soon: a slow consumer. It is closed when the test ends.
+func (s *testSignal) dialStalled(t *testing.T, id string) {
+	t.Helper()
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(4096) // take little before stalling
+		}
+		return c, err
+	}}
+	ws, _, err := d.Dial(s.wsURL("key=peerjs&id="+id+"&token=t"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.Close() })
+	waitFor(t, id+" to register", func() bool { return s.reg.Taken(id) })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

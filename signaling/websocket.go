@@ -9,14 +9,9 @@ import (
 )
 
 // serveWebSocket runs the PeerJS handshake, in the reference server's order, then
-// hands the socket to a poller (or to a goroutine of its own) and returns.
+// hands the socket to a poller (or to a goroutine of its own) and returns. ServeHTTP
+// has checked the origin.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	if !s.originAllowed(r) { // ServeHTTP checked already; kept for any other caller
-		s.metrics.SignalRejected.WithLabelValues("origin").Inc()
-		w.Header().Set("Sec-WebSocket-Version", "13")
-		http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
-		return
-	}
 	conn, buffered, ok := wsconn.Upgrade(w, r)
 	if !ok {
 		return // upgrade already answered

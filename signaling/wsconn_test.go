@@ -1,16 +1,10 @@
 package signaling
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +13,7 @@ import (
 
 	"github.com/relayproject/relay/config"
 	"github.com/relayproject/relay/internal/wsconn"
+	"github.com/relayproject/relay/internal/wstest"
 )
 
 // The frame vocabulary of the tests, from the WebSocket package.
@@ -39,99 +34,18 @@ func clientFrame(fin bool, op byte, payload []byte, masked bool) []byte {
 
 func closePayload(code int) []byte { return []byte{byte(code >> 8), byte(code)} }
 
-// rawClient speaks WebSocket frame by frame, to send what a well-behaved client library
-// would not.
-type rawClient struct {
-	t  *testing.T
-	c  net.Conn
-	br *bufio.Reader
-}
-
-// rawDial connects as id; extra is sent in the same write as the upgrade request (a
-// pipelining client's first frames).
-func (s *testSignal) rawDial(t *testing.T, id string, extra ...[]byte) *rawClient {
+// rawDial connects as id with a client that speaks WebSocket frame by frame (wstest)
+// and reads OPEN; extra is sent in the same write as the upgrade request (a pipelining
+// client's first frames).
+func (s *testSignal) rawDial(t *testing.T, id string, extra ...[]byte) *wstest.Client {
 	t.Helper()
 	c, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	req := "GET /peerjs?key=peerjs&token=t&id=" + id + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := c.Write(append([]byte(req), bytes.Join(extra, nil)...)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols ||
-		resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" { // RFC 6455's example
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
-	rc := &rawClient{t: t, c: c, br: br}
-	if op, p := rc.read(); op != opText || string(p) != `{"type":"OPEN"}` {
-		t.Fatalf("first frame %d %q, want OPEN", op, p)
-	}
+	rc := wstest.Handshake(t, c, "/peerjs?key=peerjs&token=t&id="+id, extra...)
+	rc.ExpectText(`{"type":"OPEN"}`)
 	return rc
-}
-
-func (rc *rawClient) write(frames ...[]byte) {
-	rc.t.Helper()
-	if _, err := rc.c.Write(bytes.Join(frames, nil)); err != nil {
-		rc.t.Fatal(err)
-	}
-}
-
-// read returns the next server frame (which must be unmasked); op 0xff at EOF.
-func (rc *rawClient) read() (op byte, payload []byte) {
-	rc.t.Helper()
-	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var h [2]byte
-	if _, err := io.ReadFull(rc.br, h[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "reset") {
-			return 0xff, nil
-		}
-		rc.t.Fatal(err)
-	}
-	if h[0]&0x80 == 0 || h[1]&0x80 != 0 {
-		rc.t.Fatalf("server frame header %x: want FIN and no mask", h)
-	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		_, _ = io.ReadFull(rc.br, b[:])
-		n = uint64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		_, _ = io.ReadFull(rc.br, b[:])
-		n = binary.BigEndian.Uint64(b[:])
-	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(rc.br, payload); err != nil {
-		rc.t.Fatal(err)
-	}
-	return h[0] & 0x0f, payload
-}
-
-// expectClose reads frames until a close frame, checks its code, then expects EOF.
-func (rc *rawClient) expectClose(code int) {
-	rc.t.Helper()
-	for {
-		op, p := rc.read()
-		if op == 0xff {
-			rc.t.Fatalf("socket closed without a close frame (want %d)", code)
-		}
-		if op != opClose {
-			continue
-		}
-		if len(p) < 2 || int(binary.BigEndian.Uint16(p)) != code {
-			rc.t.Fatalf("close frame %x, want code %d", p, code)
-		}
-		break
-	}
-	if op, _ := rc.read(); op != 0xff {
-		rc.t.Fatalf("frame %d after the close frame", op)
-	}
 }
 
 func TestWebSocketProtocolErrors(t *testing.T) {
@@ -154,8 +68,8 @@ func TestWebSocketProtocolErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			id := fmt.Sprintf("p%d", i)
 			rc := s.rawDial(t, id)
-			rc.write(tc.frames...)
-			rc.expectClose(tc.code)
+			rc.Write(tc.frames...)
+			rc.ExpectClose(tc.code)
 			waitFor(t, "the id to be freed", func() bool { return !s.reg.Taken(id) })
 		})
 	}
@@ -172,13 +86,13 @@ func TestFragmentedMessageRelayed(t *testing.T) {
 	b.expect("OPEN")
 	rc := s.rawDial(t, "a")
 	msg := []byte(`{"type":"OFFER","dst":"b","payload":{"sdp":"v=0"}}`)
-	rc.write(
+	rc.Write(
 		clientFrame(false, opText, msg[:10], true),
 		clientFrame(true, opPing, []byte("are you there"), true),
 		clientFrame(false, opContinuation, msg[10:30], true),
 		clientFrame(true, opContinuation, msg[30:], true),
 	)
-	if op, p := rc.read(); op != opPong || string(p) != "are you there" {
+	if op, p := rc.Read(); op != opPong || string(p) != "are you there" {
 		t.Fatalf("answer to the ping: %d %q", op, p)
 	}
 	m := b.expect("OFFER")
@@ -188,7 +102,7 @@ func TestFragmentedMessageRelayed(t *testing.T) {
 	// One byte per write: the reader keeps partial frames across reads.
 	whole := clientFrame(true, opText, []byte(`{"type":"CANDIDATE","dst":"b","payload":2}`), true)
 	for i := range whole {
-		rc.write(whole[i : i+1])
+		rc.Write(whole[i : i+1])
 	}
 	if m := b.expect("CANDIDATE"); m["payload"] != float64(2) {
 		t.Fatalf("relayed %v", m)
@@ -271,8 +185,8 @@ func TestLastMessageThenClose(t *testing.T) {
 	const n = 40
 	for i := range n {
 		rc := s.rawDial(t, fmt.Sprintf("bye%d", i))
-		rc.write(clientFrame(true, opText, []byte(`{"type":"HEARTBEAT"}`), true))
-		_ = rc.c.Close()
+		rc.Write(clientFrame(true, opText, []byte(`{"type":"HEARTBEAT"}`), true))
+		_ = rc.Conn.Close()
 	}
 	waitFor(t, "every peer released", func() bool {
 		for i := range n {
@@ -304,7 +218,7 @@ func TestPipelinedClientOnPoller(t *testing.T) {
 	}
 	// And it is served from there: a message to it arrives.
 	b.send(map[string]any{"type": "ANSWER", "dst": "eager", "payload": 2})
-	if op, msg := rc.read(); op != opText || !bytes.Contains(msg, []byte(`"type":"ANSWER"`)) {
+	if op, msg := rc.Read(); op != opText || !bytes.Contains(msg, []byte(`"type":"ANSWER"`)) {
 		t.Fatalf("frame %d %q", op, msg)
 	}
 }

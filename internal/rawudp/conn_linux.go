@@ -100,6 +100,15 @@ func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 	}
 	var sa unix.RawSockaddrInet4
 	putSockaddr4(&sa, to)
+	return c.sendto(b, unsafe.Pointer(&sa), unix.SizeofSockaddrInet4)
+}
+
+// Write sends one datagram to the connected peer without waiting; errors as WriteTo.
+func (c *Conn) Write(b []byte) (int, error) { return c.sendto(b, nil, 0) }
+
+// sendto is sendto(2) of b to the address at sa (nil: the connected peer), under the
+// socket's shared lock.
+func (c *Conn) sendto(b []byte, sa unsafe.Pointer, saLen uintptr) (int, error) {
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
@@ -110,25 +119,7 @@ func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 		return 0, net.ErrClosed
 	}
 	n, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(p), uintptr(len(b)), unix.MSG_DONTWAIT,
-		uintptr(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}
-
-// Write sends one datagram to the connected peer without waiting; errors as WriteTo.
-func (c *Conn) Write(b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.closed {
-		return 0, net.ErrClosed
-	}
-	n, _, errno := unix.Syscall(unix.SYS_WRITE, uintptr(c.fd), uintptr(p), uintptr(len(b)))
+		uintptr(sa), saLen)
 	if errno != 0 {
 		return 0, errno
 	}

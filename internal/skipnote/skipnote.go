@@ -3,7 +3,8 @@
 // because `npm ci` was never run looks like a browser test that passed.
 //
 // Outside CI, Skip records why a test skipped and the command that would let it run, and
-// Report, called by the package's TestMain after m.Run, prints one line for each. In CI
+// Report, called by the package's TestMain after m.Run (Main does both), prints one
+// line for each. In CI
 // (CI=true) every tool must be installed: Skip fails the test instead.
 package skipnote
 
@@ -35,6 +36,14 @@ func Skip(t testing.TB, what, enable string) {
 	notes = append(notes, note{test, what, enable})
 	mu.Unlock()
 	t.Skipf("%s; to run it: %s", what, enable)
+}
+
+// Main is a TestMain for a package with nothing else to set up: it runs the tests,
+// reports what they skipped and exits with their result.
+func Main(m *testing.M, pkg string) {
+	code := m.Run()
+	Report(pkg)
+	os.Exit(code)
 }
 
 // Report prints one line per reason a test of pkg skipped for, naming the tests and the

@@ -1,5 +1,6 @@
-// Package testcert makes throwaway TLS certificates for tests: a self-signed ECDSA
-// certificate for 127.0.0.1 (or another address) and localhost, written as PEM files.
+// Package testcert makes throwaway TLS certificates for tests and the benchmark: a
+// self-signed ECDSA certificate for 127.0.0.1 (or another address) and localhost,
+// written as PEM files.
 package testcert
 
 import (
@@ -29,15 +30,27 @@ func Write(t testing.TB) (certFile, keyFile string, client *tls.Config) {
 // WriteFor is Write for a server at ip (and localhost), with the files in dir.
 func WriteFor(t testing.TB, dir string, ip net.IP) (certFile, keyFile string, client *tls.Config) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certFile, keyFile, client, err := Generate(dir, ip, time.Hour)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return certFile, keyFile, client
+}
+
+// Generate writes cert.pem and key.pem into dir: a self-signed ECDSA P-256 certificate
+// (what an ACME certificate usually is) for ip and localhost, valid for validity from
+// an hour ago. client is a configuration that trusts it. The benchmark's wss rounds use
+// it too.
+func Generate(dir string, ip net.IP, validity time.Duration) (certFile, keyFile string, client *tls.Config, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: "relay test"},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
+		NotAfter:     time.Now().Add(validity),
 		IPAddresses:  []net.IP{ip},
 		DNSNames:     []string{"localhost"},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -45,24 +58,24 @@ func WriteFor(t testing.TB, dir string, ip net.IP) (certFile, keyFile string, cl
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return "", "", nil, err
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return "", "", nil, err
 	}
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
+		return "", "", nil, err
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
+		return "", "", nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return "", "", nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return certFile, keyFile, &tls.Config{RootCAs: pool, ServerName: ip.String(), MinVersion: tls.VersionTLS12}
+	return certFile, keyFile, &tls.Config{RootCAs: pool, ServerName: ip.String(), MinVersion: tls.VersionTLS12}, nil
 }

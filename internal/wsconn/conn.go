@@ -22,8 +22,9 @@ import (
 )
 
 const (
-	// maxOutbox bounds what one slow client can hold: a client this far behind is
-	// refused more (Send returns false) rather than allowed to grow memory.
+	// maxOutbox bounds the frames one slow client can hold, as MaxOutboxBytes (and a
+	// Budget) bound their bytes: a client this far behind is refused more (Send
+	// returns false) rather than allowed to grow memory.
 	maxOutbox = 256
 	// WriteTimeout is how long writes may wait without progress before Check closes
 	// the connection.
@@ -157,10 +158,10 @@ func (c *Conn) Held() int {
 	return n
 }
 
-// Serve starts reading: on a poller of ps when the socket is plain TCP on Linux,
-// otherwise on a goroutine of its own. buffered is what Upgrade read past the
-// handshake; it is handled first. Serve returns at once; the Handler's OnClose tells
-// when the connection has ended.
+// Serve starts reading: on a poller of ps when the socket is TCP on Linux, plain or
+// TLS 1.3 from NewTLSListener; otherwise on a goroutine of its own. buffered is what
+// Upgrade read past the handshake; it is handled first. Serve returns at once; the
+// Handler's OnClose tells when the connection has ended.
 func (c *Conn) Serve(ps *Pollers, buffered []byte) {
 	if ps.take(c, buffered) {
 		return

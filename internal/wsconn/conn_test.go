@@ -60,14 +60,14 @@ func TestCloseConformance(t *testing.T) {
 					if h.c.OnPoller() != (path.o.pollers >= 0) {
 						t.Fatalf("OnPoller %v on the %s path", h.c.OnPoller(), path.name)
 					}
-					rc.write(tc.frames...)
+					rc.Write(tc.frames...)
 					if tc.code == -1 {
-						op, p := rc.read()
+						op, p := rc.Read()
 						if op != OpClose || len(p) != 0 {
 							t.Fatalf("answer %d %x, want an empty close frame", op, p)
 						}
 					} else {
-						rc.expectClose(tc.code)
+						rc.ExpectClose(tc.code)
 					}
 					<-h.closed
 					h.mu.Lock()
@@ -100,19 +100,19 @@ func TestPongPerRead(t *testing.T) {
 			for i := range n {
 				burst = append(burst, clientFrame(true, OpPing, []byte(fmt.Sprintf("p%d", i)), true))
 			}
-			rc.write(burst...)
+			rc.Write(burst...)
 			var pongs []string
 			for len(pongs) == 0 {
-				if op, p := rc.read(); op == OpPong {
+				if op, p := rc.Read(); op == OpPong {
 					pongs = append(pongs, string(p))
 				} else {
 					t.Fatalf("frame %d %q, want a pong", op, p)
 				}
 			}
 			// A message echoed after the pong marks the end of what the burst caused.
-			rc.write(clientFrame(true, OpText, []byte("mark"), true))
+			rc.Write(clientFrame(true, OpText, []byte("mark"), true))
 			for {
-				op, p := rc.read()
+				op, p := rc.Read()
 				if op == OpPong {
 					pongs = append(pongs, string(p))
 					continue
@@ -142,12 +142,12 @@ func TestControlFramesAdmitted(t *testing.T) {
 		return true
 	}})
 	rc := ts.rawDial(t, "a")
-	rc.write(clientFrame(true, OpPing, []byte("x"), true), clientFrame(true, OpPong, nil, true), clientFrame(true, OpText, []byte("after"), true))
-	if op, p := rc.read(); op != OpText || string(p) != "after" {
+	rc.Write(clientFrame(true, OpPing, []byte("x"), true), clientFrame(true, OpPong, nil, true), clientFrame(true, OpText, []byte("after"), true))
+	if op, p := rc.Read(); op != OpText || string(p) != "after" {
 		t.Fatalf("frame %d %q: want the echo, the ping unanswered", op, p)
 	}
-	rc.write(clientFrame(true, OpClose, closePayload(CloseNormal), true))
-	rc.expectClose(CloseNormal)
+	rc.Write(clientFrame(true, OpClose, closePayload(CloseNormal), true))
+	rc.ExpectClose(CloseNormal)
 	if got := control.Load(); got != 3 {
 		t.Errorf("Admit asked for %d control frames, want 3", got)
 	}
@@ -165,11 +165,11 @@ func TestPipelinedClientOnPoller(t *testing.T) {
 	if !h.c.OnPoller() {
 		t.Fatal("a pipelining client is on the goroutine path")
 	}
-	if op, p := rc.read(); op != OpText || string(p) != "first" {
+	if op, p := rc.Read(); op != OpText || string(p) != "first" {
 		t.Fatalf("frame %d %q, want the echo of the pipelined message", op, p)
 	}
-	rc.write(second[5:])
-	if op, p := rc.read(); op != OpText || string(p) != "second" {
+	rc.Write(second[5:])
+	if op, p := rc.Read(); op != OpText || string(p) != "second" {
 		t.Fatalf("frame %d %q, want the echo of the message the pipelined bytes began", op, p)
 	}
 }

@@ -1,17 +1,13 @@
 package wsconn
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/relayproject/relay/internal/testcert"
+	"github.com/relayproject/relay/internal/wstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -170,19 +167,12 @@ func (h *echoHandler) messages() []string {
 	return append([]string(nil), h.msgs...)
 }
 
-// rawClient speaks WebSocket frame by frame, to send what a well-behaved client library
-// would not.
-type rawClient struct {
-	t  testing.TB
-	c  net.Conn
-	br *bufio.Reader
-}
+// rawClient speaks WebSocket frame by frame (wstest), to send what a well-behaved
+// client library would not.
+type rawClient struct{ *wstest.Client }
 
-const handshakeRequest = "GET /?id=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-
-// rawDial connects as id; extra is sent in the same write as the request (a
-// pipelining client's first frames).
+// rawDial connects as id and reads the greeting; extra is sent in the same write as the
+// request (a pipelining client's first frames).
 func (ts *testServer) rawDial(t testing.TB, id string, extra ...[]byte) *rawClient {
 	t.Helper()
 	c, err := net.Dial("tcp", ts.ln.Addr().String())
@@ -192,82 +182,23 @@ func (ts *testServer) rawDial(t testing.TB, id string, extra ...[]byte) *rawClie
 	if ts.client != nil {
 		c = tls.Client(c, ts.client)
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	req := append([]byte(strings.Replace(handshakeRequest, "%s", id, 1)), bytes.Join(extra, nil)...)
-	if _, err := c.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols ||
-		resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" { // RFC 6455's example
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
-	rc := &rawClient{t: t, c: c, br: br}
-	if op, p := rc.read(); op != OpText || string(p) != "open" {
-		t.Fatalf("first frame %d %q, want the greeting", op, p)
-	}
+	return ts.handshakeOver(t, c, id, extra...)
+}
+
+// handshakeOver runs the WebSocket handshake as id over c (already connected) and
+// reads the greeting; extra goes in the same write as the request.
+func (ts *testServer) handshakeOver(t testing.TB, c net.Conn, id string, extra ...[]byte) *rawClient {
+	t.Helper()
+	rc := &rawClient{wstest.Handshake(t, c, "/?id="+id, extra...)}
+	rc.ExpectText("open")
 	return rc
 }
 
-func (rc *rawClient) write(frames ...[]byte) {
-	rc.t.Helper()
-	if _, err := rc.c.Write(bytes.Join(frames, nil)); err != nil {
-		rc.t.Fatal(err)
-	}
-}
-
-// read returns the next server frame (which must be unmasked); op 0xff at EOF.
-func (rc *rawClient) read() (op byte, payload []byte) {
-	rc.t.Helper()
-	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var h [2]byte
-	if _, err := io.ReadFull(rc.br, h[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "reset") {
-			return 0xff, nil
-		}
-		rc.t.Fatal(err)
-	}
-	if h[0]&0x80 == 0 || h[1]&0x80 != 0 {
-		rc.t.Fatalf("server frame header %x: want FIN and no mask", h)
-	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		_, _ = io.ReadFull(rc.br, b[:])
-		n = uint64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		_, _ = io.ReadFull(rc.br, b[:])
-		n = binary.BigEndian.Uint64(b[:])
-	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(rc.br, payload); err != nil {
-		rc.t.Fatal(err)
-	}
-	return h[0] & 0x0f, payload
-}
-
-// expectClose reads frames until a close frame, checks its code, then expects EOF.
-func (rc *rawClient) expectClose(code int) {
-	rc.t.Helper()
-	for {
-		op, p := rc.read()
-		if op == 0xff {
-			rc.t.Fatalf("socket closed without a close frame (want %d)", code)
-		}
-		if op != OpClose {
-			continue
-		}
-		if len(p) < 2 || int(binary.BigEndian.Uint16(p)) != code {
-			rc.t.Fatalf("close frame %x, want code %d", p, code)
-		}
-		break
-	}
-	if op, _ := rc.read(); op != 0xff {
-		rc.t.Fatalf("frame %d after the close frame", op)
-	}
+// expectEcho sends msg as one text frame and expects it back.
+func (rc *rawClient) expectEcho(msg string) {
+	rc.T.Helper()
+	rc.Write(clientFrame(true, OpText, []byte(msg), true))
+	rc.ExpectText(msg)
 }
 
 func waitFor(t testing.TB, what string, cond func() bool) {

@@ -38,17 +38,17 @@ func TestLargeMessageToSelfDelivered(t *testing.T) {
 			t.Fatal("peer not on a poller")
 		}
 		msg := strings.Repeat("x", 60<<10) // echoed back
-		rc.write(clientFrame(true, OpText, []byte(msg), true))
+		rc.Write(clientFrame(true, OpText, []byte(msg), true))
 
 		// Read the relayed frame, up to 2 s.
-		_ = rc.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_ = rc.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 		var h [4]byte
 		got := 0
 		want := -1
-		if _, err := io.ReadFull(rc.br, h[:]); err == nil && h[1]&0x7f == 126 {
+		if _, err := io.ReadFull(rc.R, h[:]); err == nil && h[1]&0x7f == 126 {
 			want = int(binary.BigEndian.Uint16(h[2:]))
 			buf := make([]byte, want)
-			n, _ := io.ReadFull(rc.br, buf)
+			n, _ := io.ReadFull(rc.R, buf)
 			got = n
 		}
 		if got != want || want < 0 {
@@ -57,7 +57,7 @@ func TestLargeMessageToSelfDelivered(t *testing.T) {
 			t.Logf("peer %s: got %d of %d payload bytes after 2 s; server pending=%d armed=%v", id, got, want, len(p.pending), p.armed)
 			p.mu.Unlock()
 		}
-		_ = rc.c.Close()
+		_ = rc.Conn.Close()
 	}
 	if stuck > 0 {
 		t.Fatalf("%d of %d self-sent messages stuck in pending", stuck, tries)
@@ -74,7 +74,7 @@ func TestUrgentDataDoesNotStall(t *testing.T) {
 	lost := 0
 	for i := range tries {
 		rc := ts.rawDial(t, fmt.Sprintf("urg%d", i))
-		raw, _ := rc.c.(*net.TCPConn).SyscallConn()
+		raw, _ := rc.Conn.(*net.TCPConn).SyscallConn()
 		f1 := clientFrame(true, OpPing, []byte("a"), true)
 		f2 := clientFrame(true, OpPing, []byte("b"), true)
 		_ = raw.Control(func(fd uintptr) {
@@ -88,9 +88,9 @@ func TestUrgentDataDoesNotStall(t *testing.T) {
 		answered := false
 		deadline := time.Now().Add(2 * time.Second)
 		for !answered {
-			_ = rc.c.SetReadDeadline(deadline)
+			_ = rc.Conn.SetReadDeadline(deadline)
 			var h [3]byte
-			if _, err := io.ReadFull(rc.br, h[:]); err != nil {
+			if _, err := io.ReadFull(rc.R, h[:]); err != nil {
 				break
 			}
 			answered = h[0]&0x0f == OpPong && h[2] == 'b'
@@ -99,7 +99,7 @@ func TestUrgentDataDoesNotStall(t *testing.T) {
 			lost++
 			t.Logf("try %d: no pong for the ping after the urgent byte within 2 s", i)
 		}
-		_ = rc.c.Close()
+		_ = rc.Conn.Close()
 	}
 	if lost > 0 {
 		t.Fatalf("%d of %d: the ping after the urgent byte was not read", lost, tries)

@@ -3,52 +3,20 @@
 package wsconn
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/relayproject/relay/internal/testcert"
+	"github.com/relayproject/relay/internal/wstest"
 )
-
-// handshakeOver runs the WebSocket handshake as id over c (already connected) and
-// reads the greeting; extra goes in the same write as the request.
-func (ts *testServer) handshakeOver(t testing.TB, c net.Conn, id string, extra ...[]byte) *rawClient {
-	t.Helper()
-	req := append([]byte(strings.Replace(handshakeRequest, "%s", id, 1)), bytes.Join(extra, nil)...)
-	if _, err := c.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %v %v", resp, err)
-	}
-	rc := &rawClient{t: t, c: c, br: br}
-	if op, p := rc.read(); op != OpText || string(p) != "open" {
-		t.Fatalf("first frame %d %q, want the greeting", op, p)
-	}
-	return rc
-}
-
-// expectEcho sends msg as one text frame and expects it back.
-func (rc *rawClient) expectEcho(msg string) {
-	rc.t.Helper()
-	rc.write(clientFrame(true, OpText, []byte(msg), true))
-	op, p := rc.read()
-	if op != OpText || string(p) != msg {
-		rc.t.Fatalf("echo of %d bytes: op %d, %d bytes (%.40q)", len(msg), op, len(p), p)
-	}
-}
 
 // TestTLSPollerExchange: a wss connection is read by a poller, with its TLS records
 // opened and sealed there: messages of every size (within a record, across records,
@@ -67,7 +35,7 @@ func TestTLSPollerExchange(t *testing.T) {
 		t.Fatal("the wss connection is not on a poller")
 	}
 	for _, want := range []string{"pipelined small", pipelined} {
-		if op, p := rc.read(); op != OpText || string(p) != want {
+		if op, p := rc.Read(); op != OpText || string(p) != want {
 			t.Fatalf("pipelined frame echoed as %d, %d bytes", op, len(p))
 		}
 	}
@@ -75,12 +43,12 @@ func TestTLSPollerExchange(t *testing.T) {
 		rc.expectEcho(msg)
 	}
 	// Ping and pong, and a message to the client from outside its read events.
-	rc.write(clientFrame(true, OpPing, []byte("are you there"), true))
-	if op, p := rc.read(); op != OpPong || string(p) != "are you there" {
+	rc.Write(clientFrame(true, OpPing, []byte("are you there"), true))
+	if op, p := rc.Read(); op != OpPong || string(p) != "are you there" {
 		t.Fatalf("ping answered with %d %q", op, p)
 	}
 	h.c.Send([]byte("from the server"))
-	if op, p := rc.read(); op != OpText || string(p) != "from the server" {
+	if op, p := rc.Read(); op != OpText || string(p) != "from the server" {
 		t.Fatalf("sent %d %q", op, p)
 	}
 	if got := len(h.messages()); got != 6 {
@@ -102,9 +70,9 @@ func TestTLSRecordsSplitAcrossReads(t *testing.T) {
 			t.Fatal("not on a poller")
 		}
 		rc.expectEcho("small")
-		rc.write(clientFrame(true, OpText, []byte("two frames"), true), clientFrame(true, OpText, []byte("in one record"), true))
+		rc.Write(clientFrame(true, OpText, []byte("two frames"), true), clientFrame(true, OpText, []byte("in one record"), true))
 		for _, want := range []string{"two frames", "in one record"} {
-			if op, p := rc.read(); op != OpText || string(p) != want {
+			if op, p := rc.Read(); op != OpText || string(p) != want {
 				t.Fatalf("got %d %q, want %q", op, p, want)
 			}
 		}
@@ -227,23 +195,23 @@ func TestTLSCloseAndDrain(t *testing.T) {
 	rc := ts.rawDial(t, "by-server")
 	h := ts.conn("by-server")
 	h.c.CloseWith(ClosePolicyViolated)
-	rc.expectClose(ClosePolicyViolated) // then EOF: close_notify, not a reset
+	rc.ExpectClose(ClosePolicyViolated) // then EOF: close_notify, not a reset
 	<-h.closed
 
 	rc = ts.rawDial(t, "by-notify")
 	h = ts.conn("by-notify")
-	if err := rc.c.(*tls.Conn).CloseWrite(); err != nil { // close_notify, the socket stays open
+	if err := rc.Conn.(*tls.Conn).CloseWrite(); err != nil { // close_notify, the socket stays open
 		t.Fatal(err)
 	}
 	<-h.closed
-	if op, _ := rc.read(); op != 0xff {
+	if op, _ := rc.Read(); op != wstest.EOF {
 		t.Fatalf("frame %d after close_notify", op)
 	}
 
 	rc = ts.rawDial(t, "by-frame")
 	h = ts.conn("by-frame")
-	rc.write(clientFrame(true, OpClose, []byte{0x03, 0xe8}, true))
-	rc.expectClose(1000)
+	rc.Write(clientFrame(true, OpClose, []byte{0x03, 0xe8}, true))
+	rc.ExpectClose(1000)
 	<-h.closed
 
 	var clients []*rawClient
@@ -260,7 +228,7 @@ func TestTLSCloseAndDrain(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("connection %d not closed by the drain", i)
 		}
-		if op, _ := clients[i].read(); op != 0xff {
+		if op, _ := clients[i].Read(); op != wstest.EOF {
 			t.Fatalf("connection %d: frame %d after the drain", i, op)
 		}
 	}
@@ -273,7 +241,7 @@ func TestTLS12StaysOnGoroutine(t *testing.T) {
 	ts.client = ts.client.Clone()
 	ts.client.MaxVersion = tls.VersionTLS12
 	rc := ts.rawDial(t, "old", clientFrame(true, OpText, []byte("pipelined"), true))
-	if op, p := rc.read(); op != OpText || string(p) != "pipelined" {
+	if op, p := rc.Read(); op != OpText || string(p) != "pipelined" {
 		t.Fatalf("pipelined frame: %d %q", op, p)
 	}
 	if ts.conn("old").c.OnPoller() {

@@ -129,6 +129,13 @@ func TestTLSKeyUpdateBeforeUpgrade(t *testing.T) {
 	}
 }
 
+// upgradeRequest is a WebSocket upgrade request for id, as wstest.Handshake sends it,
+// for a client that seals it itself.
+func upgradeRequest(id string) []byte {
+	return []byte("GET /?id=" + id + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+}
+
 // serverRecords reads the server's records off c's socket and opens each with the
 // first of tracks that can, remembering under which key and sequence number it was
 // sealed: a second record under the same pair is a reused nonce.
@@ -192,7 +199,7 @@ func TestTLSNoNonceReuseAfterKeyUpdateBeforeUpgrade(t *testing.T) {
 	if err := c.writeKeyUpdate(true); err != nil { // under c0, sequence number 0
 		t.Fatal(err)
 	}
-	req, err := c.r.seal(nil, []byte(strings.Replace(handshakeRequest, "%s", "hostile", 1)), recordTypeApplication)
+	req, err := c.r.seal(nil, upgradeRequest("hostile"), recordTypeApplication)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +363,7 @@ func TestTLSSecretsEndWithConnection(t *testing.T) {
 	if r == nil {
 		t.Fatal("not taken over")
 	}
-	_ = rc.c.Close()
+	_ = rc.Conn.Close()
 	<-h.closed
 	if !allZero(r.in.secret[:]) || !allZero(r.out.secret[:]) || !allZero(r.in.key[:]) || !allZero(r.out.key[:]) {
 		t.Error("the record layer's secrets and keys survive the connection's end")
@@ -430,7 +437,7 @@ func TestTLSStaleConnWritesNothing(t *testing.T) {
 
 	c := dialRecords(t, ln.Addr().String(), client)
 	s0, c0 := bytes.Clone(c.r.in.secret[:c.r.hashLen]), bytes.Clone(c.r.out.secret[:c.r.hashLen])
-	req, err := c.r.seal(nil, []byte(strings.Replace(handshakeRequest, "%s", "stale", 1)), recordTypeApplication)
+	req, err := c.r.seal(nil, upgradeRequest("stale"), recordTypeApplication)
 	if err != nil {
 		t.Fatal(err)
 	}
