@@ -27,6 +27,18 @@ func Write(t testing.TB) (certFile, keyFile string, client *tls.Config) {
 	return WriteFor(t, t.TempDir(), net.IPv4(127, 0, 0, 1))
 }
 
+// Configs is Write with the certificate loaded: a server configuration that presents
+// it and a client configuration that trusts it, for tests that need no files.
+func Configs(t testing.TB) (server, client *tls.Config) {
+	t.Helper()
+	certFile, keyFile, client := Write(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}, client
+}
+
 // WriteFor is Write for a server at ip (and localhost), with the files in dir.
 func WriteFor(t testing.TB, dir string, ip net.IP) (certFile, keyFile string, client *tls.Config) {
 	t.Helper()

@@ -53,12 +53,8 @@ func startServer(t testing.TB, o testOptions) *testServer {
 	}
 	ts := &testServer{t: t, ln: ln, maxMsg: 1 << 20, admit: o.admit, conns: make(map[string]*echoHandler)}
 	if o.tls {
-		certFile, keyFile, client := testcert.Write(t)
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts.ln = NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+		serverConf, client := testcert.Configs(t)
+		ts.ln = NewTLSListener(ln, serverConf)
 		ts.client = client
 	}
 	if o.pollers >= 0 {

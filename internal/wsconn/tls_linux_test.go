@@ -255,17 +255,13 @@ func TestTLS12StaysOnGoroutine(t *testing.T) {
 // tls.Conn usable, and it holds no part of a record it has not finished (reads end at
 // record boundaries).
 func TestTLSTemporaryErrorKeepsConn(t *testing.T) {
-	certFile, keyFile, client := testcert.Write(t)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverConf, client := testcert.Configs(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	tl := NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	tl := NewTLSListener(ln, serverConf)
 	dialed := make(chan net.Conn, 1)
 	go func() {
 		c, err := tls.Dial("tcp", ln.Addr().String(), client)

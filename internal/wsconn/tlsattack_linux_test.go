@@ -199,19 +199,7 @@ func TestTLSNoNonceReuseAfterKeyUpdateBeforeUpgrade(t *testing.T) {
 	if err := c.writeKeyUpdate(true); err != nil { // under c0, sequence number 0
 		t.Fatal(err)
 	}
-	req, err := c.r.seal(nil, upgradeRequest("hostile"), recordTypeApplication)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Conn.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	sr := &serverRecords{t: t, c: c.Conn, tracks: []*tlsRecords{c.r}, seen: map[string]int{}}
-	for !bytes.Contains(sr.plain, []byte("\r\n\r\n")) {
-		if !sr.next() {
-			t.Fatal("closed before the 101 response")
-		}
-	}
+	sr := upgradeOverRecords(t, c, "hostile")
 	// The record layer's view, if it took over: the server's first key at the records
 	// crypto/tls wrote (its KeyUpdate, the 101), the client's at the records it read
 	// after its Finished (the KeyUpdate, the request).
@@ -245,18 +233,13 @@ func TestTLSNoNonceReuseAfterKeyUpdateBeforeUpgrade(t *testing.T) {
 // if given, changes the server's and the client's configurations.
 func acceptRecords(t *testing.T, configure ...func(server, client *tls.Config)) (*tls.Conn, *tlsSock, *recordConn) {
 	t.Helper()
-	certFile, keyFile, client := testcert.Write(t)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverConf, client := testcert.Configs(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	server := &tls.Config{Certificates: []tls.Certificate{cert}}
-	client = client.Clone()
+	server, client := serverConf, client.Clone()
 	for _, f := range configure {
 		f(server, client)
 	}
@@ -397,11 +380,7 @@ func (h *quietHandler) OnClose()             { h.once.Do(func() { close(h.closed
 // crypto/tls would seal it under the key and sequence number the record layer goes on
 // from, a nonce used twice.
 func TestTLSStaleConnWritesNothing(t *testing.T) {
-	certFile, keyFile, client := testcert.Write(t)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverConf, client := testcert.Configs(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -426,7 +405,7 @@ func TestTLSStaleConnWritesNothing(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = srv.Serve(NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}}))
+		_ = srv.Serve(NewTLSListener(ln, serverConf))
 	}()
 	defer func() {
 		_ = srv.Close()
@@ -437,19 +416,7 @@ func TestTLSStaleConnWritesNothing(t *testing.T) {
 
 	c := dialRecords(t, ln.Addr().String(), client)
 	s0, c0 := bytes.Clone(c.r.in.secret[:c.r.hashLen]), bytes.Clone(c.r.out.secret[:c.r.hashLen])
-	req, err := c.r.seal(nil, upgradeRequest("stale"), recordTypeApplication)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Conn.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	sr := &serverRecords{t: t, c: c.Conn, tracks: []*tlsRecords{c.r}, seen: map[string]int{}}
-	for !bytes.Contains(sr.plain, []byte("\r\n\r\n")) {
-		if !sr.next() {
-			t.Fatal("closed before the 101 response")
-		}
-	}
+	sr := upgradeOverRecords(t, c, "stale")
 	// A second view of the server's key at the record after the 101: it opens a record
 	// sealed there by anyone else.
 	again, err := newTLSRecords(c.r.suite, s0, c0, 1, 0)
@@ -524,4 +491,24 @@ func TestTLSTakeOverAfterHelloRetryRequest(t *testing.T) {
 	if n, err := c.Read(got); err != nil || string(got[:n]) != "from the poller" {
 		t.Fatalf("the client read %q, %v", got[:n], err)
 	}
+}
+
+// upgradeOverRecords sends the WebSocket upgrade for id through c's record layer and
+// reads the server's records until the 101 response has come.
+func upgradeOverRecords(t *testing.T, c *recordConn, id string) *serverRecords {
+	t.Helper()
+	req, err := c.r.seal(nil, upgradeRequest(id), recordTypeApplication)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Conn.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	sr := &serverRecords{t: t, c: c.Conn, tracks: []*tlsRecords{c.r}, seen: map[string]int{}}
+	for !bytes.Contains(sr.plain, []byte("\r\n\r\n")) {
+		if !sr.next() {
+			t.Fatal("closed before the 101 response")
+		}
+	}
+	return sr
 }

@@ -352,11 +352,7 @@ func TestTLSRecordsKeyUpdateInterop(t *testing.T) {
 }
 
 func keyUpdateInterop(t *testing.T) uint16 {
-	certFile, keyFile, client := testcert.Write(t)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverConf, client := testcert.Configs(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +366,9 @@ func keyUpdateInterop(t *testing.T) uint16 {
 			return
 		}
 		defer c.Close()
-		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, SessionTicketsDisabled: true})
+		server := serverConf.Clone()
+		server.SessionTicketsDisabled = true
+		tc := tls.Server(c, server)
 		_, err = io.Copy(tc, tc) // echo
 		done <- err
 	}()
