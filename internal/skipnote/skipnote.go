@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -47,18 +48,19 @@ func Main(m *testing.M, pkg string) {
 }
 
 // Report prints one line per reason a test of pkg skipped for, naming the tests and the
-// command that enables them. The line goes to the terminal when there is one, because
-// `go test ./...` discards a passing package's output, stderr included; without a
-// terminal (CI logs, editors) it goes to stderr, which `go test -v` and failures show.
+// command that enables them. `go test ./...` discards a passing package's output, stderr
+// included, so the line goes where the person running go test looks: the go command's
+// own stderr when go test started this binary (a terminal or a CI log alike), else the
+// terminal, else stderr (which `go test -v` and failures show).
 func Report(pkg string) {
 	lines := reportLines(pkg)
 	if len(lines) == 0 {
 		return
 	}
 	var w io.Writer = os.Stderr
-	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
-		defer tty.Close()
-		w = tty
+	if out := visibleOutput(); out != nil {
+		defer out.Close()
+		w = out
 	}
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
@@ -86,4 +88,19 @@ func reportLines(pkg string) []string {
 		lines[i] = fmt.Sprintf("SKIPPED in %s: %s (%s); to run: %s", pkg, strings.Join(tests[r], ", "), r.what, r.enable)
 	}
 	return lines
+}
+
+// visibleOutput opens the go command's standard error when it is this process's parent
+// (Linux: through /proc), or else the controlling terminal; nil if neither opens.
+func visibleOutput() *os.File {
+	parent := fmt.Sprintf("/proc/%d/", os.Getppid())
+	if exe, err := os.Readlink(parent + "exe"); err == nil && filepath.Base(exe) == "go" {
+		if f, err := os.OpenFile(parent+"fd/2", os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			return f
+		}
+	}
+	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+		return tty
+	}
+	return nil
 }
