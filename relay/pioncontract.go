@@ -65,6 +65,13 @@ import "time"
 //     the bytes relay hands it: a capped request must be signed again (clampLifetime),
 //     and pion refuses one that is not with 400.
 //
+//  8. One NONCE a minute (TestPionContractNonces). pion's 401 and 438 answers carry a
+//     nonce made from the current minute, the same for every client, and accept it for
+//     about an hour. Relied on by: the gate's nonce book (nonces.go), which learns them
+//     from pion's answers and keeps maxNonces; were pion to make a nonce per request, a
+//     flood of unauthenticated requests would push the nonces of real clients out of the
+//     book, and their requests would get 438 again and again.
+//
 // What relay does not rely on: turn.Server.Close closing accepted TCP/TLS connections
 // (it does not; streamListener.closeAll does), pion's answers to requests the gate
 // refuses first, and pion's Binding answers (the gate answers Binding itself).

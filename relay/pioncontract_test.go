@@ -677,3 +677,26 @@ func TestPionContractLifetime(t *testing.T) {
 		t.Errorf("a Refresh altered without its key's signature: %d, want 400", code)
 	}
 }
+
+// TestPionContractNonces pins contract 8: unauthenticated requests in quick succession,
+// from different clients, are challenged with one nonce (two, should the burst cross a
+// minute), and a nonce pion handed out is accepted.
+func TestPionContractNonces(t *testing.T) {
+	h := startPion(t)
+	nonces := map[string]bool{}
+	for i := range 50 {
+		from := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 41000 + i}
+		c := &contractClient{t: t, recv: h.udp.out, send: func(b []byte) { h.udp.in <- scripted{b: b, from: from} }}
+		r := c.roundTrip(mustBuild(t, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP()))
+		var nonce stun.Nonce
+		if errorCode(r) != 401 || nonce.GetFrom(r) != nil {
+			t.Fatalf("unauthenticated Allocate %d: %d, want a 401 with a NONCE", i, errorCode(r))
+		}
+		nonces[nonce.String()] = true
+	}
+	if len(nonces) > 2 {
+		t.Fatalf("50 challenges within a second carried %d different nonces: pion makes them per request now, "+
+			"and the nonce book (nonces.go) must change", len(nonces))
+	}
+	h.udpClient(t).allocate() // the 401 dance with such a nonce succeeds
+}
