@@ -4,30 +4,36 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // rateLimiter is a token bucket per source address: perMinute requests a minute, with
-// bursts up to perMinute.
+// bursts up to perMinute. Buckets that have refilled are pruned, so the map holds only
+// the addresses seen lately.
 type rateLimiter struct {
-	perMinute float64
-	mu        sync.Mutex
-	buckets   map[netip.Addr]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
+	mu      sync.Mutex
+	every   rate.Limit
+	burst   int
+	buckets map[netip.Addr]*rate.Limiter
 }
 
 func newRateLimiter(perMinute int) *rateLimiter {
-	return &rateLimiter{perMinute: float64(perMinute), buckets: make(map[netip.Addr]*bucket)}
+	l := &rateLimiter{buckets: make(map[netip.Addr]*rate.Limiter)}
+	l.setRate(perMinute)
+	return l
 }
 
-// setRate changes the rate from now on.
+// setRate changes the rate from now on, for the addresses seen already too.
 func (l *rateLimiter) setRate(perMinute int) {
 	l.mu.Lock()
-	l.perMinute = float64(perMinute)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	l.every, l.burst = rate.Limit(float64(perMinute)/60), perMinute
+	now := time.Now()
+	for _, b := range l.buckets {
+		b.SetLimitAt(now, l.every)
+		b.SetBurstAt(now, l.burst)
+	}
 }
 
 // allow takes a token for ip, or says how long until one is available.
@@ -36,17 +42,15 @@ func (l *rateLimiter) allow(ip netip.Addr, now time.Time) (bool, time.Duration) 
 	defer l.mu.Unlock()
 	b, ok := l.buckets[ip]
 	if !ok {
-		b = &bucket{tokens: l.perMinute, last: now}
+		b = rate.NewLimiter(l.every, l.burst)
 		l.buckets[ip] = b
 	}
-	b.tokens = min(l.perMinute, b.tokens+now.Sub(b.last).Minutes()*l.perMinute)
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
+	r := b.ReserveN(now, 1)
+	if wait := r.DelayFrom(now); wait > 0 {
+		r.CancelAt(now) // refused: the token is not spent
+		return false, wait
 	}
-	wait := time.Duration((1 - b.tokens) / l.perMinute * float64(time.Minute))
-	return false, wait
+	return true, 0
 }
 
 // prune forgets buckets that have refilled completely: they hold no information.
@@ -54,7 +58,7 @@ func (l *rateLimiter) prune(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for ip, b := range l.buckets {
-		if b.tokens+now.Sub(b.last).Minutes()*l.perMinute >= l.perMinute {
+		if b.TokensAt(now) >= float64(l.burst) {
 			delete(l.buckets, ip)
 		}
 	}
