@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/relayproject/relay/internal/skipnote"
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 // Browser end-to-end tests: Debian's chromium driven by e2e/browser/run.mjs
@@ -39,8 +40,9 @@ const (
 
 // browserScenarios are the run.mjs scenarios, in order: (a) PeerJS 1.5.x (and again
 // with TURN over TCP only), (b) the legacy 0.3.x client idle past alive_timeout, (c)
-// relay's demo page in two tabs, (d) relay's diagnostics page.
-var browserScenarios = []string{"peerjs", "peerjs-tcp", "legacy", "demo", "diag"}
+// relay's demo page in two tabs, and again over https and wss (Chromium's TLS 1.3 through
+// relay's own record layer on the pollers), (d) relay's diagnostics page.
+var browserScenarios = []string{"peerjs", "peerjs-tcp", "legacy", "demo", "demo-wss", "diag"}
 
 func TestBrowser(t *testing.T) {
 	chromium := need(t, "chromium", "chromium")
@@ -77,7 +79,7 @@ func TestBrowser(t *testing.T) {
 
 	for _, scenario := range browserScenarios {
 		t.Run(scenario, func(t *testing.T) {
-			if standIn && (scenario == "demo" || scenario == "diag") {
+			if standIn && (scenario == "demo" || scenario == "demo-wss" || scenario == "diag") {
 				t.Skip("relay's own pages need relay's signaling (RELAY_E2E_SIGNAL is peerjs-server)")
 			}
 			var p *relayProc
@@ -87,6 +89,10 @@ func TestBrowser(t *testing.T) {
 				pages.setICE(standInICE(t, p))
 				signalURL = startPeerServer(t, node, dir)
 				iceURL = pages.url + "ice"
+			} else if scenario == "demo-wss" {
+				certFile, keyFile, _ := testcert.Write(t)
+				p = startRelay(t, browserRelayConfig(t, true)+fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", certFile, keyFile))
+				signalURL = "https://" + p.addr("signal") + "/"
 			} else {
 				p = startRelay(t, browserRelayConfig(t, true))
 				signalURL = "http://" + p.addr("signal") + "/"
@@ -98,6 +104,7 @@ func TestBrowser(t *testing.T) {
 				"PAGES_URL=" + pages.url,
 				"ARTIFACTS=" + artifacts,
 				"CHROMIUM=" + chromium,
+				"IGNORE_CERT_ERRORS=1", // demo-wss: the test certificate
 				// The legacy clients send no HEARTBEAT: idle for two alive_timeouts and more.
 				fmt.Sprintf("IDLE_MS=%d", (2*browserAliveTimeout + time.Second).Milliseconds()),
 			}
@@ -106,7 +113,7 @@ func TestBrowser(t *testing.T) {
 			delta := func(name string) float64 { return after[name] - before[name] }
 
 			switch scenario {
-			case "peerjs", "peerjs-tcp", "legacy", "demo":
+			case "peerjs", "peerjs-tcp", "legacy", "demo", "demo-wss":
 				if res.Pair.Local != "relay" || res.Pair.Remote != "relay" {
 					t.Fatalf("nominated pair %+v, want relay/relay", res.Pair)
 				}

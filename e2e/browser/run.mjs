@@ -6,6 +6,7 @@
 //   node run.mjs peerjs-tcp  the same with TURN over TCP only (relayProtocol must be tcp)
 //   node run.mjs legacy      two pages with the 0.3.x client, idle IDLE_MS before connecting
 //   node run.mjs demo        relay's own demo page ({path}demo) in two tabs
+//   node run.mjs demo-wss    the same over https and wss (SIGNAL_URL https://, a test certificate)
 //   node run.mjs diag        relay's diagnostics page ({path}diag): relay candidates over UDP and TCP
 //
 // Every WebRTC connection uses iceTransportPolicy 'relay', so its data must cross the TURN
@@ -20,6 +21,7 @@
 //   IDLE_MS      legacy scenario: idle time between registering and connecting (default 7000)
 //   STEP_MS      deadline of each wait (default 30000)
 //   CHROMIUM     browser executable (default /usr/bin/chromium)
+//   IGNORE_CERT_ERRORS  1: accept the signaling server's self-signed test certificate
 //
 // Output: one JSON line on stdout, {"scenario":..,"ok":true,"pair":{"local":"relay",
 // "remote":"relay"},"ms":..}; on failure {"scenario":..,"ok":false,"error":..} with page
@@ -70,6 +72,7 @@ const LAUNCH_ARGS = [
   '--disable-sync',
   '--allow-loopback-in-peer-connection',
 ];
+if (process.env.IGNORE_CERT_ERRORS === '1') LAUNCH_ARGS.push('--ignore-certificate-errors');
 
 const env = process.env;
 const scenario = process.argv[2];
@@ -345,6 +348,7 @@ const scenarios = {
   'peerjs-tcp': (ctx) => peerjsScenario(ctx, 'peerjs.html', 0, 'tcp'),
   legacy: (ctx) => peerjsScenario(ctx, 'legacy.html', IDLE_MS),
   demo: demoScenario,
+  'demo-wss': demoScenario,
   diag: diagScenario,
 };
 
