@@ -43,6 +43,7 @@ type Config struct {
 	Metrics  Metrics
 	Log      Log
 	Signal   Signal
+	Cluster  Cluster
 	Source   string // file name it was loaded from, or DefaultSource
 }
 
@@ -205,6 +206,7 @@ func Default() *Config {
 		Metrics: Metrics{Listen: "127.0.0.1:9641"},
 		Log:     Log{Level: "info", Format: "text"},
 		Signal:  defaultSignal(),
+		Cluster: defaultCluster(),
 		Source:  DefaultSource,
 	}
 	// Validate also fills the parsed Peers fields; a failure here is a bug
@@ -287,6 +289,7 @@ func (c *Config) decode(t *table) {
 	c.Metrics.decode(t.section("metrics"))
 	c.Log.decode(t.section("log"))
 	c.Signal.decode(t.section("signal"))
+	c.Cluster.decode(t.section("cluster"))
 }
 
 // listenForm describes a listen address; checkListen enforces it.

@@ -201,6 +201,7 @@ format = "json"
 		Metrics: Metrics{Listen: ""},
 		Log:     Log{Level: "debug", Format: "json"},
 		Signal:  defaultSignal(),
+		Cluster: defaultCluster(),
 	}
 	sameSettings(t, c, want)
 }

@@ -103,7 +103,7 @@ func (l locator) errorf(key string, value any, format string, args ...any) *Erro
 // too.
 func sensitive(key string) bool {
 	return key == "auth" || strings.HasPrefix(key, "auth.secrets") || strings.HasPrefix(key, "auth.users") ||
-		key == "signal" || strings.HasPrefix(key, "signal.api_tokens")
+		key == "signal" || strings.HasPrefix(key, "signal.api_tokens") || key == "cluster"
 }
 
 // showValue renders value the way it would be written in TOML, shortened
@@ -111,6 +111,14 @@ func sensitive(key string) bool {
 func showValue(key string, value any) string {
 	if sensitive(key) {
 		return `"***"`
+	}
+	if key == "cluster.redis" {
+		// The URL may carry the Redis password: show it with the password hidden.
+		if v, ok := value.(string); ok {
+			value = redactURL(v)
+		} else {
+			return `"***"`
+		}
 	}
 	s := formatValue(value)
 	if len(s) > 100 {
@@ -221,7 +229,7 @@ func syntaxError(source, text string, err error) *Error {
 		return &Error{Source: source, Msg: "cannot parse TOML: " + err.Error()}
 	}
 	msg := pe.Message
-	if sensitive(pe.LastKey) {
+	if sensitive(pe.LastKey) || pe.LastKey == "cluster.redis" {
 		msg = maskQuoted(msg)
 	}
 	if pe.LastKey != "" {

@@ -21,6 +21,7 @@ func (c *Config) checkFiles(loc locator) Errors {
 	if c.Signal.Listen != "" && c.Signal.TLSCert != "" && c.Signal.TLSKey != "" {
 		checkKeyPair(ch, "signal", c.Signal.TLSCert, c.Signal.TLSKey, `or set tls_cert = "" and tls_key = "" for plain http/ws`)
 	}
+	c.Cluster.readPassword(ch)
 	return ch.errs
 }
 

@@ -46,6 +46,7 @@ func (c *Config) validate(loc locator) Errors {
 	c.Metrics.validate(ch)
 	c.Log.validate(ch)
 	c.Signal.validate(ch, &c.TURN)
+	c.Cluster.validate(ch)
 	return ch.errs
 }
 
