@@ -1,0 +1,622 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/relayproject/relay/signaling"
+)
+
+// Redis key layout. Every key starts with prefix, so that a test (or two fleets) can
+// share one Redis database.
+const (
+	keyID      = "id:"    // id -> "node\x00sha256(token)", with the lease's TTL
+	keyQueue   = "q:"     // id -> list of held messages, oldest first
+	keyQBytes  = "qb:"    // id -> bytes held for it
+	keySrc     = "qs:"    // source key -> bytes held from it
+	keyTotal   = "qbytes" // bytes held in total
+	keyQIndex  = "qidx"   // sorted set: ids with held messages, scored by the oldest one's time
+	keyChannel = "node:"  // node -> pub/sub channel of messages for its peers
+)
+
+// Options configures a Registry.
+type Options struct {
+	Client *redis.Client
+	Node   string           // this node's name, unique in the fleet
+	Limits signaling.Limits // Peers is per node; the queue caps are fleet-wide
+	Prefix string           // key prefix; "" = "relay:"
+	// LeaseTTL is how long an id stays claimed after its node stops refreshing it;
+	// 0 = 6 s. Leases are refreshed every LeaseTTL/3.
+	LeaseTTL time.Duration
+	// OpTimeout bounds every Redis call, so a dead backend fails fast; 0 = 1 s.
+	OpTimeout time.Duration
+	Logger    *slog.Logger
+}
+
+// Registry is a signaling.Registry over Redis.
+type Registry struct {
+	rdb     *redis.Client
+	node    string
+	prefix  string
+	lim     signaling.Limits
+	ttl     time.Duration
+	timeout time.Duration
+	log     *slog.Logger
+
+	regMu sync.Mutex // serialises Register: the local check and the Redis claim are one step
+	mu    sync.Mutex
+	local map[string]*entry
+
+	up      atomic.Bool // the backend answered the last call
+	sub     *redis.PubSub
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+	closeMu sync.Once
+
+	// Counters for metrics and tests.
+	CrossNodeSent, CrossNodeReceived, BackendErrors atomic.Int64
+}
+
+type entry struct {
+	tokenHash string
+	peer      signaling.Peer
+}
+
+var _ signaling.Registry = (*Registry)(nil)
+
+// New returns a Registry for this node and starts its lease refresher and its
+// subscription; Close stops them. It does not fail when Redis is down: the node runs
+// alone until the backend answers.
+func New(o Options) (*Registry, error) {
+	if o.Client == nil || o.Node == "" {
+		return nil, errors.New("cluster: Options needs Client and Node")
+	}
+	if o.Prefix == "" {
+		o.Prefix = "relay:"
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 6 * time.Second
+	}
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, lim: o.Limits, ttl: o.LeaseTTL,
+		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]*entry)}
+	// go-redis logs every failed dial on its own (many lines a second while Redis is
+	// down); note logs the outage once instead.
+	silenceOnce.Do(func() { redis.SetLogger(quiet{}) })
+	r.up.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.sub = r.rdb.Subscribe(ctx, r.prefix+keyChannel+r.node)
+	r.done.Add(2)
+	go r.receive(ctx)
+	go r.refresh(ctx)
+	return r, nil
+}
+
+// Close stops the refresher and the subscription and gives up this node's leases
+// (best effort: a dead backend lets them expire). It does not close the client.
+func (r *Registry) Close() {
+	r.closeMu.Do(func() {
+		r.cancel()
+		_ = r.sub.Close()
+		r.done.Wait()
+		r.mu.Lock()
+		ids := make([]string, 0, len(r.local))
+		mine := make([]string, 0, len(r.local))
+		for id, e := range r.local {
+			ids = append(ids, id)
+			mine = append(mine, r.node+"\x00"+e.tokenHash)
+		}
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		defer cancel()
+		pipe := r.rdb.Pipeline()
+		for i, id := range ids {
+			pipe.Eval(ctx, scriptRelease, []string{r.prefix + keyID + id}, mine[i])
+		}
+		_, _ = pipe.Exec(ctx)
+	})
+}
+
+var silenceOnce sync.Once
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+// BackendUp reports whether the last Redis call succeeded.
+func (r *Registry) BackendUp() bool { return r.up.Load() }
+
+// note records the outcome of a Redis call: the first failure after success is
+// logged, and the first success after failure, never one line per message.
+func (r *Registry) note(err error) {
+	if err == nil || errors.Is(err, redis.Nil) {
+		if !r.up.Swap(true) {
+			r.log.Info("cluster backend reachable again; re-registering this node's peers", "node", r.node)
+		}
+		return
+	}
+	r.BackendErrors.Add(1)
+	if r.up.Swap(false) {
+		// go-redis errors name the address, never the password.
+		r.log.Warn("cluster backend unreachable: peers on this node keep talking, cross-node messages get EXPIRE until it is back",
+			"node", r.node, "err", err)
+	}
+}
+
+func (r *Registry) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), r.timeout)
+}
+
+func hashToken(t string) string {
+	h := sha256.Sum256([]byte(t))
+	return hex.EncodeToString(h[:16])
+}
+
+// scriptClaim claims KEYS[1] for ARGV[1] ("node\0tokenhash") for ARGV[3] ms: "N" if it
+// was free, "R<node>" if the same token held it (on <node>), "T" if another token does.
+const scriptClaim = `
+local v = redis.call('GET', KEYS[1])
+if v then
+  local sep = string.find(v, '\0', 1, true)
+  if string.sub(v, sep + 1) ~= ARGV[2] then return 'T' end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  return 'R' .. string.sub(v, 1, sep - 1)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 'N'`
+
+// scriptRefresh extends a lease this node holds (1), claims it again when it is gone,
+// as after a Redis restart (2), or reports it lost to someone else (0).
+const scriptRefresh = `
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
+return 0`
+
+// scriptRelease frees a lease if this node still holds it.
+const scriptRelease = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
+func (r *Registry) Register(id, token string, p signaling.Peer) (signaling.Peer, error) {
+	th := hashToken(token)
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	r.mu.Lock()
+	cur := r.local[id]
+	switch {
+	case cur != nil && cur.tokenHash != th:
+		r.mu.Unlock()
+		return nil, signaling.ErrIDTaken
+	case cur == nil && len(r.local) >= r.lim.Peers:
+		r.mu.Unlock()
+		return nil, signaling.ErrFull
+	}
+	r.mu.Unlock()
+
+	ctx, cancel := r.ctx()
+	res, err := r.rdb.Eval(ctx, scriptClaim, []string{r.prefix + keyID + id}, r.node+"\x00"+th, th, r.ttl.Milliseconds()).Text()
+	cancel()
+	r.note(err)
+	switch {
+	case err != nil:
+		// Backend down: the id is this node's for now; the refresher claims it when Redis
+		// is back, and closes the peer if someone else got it meanwhile.
+	case res == "T":
+		return nil, signaling.ErrIDTaken
+	case strings.HasPrefix(res, "R") && res[1:] != r.node:
+		r.publish(res[1:], 'k', id, []byte(th)) // the same token moved here: its old node closes it
+	}
+	r.mu.Lock()
+	r.local[id] = &entry{tokenHash: th, peer: p}
+	r.mu.Unlock()
+	if cur != nil {
+		return cur.peer, nil
+	}
+	return nil, nil
+}
+
+func (r *Registry) Unregister(id string, p signaling.Peer) bool {
+	r.mu.Lock()
+	e := r.local[id]
+	if e == nil || e.peer != p {
+		r.mu.Unlock()
+		return false
+	}
+	delete(r.local, id)
+	r.mu.Unlock()
+	ctx, cancel := r.ctx()
+	err := r.rdb.Eval(ctx, scriptRelease, []string{r.prefix + keyID + id}, r.node+"\x00"+e.tokenHash).Err()
+	cancel()
+	r.note(err) // on failure the lease expires by itself
+	return true
+}
+
+// Lookup returns the local peer holding id, or a stand-in that forwards to the node
+// holding it, or nil.
+func (r *Registry) Lookup(id string) signaling.Peer {
+	r.mu.Lock()
+	e := r.local[id]
+	r.mu.Unlock()
+	if e != nil {
+		return e.peer
+	}
+	ctx, cancel := r.ctx()
+	v, err := r.rdb.Get(ctx, r.prefix+keyID+id).Result()
+	cancel()
+	r.note(err)
+	if err != nil {
+		return nil
+	}
+	node, _, _ := strings.Cut(v, "\x00")
+	if node == r.node { // left a moment ago; its lease is being released
+		return nil
+	}
+	return &remotePeer{r: r, node: node, id: id}
+}
+
+func (r *Registry) Taken(id string) bool {
+	r.mu.Lock()
+	_, ok := r.local[id]
+	r.mu.Unlock()
+	if ok {
+		return true
+	}
+	ctx, cancel := r.ctx()
+	n, err := r.rdb.Exists(ctx, r.prefix+keyID+id).Result()
+	cancel()
+	r.note(err)
+	return err == nil && n > 0
+}
+
+// IDs lists the ids registered on this node (discovery stays per node).
+func (r *Registry) IDs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := make([]string, 0, len(r.local))
+	for id := range r.local {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// remotePeer is a peer on another node: Send publishes to that node's channel.
+type remotePeer struct {
+	r        *Registry
+	node, id string
+}
+
+// Send is false when the message cannot reach the node (no subscriber: the node is
+// gone; or Redis is down): the sender is told the peer left.
+func (p *remotePeer) Send(b []byte) bool { return p.r.publish(p.node, 'm', p.id, b) }
+
+// Close does nothing: a slow peer on another node is that node's to drop.
+func (p *remotePeer) Close() {}
+
+// publish sends one frame to node's channel: kind, the id, a NUL, then body.
+func (r *Registry) publish(node string, kind byte, id string, body []byte) bool {
+	msg := make([]byte, 0, 2+len(id)+len(body))
+	msg = append(msg, kind)
+	msg = append(msg, id...)
+	msg = append(msg, 0)
+	msg = append(msg, body...)
+	ctx, cancel := r.ctx()
+	n, err := r.rdb.Publish(ctx, r.prefix+keyChannel+node, msg).Result()
+	cancel()
+	r.note(err)
+	if err == nil && kind == 'm' {
+		r.CrossNodeSent.Add(1)
+	}
+	return err == nil && n > 0
+}
+
+// receive delivers what other nodes publish for this node's peers.
+func (r *Registry) receive(ctx context.Context) {
+	defer r.done.Done()
+	ch := r.sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
+			}
+			r.deliver(m.Payload)
+		}
+	}
+}
+
+func (r *Registry) deliver(payload string) {
+	if len(payload) < 2 {
+		return
+	}
+	kind := payload[0]
+	id, body, ok := strings.Cut(payload[1:], "\x00")
+	if !ok {
+		return
+	}
+	r.mu.Lock()
+	e := r.local[id]
+	r.mu.Unlock()
+	switch kind {
+	case 'k': // the same token registered id on another node
+		if e != nil && e.tokenHash == body {
+			e.peer.Close()
+		}
+	case 'm':
+		r.CrossNodeReceived.Add(1)
+		if e == nil {
+			// Gone between the sender's lookup and now: hold it as for any absent id.
+			q := signaling.Queued{Dst: id, Data: []byte(body), At: time.Now()}
+			q.Src = srcOf(q.Data)
+			r.Enqueue(q)
+			return
+		}
+		if !e.peer.Send([]byte(body)) {
+			e.peer.Close() // too far behind, as the server drops a slow local peer
+		}
+	}
+}
+
+// srcOf reads the src of an encoded outbound message, so that a message held after
+// crossing nodes can still be expired back to its sender.
+func srcOf(b []byte) string {
+	var m struct {
+		Src string `json:"src"`
+	}
+	_ = json.Unmarshal(b, &m)
+	return m.Src
+}
+
+// refresh extends this node's leases every LeaseTTL/3; when Redis lost them (a
+// restart) it claims them again, and a peer whose id someone else holds now is closed.
+func (r *Registry) refresh(ctx context.Context) {
+	defer r.done.Done()
+	t := time.NewTicker(r.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.refreshOnce()
+		}
+	}
+}
+
+func (r *Registry) refreshOnce() {
+	type held struct {
+		id string
+		e  *entry
+	}
+	r.mu.Lock()
+	all := make([]held, 0, len(r.local))
+	for id, e := range r.local {
+		all = append(all, held{id, e})
+	}
+	r.mu.Unlock()
+	if len(all) == 0 {
+		ctx, cancel := r.ctx()
+		r.note(r.rdb.Ping(ctx).Err())
+		cancel()
+		return
+	}
+	const batch = 500
+	for start := 0; start < len(all); start += batch {
+		part := all[start:min(start+batch, len(all))]
+		ctx, cancel := r.ctx()
+		pipe := r.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(part))
+		for i, h := range part {
+			cmds[i] = pipe.Eval(ctx, scriptRefresh, []string{r.prefix + keyID + h.id}, r.node+"\x00"+h.e.tokenHash, r.ttl.Milliseconds())
+		}
+		_, err := pipe.Exec(ctx)
+		cancel()
+		r.note(err)
+		if err != nil {
+			return
+		}
+		for i, c := range cmds {
+			if n, _ := c.Int(); n == 0 {
+				r.mu.Lock()
+				still := r.local[part[i].id] == part[i].e
+				r.mu.Unlock()
+				if still {
+					r.log.Info("cluster: id taken over elsewhere while this node could not reach the backend; closing its peer here",
+						"node", r.node, "id", part[i].id)
+					part[i].e.peer.Close()
+				}
+			}
+		}
+	}
+}
+
+// Queued messages. An entry is "<at ms> <cost> <source key> <len(src)> " then src, then
+// the message; the scripts read only the header.
+
+// queueOverhead matches the in-memory registry's bookkeeping charge per held message,
+// so that the byte caps mean the same on one node and in a fleet.
+const queueOverhead = 192
+
+func cost(q *signaling.Queued) int { return len(q.Data) + len(q.Dst) + queueOverhead }
+
+// sourceKey is the budget a sender's address counts against, as on one node: the
+// address, or for IPv6 its /64.
+func sourceKey(a netip.Addr) string {
+	if !a.IsValid() {
+		return "-"
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().Addr().String()
+	}
+	return a.String()
+}
+
+// scriptEnqueue: KEYS = queue, its byte count, the source's byte count, the total, the
+// index; ARGV = entry, cost, at, dst, and the caps: per id messages, per id bytes, per
+// source bytes, total bytes. 1 if held, 0 if a cap said no.
+const scriptEnqueue = `
+local n = tonumber(ARGV[2])
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') + n > tonumber(ARGV[6]) then return 0 end
+if tonumber(redis.call('GET', KEYS[3]) or '0') + n > tonumber(ARGV[7]) then return 0 end
+if tonumber(redis.call('GET', KEYS[4]) or '0') + n > tonumber(ARGV[8]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[2], n)
+redis.call('INCRBY', KEYS[3], n)
+redis.call('INCRBY', KEYS[4], n)
+redis.call('ZADD', KEYS[5], 'NX', ARGV[3], ARGV[4])
+return 1`
+
+// unholdLua takes one entry e off the byte counts (KEYS[2] per id, KEYS[4] total; the
+// source key is built from prefix ARGV[1]).
+const unholdLua = `
+local function unhold(e)
+  local at, c, src = string.match(e, '^(%d+) (%d+) (%S+) ')
+  c = tonumber(c)
+  redis.call('DECRBY', KEYS[2], c)
+  redis.call('DECRBY', KEYS[4], c)
+  local sk = ARGV[1] .. src
+  if redis.call('DECRBY', sk, c) <= 0 then redis.call('DEL', sk) end
+  return tonumber(at)
+end
+`
+
+// scriptDrain: KEYS = queue, its byte count, the index, the total; ARGV = source key
+// prefix, dst. Returns the entries, oldest first, and forgets them.
+const scriptDrain = unholdLua + `
+local all = redis.call('LRANGE', KEYS[1], 0, -1)
+for _, e in ipairs(all) do unhold(e) end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return all`
+
+// scriptExpire: as scriptDrain, for entries older than ARGV[3] (ms) only.
+const scriptExpire = unholdLua + `
+local out = {}
+while true do
+  local e = redis.call('LINDEX', KEYS[1], 0)
+  if not e then break end
+  local at = tonumber(string.match(e, '^(%d+) '))
+  if at >= tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[3], at, ARGV[2])
+    return out
+  end
+  redis.call('LPOP', KEYS[1])
+  unhold(e)
+  out[#out + 1] = e
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return out`
+
+func (r *Registry) queueKeys(dst string) []string {
+	return []string{r.prefix + keyQueue + dst, r.prefix + keyQBytes + dst, r.prefix + keyQIndex, r.prefix + keyTotal}
+}
+
+// Enqueue holds q fleet-wide. When Redis cannot be reached the message cannot be held
+// anywhere useful: its sender, if on this node, gets EXPIRE at once rather than silence.
+func (r *Registry) Enqueue(q signaling.Queued) bool {
+	n := cost(&q)
+	src := sourceKey(q.From)
+	entry := fmt.Sprintf("%d %d %s %d ", q.At.UnixMilli(), n, src, len(q.Src)) + q.Src + string(q.Data)
+	ctx, cancel := r.ctx()
+	held, err := r.rdb.Eval(ctx, scriptEnqueue,
+		[]string{r.prefix + keyQueue + q.Dst, r.prefix + keyQBytes + q.Dst, r.prefix + keySrc + src, r.prefix + keyTotal, r.prefix + keyQIndex},
+		entry, n, q.At.UnixMilli(), q.Dst, r.lim.QueuePerID, r.lim.BytesPerPeer, r.lim.BytesPerIP, r.lim.QueueBytes).Int()
+	cancel()
+	r.note(err)
+	if err != nil {
+		r.expireNow(q.Src, q.Dst)
+		return false
+	}
+	return held == 1
+}
+
+// expireNow tells a sender on this node that dst cannot be reached.
+func (r *Registry) expireNow(src, dst string) {
+	r.mu.Lock()
+	e := r.local[src]
+	r.mu.Unlock()
+	if e == nil {
+		return
+	}
+	b, _ := json.Marshal(struct {
+		Type string `json:"type"`
+		Src  string `json:"src,omitempty"`
+		Dst  string `json:"dst,omitempty"`
+	}{"EXPIRE", dst, src})
+	e.peer.Send(b)
+}
+
+func (r *Registry) Drain(id string) []signaling.Queued {
+	k := r.queueKeys(id)
+	ctx, cancel := r.ctx()
+	res, err := r.rdb.Eval(ctx, scriptDrain, []string{k[0], k[1], k[2], k[3]}, r.prefix+keySrc, id).StringSlice()
+	cancel()
+	r.note(err)
+	return parseEntries(id, res)
+}
+
+func (r *Registry) Expire(cutoff time.Time) []signaling.Queued {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	ids, err := r.rdb.ZRangeByScore(ctx, r.prefix+keyQIndex, &redis.ZRangeBy{Min: "-inf", Max: "(" + strconv.FormatInt(cutoff.UnixMilli(), 10)}).Result()
+	r.note(err)
+	var out []signaling.Queued
+	for _, id := range ids {
+		k := r.queueKeys(id)
+		res, err := r.rdb.Eval(ctx, scriptExpire, []string{k[0], k[1], k[2], k[3]}, r.prefix+keySrc, id, cutoff.UnixMilli()).StringSlice()
+		r.note(err)
+		if err != nil {
+			break
+		}
+		out = append(out, parseEntries(id, res)...)
+	}
+	return out
+}
+
+func parseEntries(dst string, raw []string) []signaling.Queued {
+	if len(raw) == 0 {
+		return nil
+	}
+	out := make([]signaling.Queued, 0, len(raw))
+	for _, e := range raw {
+		f := strings.SplitN(e, " ", 5)
+		if len(f) < 5 {
+			continue
+		}
+		at, _ := strconv.ParseInt(f[0], 10, 64)
+		sl, err := strconv.Atoi(f[3])
+		if err != nil || sl > len(f[4]) {
+			continue
+		}
+		q := signaling.Queued{Src: f[4][:sl], Dst: dst, Data: []byte(f[4][sl:]), At: time.UnixMilli(at)}
+		if a, err := netip.ParseAddr(f[2]); err == nil {
+			q.From = a
+		}
+		out = append(out, q)
+	}
+	return out
+}
