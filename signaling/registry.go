@@ -66,6 +66,10 @@ type Limits struct {
 	BytesPerPeer int // bytes held for one absent id
 }
 
+// LimitsOf reads a Registry's limits from the [signal] section, for a Registry built
+// outside this package (a fleet's).
+func LimitsOf(c *config.Signal) Limits { return limitsOf(c) }
+
 // limitsOf reads a Registry's limits from the [signal] section.
 func limitsOf(c *config.Signal) Limits {
 	return Limits{Peers: c.ConcurrentLimit, QueuePerID: c.MaxQueue, QueueBytes: c.MaxQueueBytes,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/cluster"
 	"github.com/relayproject/relay/config"
 	"github.com/relayproject/relay/internal/sdnotify"
 	"github.com/relayproject/relay/metrics"
@@ -33,6 +34,8 @@ type daemon struct {
 	metrics   *metrics.Metrics
 	turn      *relay.Server
 	sig       *signaling.Server
+	fleet     *cluster.Registry // nil without [cluster] redis
+	fleetDB   io.Closer
 	ep        *metrics.Endpoint
 }
 
@@ -125,8 +128,15 @@ func (d *daemon) start() error {
 	if err := d.turn.Start(); err != nil {
 		return err
 	}
+	var reg signaling.Registry // nil: signaling's in-process registry
+	if cfg.Signal.Listen != "" && cfg.Cluster.Enabled() {
+		if d.fleet, d.fleetDB, err = openFleet(cfg, d.log); err != nil {
+			return err
+		}
+		reg = d.fleet
+	}
 	if cfg.Signal.Listen != "" {
-		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.log); err != nil {
+		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, reg, d.log); err != nil {
 			return err
 		}
 	}
@@ -181,6 +191,7 @@ func (d *daemon) reload() {
 	if cfg.Metrics.Listen != d.cfg.Metrics.Listen {
 		restart = append(restart, "metrics.listen")
 	}
+	restart = append(restart, clusterRestart(&d.cfg.Cluster, &cfg.Cluster)...)
 	if cfg.Log.Format != d.cfg.Log.Format {
 		restart = append(restart, "log.format")
 	}
@@ -243,6 +254,10 @@ func (d *daemon) stop() {
 	defer cancel()
 	if d.sig != nil {
 		_ = d.sig.Close(ctx)
+	}
+	if d.fleet != nil { // after signaling: its peers' leases are released, not left to expire
+		d.fleet.Close()
+		_ = d.fleetDB.Close()
 	}
 	if d.turn != nil {
 		_ = d.turn.Close()

@@ -16,10 +16,11 @@ import (
 
 // startSignal serves the signaling endpoint, the ICE endpoint and the pages, handing
 // out credentials for the TURN listeners srv actually bound.
-func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, log *slog.Logger) (*signaling.Server, error) {
+func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, reg signaling.Registry, log *slog.Logger) (*signaling.Server, error) {
 	sig, err := signaling.New(signaling.Options{
-		Config: cfg.Signal,
-		Mint:   mint,
+		Config:   cfg.Signal,
+		Registry: reg,
+		Mint:     mint,
 		URIs: func(host string) ([]string, []string) {
 			p := srv.Ports()
 			return p.STUN(host), p.TURN(host)

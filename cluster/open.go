@@ -1,0 +1,37 @@
+package cluster
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/signaling"
+)
+
+// Open connects to the [cluster] redis and returns this node's Registry. It does not
+// wait for Redis: a node whose backend is down starts alone and joins when it answers.
+// Close the Registry, then the client it returns.
+func Open(c *config.Cluster, lim signaling.Limits, log *slog.Logger) (*Registry, *redis.Client, error) {
+	opts, err := redis.ParseURL(c.Redis)
+	if err != nil {
+		// ParseURL's errors can quote the URL; config has checked it, so this is rare.
+		return nil, nil, errors.New("cluster.redis: not a usable Redis URL: " + c.Redacted())
+	}
+	if c.Password != "" {
+		opts.Password = c.Password
+	}
+	// Short timeouts and one retry: a message must fail fast when Redis is away, never
+	// hang a peer's connection.
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = time.Second, time.Second, time.Second
+	opts.MaxRetries = 1
+	rdb := redis.NewClient(opts)
+	r, err := New(Options{Client: rdb, Node: c.NodeName(), Limits: lim, Logger: log})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return r, rdb, nil
+}
