@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// startRedisServer runs a redis-server on a free loopback port with nothing saved to
+// disk, stopped when the test ends; it returns its redis:// URL.
+func startRedisServer(t *testing.T) string {
+	t.Helper()
+	bin := need(t, "redis-server", "redis-server")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	waitFor(t, "redis-server listening", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return "redis://" + addr + "/0"
+}
+
+type peerMsg struct {
+	Type    string          `json:"type"`
+	Src     string          `json:"src"`
+	Dst     string          `json:"dst"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+func dialPeer(t *testing.T, p *relayProc, id, token string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+p.addr("signal")+"/peerjs?key=peerjs&id="+id+"&token="+token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+func readPeer(t *testing.T, ws *websocket.Conn) peerMsg {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, b, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m peerMsg
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%q: %v", b, err)
+	}
+	return m
+}
+
+// TestFleetTwoNodes: two relay processes sharing one redis-server. An id registered on
+// node 1 is taken on node 2, and an OFFER from a peer on node 1 reaches a peer on node 2
+// with src set by node 1.
+func TestFleetTwoNodes(t *testing.T) {
+	url := startRedisServer(t)
+	n1 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n1\"\n"))
+	n2 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
+	n1.waitLog(`"msg":"fleet"`)
+
+	a := dialPeer(t, n1, "alice", "ta")
+	if m := readPeer(t, a); m.Type != "OPEN" {
+		t.Fatalf("alice on node 1 got %+v", m)
+	}
+	dup := dialPeer(t, n2, "alice", "someone-else")
+	if m := readPeer(t, dup); m.Type != "ID-TAKEN" {
+		t.Fatalf("alice's id registered again on node 2: %+v", m)
+	}
+	b := dialPeer(t, n2, "bob", "tb")
+	if m := readPeer(t, b); m.Type != "OPEN" {
+		t.Fatalf("bob on node 2 got %+v", m)
+	}
+	offer := `{"type":"OFFER","dst":"bob","src":"mallory","payload":{"sdp":{"type":"offer","sdp":"v=0"},"type":"media","connectionId":"mc_1"}}`
+	if err := a.WriteMessage(websocket.TextMessage, []byte(offer)); err != nil {
+		t.Fatal(err)
+	}
+	m := readPeer(t, b)
+	if m.Type != "OFFER" || m.Src != "alice" || m.Dst != "bob" || len(m.Payload) == 0 {
+		t.Fatalf("bob got %+v, want alice's OFFER", m)
+	}
+	answer := `{"type":"ANSWER","dst":"alice","payload":{"sdp":{"type":"answer","sdp":"v=0"},"type":"media","connectionId":"mc_1"}}`
+	if err := b.WriteMessage(websocket.TextMessage, []byte(answer)); err != nil {
+		t.Fatal(err)
+	}
+	if m := readPeer(t, a); m.Type != "ANSWER" || m.Src != "bob" {
+		t.Fatalf("alice got %+v, want bob's ANSWER", m)
+	}
+}
