@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -312,12 +313,14 @@ func (p *remotePeer) Send(b []byte) bool { return p.r.publish(p.node, 'm', p.id,
 // Close does nothing: a slow peer on another node is that node's to drop.
 func (p *remotePeer) Close() {}
 
-// publish sends one frame to node's channel: kind, the id, a NUL, then body.
+// publish sends one frame to node's channel: kind, the id's length as a uvarint, the
+// id, then body. The length, not a separator, ends the id: ids are the clients' own
+// strings and may hold any byte, and one must never shift where the body starts.
 func (r *Registry) publish(node string, kind byte, id string, body []byte) bool {
-	msg := make([]byte, 0, 2+len(id)+len(body))
+	msg := make([]byte, 0, 1+binary.MaxVarintLen64+len(id)+len(body))
 	msg = append(msg, kind)
+	msg = binary.AppendUvarint(msg, uint64(len(id)))
 	msg = append(msg, id...)
-	msg = append(msg, 0)
 	msg = append(msg, body...)
 	ctx, cancel := r.ctx()
 	n, err := r.rdb.Publish(ctx, r.prefix+keyChannel+node, msg).Result()
@@ -351,10 +354,11 @@ func (r *Registry) deliver(payload string) {
 		return
 	}
 	kind := payload[0]
-	id, body, ok := strings.Cut(payload[1:], "\x00")
-	if !ok {
+	n, w := binary.Uvarint([]byte(payload[1:min(len(payload), 1+binary.MaxVarintLen64)]))
+	if w <= 0 || n > uint64(len(payload)-1-w) {
 		return
 	}
+	id, body := payload[1+w:1+w+int(n)], payload[1+w+int(n):]
 	r.mu.Lock()
 	e := r.local[id]
 	r.mu.Unlock()

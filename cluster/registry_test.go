@@ -213,6 +213,17 @@ func TestClusterRoutesAcrossNodes(t *testing.T) {
 	if got := b.messages()[0]; got != offer {
 		t.Errorf("b got %q", got)
 	}
+	// An id is framed by its length: an id holding NUL cannot make its node deliver
+	// the rest of the frame to another peer as a message.
+	evil := &testPeer{}
+	n2.Register("b\x00x", "te", evil)
+	if !n1.Lookup("b\x00x").Send([]byte(`{"type":"OFFER","src":"forged"}`)) {
+		t.Fatal("send to an id with NUL failed")
+	}
+	waitFor(t, "the message for the NUL id", func() bool { return len(evil.messages()) == 1 })
+	if len(b.messages()) != 1 {
+		t.Errorf("b got the NUL id's message: %q", b.messages())
+	}
 	// Same node: the peer itself, no Redis.
 	if n1.Lookup("a") != signaling.Peer(a) {
 		t.Errorf("local lookup is not the local peer")
