@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,4 +107,19 @@ func TestFleetTwoNodes(t *testing.T) {
 	if m := readPeer(t, a); m.Type != "ANSWER" || m.Src != "bob" {
 		t.Fatalf("alice got %+v, want bob's ANSWER", m)
 	}
+	m1, m2 := n1.metrics(), n2.metrics()
+	if m1["relay_cluster_backend_up"] != 1 || m1["relay_cluster_messages_sent_total"] != 1 || m1["relay_cluster_messages_received_total"] != 1 ||
+		m2["relay_cluster_messages_sent_total"] != 1 || m2["relay_cluster_messages_received_total"] != 1 {
+		t.Errorf("cluster metrics: node 1 %v, node 2 %v", pick(m1, "relay_cluster_"), pick(m2, "relay_cluster_"))
+	}
+}
+
+func pick(m map[string]float64, prefix string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = v
+		}
+	}
+	return out
 }

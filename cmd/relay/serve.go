@@ -134,6 +134,7 @@ func (d *daemon) start() error {
 			return err
 		}
 		reg = d.fleet
+		d.metrics.Registry.MustRegister(d.fleet.Collectors()...)
 	}
 	if cfg.Signal.Listen != "" {
 		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, reg, d.log); err != nil {

@@ -1,0 +1,24 @@
+package cluster
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Collectors are the fleet's metrics, read from the Registry when scraped. They are
+// registered only on a node with [cluster] redis, so a single node's /metrics is
+// unchanged.
+func (r *Registry) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_cluster_backend_up",
+			Help: "1 if the last call to the fleet's Redis succeeded, else 0."}, func() float64 {
+			if r.BackendUp() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_cluster_messages_sent_total",
+			Help: "Signaling messages published to a peer on another node."}, func() float64 { return float64(r.CrossNodeSent.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_cluster_messages_received_total",
+			Help: "Signaling messages received from another node for a peer here."}, func() float64 { return float64(r.CrossNodeReceived.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_cluster_backend_errors_total",
+			Help: "Calls to the fleet's Redis that failed."}, func() float64 { return float64(r.BackendErrors.Load()) }),
+	}
+}
