@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 )
 
 // startRedisServer runs a redis-server on a free loopback port with nothing saved to
@@ -122,4 +124,70 @@ func pick(m map[string]float64, prefix string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestFleetQueueAndNodeKilled: a message for an id not connected anywhere waits in the
+// fleet's queue and is delivered when the id registers on the other node, one for an id
+// that never comes back gets EXPIRE, and the ids of a node killed with SIGKILL are free
+// again within the lease TTL while the other node's peers go on.
+func TestFleetQueueAndNodeKilled(t *testing.T) {
+	url := startRedisServer(t)
+	sig := "[signal]\nlisten = \"127.0.0.1:0\"\nexpire_timeout = \"1s\"\n"
+	n1 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n1\"\n"))
+	n2 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
+
+	a := dialPeer(t, n1, "alice", "ta")
+	if m := readPeer(t, a); m.Type != "OPEN" {
+		t.Fatalf("alice got %+v", m)
+	}
+	send := func(ws *websocket.Conn, msg string) {
+		t.Helper()
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(a, `{"type":"OFFER","dst":"carol","payload":{"n":1}}`)
+	send(a, `{"type":"OFFER","dst":"nobody","payload":{"n":2}}`)
+	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(url, "redis://"), "/0")})
+	defer rdb.Close()
+	waitFor(t, "the OFFER for carol to be held in Redis", func() bool {
+		return rdb.LLen(context.Background(), "relay:q:carol").Val() == 1
+	})
+	c := dialPeer(t, n2, "carol", "tc")
+	if m := readPeer(t, c); m.Type != "OPEN" {
+		t.Fatalf("carol got %+v", m)
+	}
+	if m := readPeer(t, c); m.Type != "OFFER" || m.Src != "alice" || string(m.Payload) != `{"n":1}` {
+		t.Fatalf("carol got %+v, want alice's held OFFER", m)
+	}
+	if m := readPeer(t, a); m.Type != "EXPIRE" || m.Src != "nobody" {
+		t.Fatalf("alice got %+v, want EXPIRE for nobody", m)
+	}
+
+	// Node 1 dies without a word: alice's lease runs out, carol's node goes on.
+	_ = n1.cmd.Process.Kill()
+	<-n1.exited
+	start := time.Now()
+	var again *websocket.Conn
+	waitFor(t, "alice's id free on node 2", func() bool {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+n2.addr("signal")+"/peerjs?key=peerjs&id=alice&token=other", nil)
+		if err != nil {
+			return false
+		}
+		if m := readPeer(t, ws); m.Type == "OPEN" {
+			again = ws
+			return true
+		}
+		ws.Close()
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	defer again.Close()
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("alice's id freed %v after node 1 died; the lease TTL is 6s", d)
+	}
+	send(again, `{"type":"OFFER","dst":"carol","payload":{"n":3}}`)
+	if m := readPeer(t, c); m.Type != "OFFER" || m.Src != "alice" || string(m.Payload) != `{"n":3}` {
+		t.Fatalf("carol got %+v after node 1 died", m)
+	}
 }
