@@ -6,7 +6,22 @@ import "github.com/prometheus/client_golang/prometheus"
 // registered only on a node with [cluster] redis, so a single node's /metrics is
 // unchanged.
 func (r *Registry) Collectors() []prometheus.Collector {
+	nodes := func(draining bool) func() float64 {
+		return func() float64 {
+			n := 0
+			for _, a := range r.Nodes() {
+				if a.Draining == draining {
+					n++
+				}
+			}
+			return float64(n)
+		}
+	}
 	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_cluster_nodes", ConstLabels: prometheus.Labels{"state": "up"},
+			Help: "Nodes of the fleet announcing themselves, by state."}, nodes(false)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_cluster_nodes", ConstLabels: prometheus.Labels{"state": "draining"},
+			Help: "Nodes of the fleet announcing themselves, by state."}, nodes(true)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_cluster_backend_up",
 			Help: "1 if the last call to the fleet's Redis succeeded, else 0."}, func() float64 {
 			if r.BackendUp() {

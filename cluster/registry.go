@@ -67,6 +67,12 @@ type Registry struct {
 	done    sync.WaitGroup
 	closeMu sync.Once
 
+	kick    chan struct{} // wakes the announcer
+	selfMu  sync.Mutex
+	self    func() Announcement
+	nodesMu sync.Mutex
+	nodes   []Announcement // the fleet as last read
+
 	// Counters for metrics and tests.
 	CrossNodeSent, CrossNodeReceived, BackendErrors atomic.Int64
 }
@@ -98,7 +104,7 @@ func New(o Options) (*Registry, error) {
 		o.Logger = slog.Default()
 	}
 	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, lim: o.Limits, ttl: o.LeaseTTL,
-		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]*entry)}
+		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]*entry), kick: make(chan struct{}, 1)}
 	// go-redis logs every failed dial on its own (many lines a second while Redis is
 	// down); note logs the outage once instead.
 	silenceOnce.Do(func() { redis.SetLogger(quiet{}) })
@@ -106,9 +112,10 @@ func New(o Options) (*Registry, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.sub = r.rdb.Subscribe(ctx, r.prefix+keyChannel+r.node)
-	r.done.Add(2)
+	r.done.Add(3)
 	go r.receive(ctx)
 	go r.refresh(ctx)
+	go r.announce(ctx)
 	return r, nil
 }
 
@@ -133,6 +140,9 @@ func (r *Registry) Close() {
 		for i, id := range ids {
 			pipe.Eval(ctx, scriptRelease, []string{r.prefix + keyID + id}, mine[i])
 		}
+		// A node that stops leaves the fleet's ICE answers at once, not after the TTL.
+		pipe.Del(ctx, r.prefix+keyNodeInfo+r.node)
+		pipe.ZRem(ctx, r.prefix+keyNodeSet, r.node)
 		_, _ = pipe.Exec(ctx)
 	})
 }
