@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -190,4 +193,67 @@ func TestFleetQueueAndNodeKilled(t *testing.T) {
 	if m := readPeer(t, c); m.Type != "OFFER" || m.Src != "alice" || string(m.Payload) != `{"n":3}` {
 		t.Fatalf("carol got %+v after node 1 died", m)
 	}
+}
+
+func iceTURN(t *testing.T, p *relayProc) (urls []string, user, pass string) {
+	t.Helper()
+	resp, err := http.Get("http://" + p.addr("signal") + "/ice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ice struct {
+		ICEServers []struct {
+			URLs       []string `json:"urls"`
+			Username   string   `json:"username"`
+			Credential string   `json:"credential"`
+		} `json:"iceServers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ice); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ice.ICEServers {
+		if len(s.URLs) > 0 && strings.HasPrefix(s.URLs[0], "turn:") {
+			return s.URLs, s.Username, s.Credential
+		}
+	}
+	t.Fatalf("no TURN server in %+v", ice)
+	return nil, "", ""
+}
+
+// TestFleetICESteering: {path}ice on node 1 carries both nodes' TURN URLs, its
+// credentials allocate on node 2 (shared secrets), and a node that starts draining
+// (SIGTERM, an allocation still open) leaves node 1's answers within 2 s.
+func TestFleetICESteering(t *testing.T) {
+	url := startRedisServer(t)
+	sig := "[signal]\nlisten = \"127.0.0.1:0\"\nice_requests_per_minute = 100000\n"
+	n1 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n1\"\n"))
+	// Node 2 keeps draining while the test looks: a long drain_timeout and an allocation.
+	n2 := startRelay(t, strings.Replace(baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"), `drain_timeout = "1s"`, `drain_timeout = "30s"`, 1))
+	n2TURN := "turn:127.0.0.1:" + n2.port("udp") + "?transport=udp"
+	n1TURN := "turn:127.0.0.1:" + n1.port("udp") + "?transport=udp"
+	var user, pass string
+	waitFor(t, "node 2 in node 1's ICE answer", func() bool {
+		var urls []string
+		urls, user, pass = iceTURN(t, n1)
+		return slices.Contains(urls, n2TURN) && slices.Contains(urls, n1TURN)
+	})
+	sess, err := dialTURN(t, n2.addr("udp"), user, pass)
+	if err != nil {
+		t.Fatalf("node 1's credentials on node 2: %v", err)
+	}
+	_ = n2.cmd.Process.Signal(syscall.SIGTERM)
+	n2.waitLog("draining")
+	start := time.Now()
+	waitFor(t, "node 2 out of node 1's ICE answer", func() bool {
+		urls, _, _ := iceTURN(t, n1)
+		return !slices.Contains(urls, n2TURN) && slices.Contains(urls, n1TURN)
+	})
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("draining node left the ICE answers after %v, want within 2 s", d)
+	}
+	if m := n1.metrics(); m[`relay_cluster_nodes{state="draining"}`] != 1 || m[`relay_cluster_nodes{state="up"}`] != 1 {
+		t.Errorf("relay_cluster_nodes: %v", pick(m, "relay_cluster_nodes"))
+	}
+	sess.close() // node 2's last allocation ends: it exits
 }

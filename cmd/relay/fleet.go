@@ -3,9 +3,11 @@ package main
 import (
 	"io"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/relayproject/relay/cluster"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/relay"
 	"github.com/relayproject/relay/signaling"
 )
 
@@ -18,6 +20,44 @@ func openFleet(cfg *config.Config, log *slog.Logger) (*cluster.Registry, io.Clos
 	}
 	log.Info("fleet", "node", cfg.Cluster.NodeName(), "redis", cfg.Cluster.Redacted())
 	return reg, rdb, nil
+}
+
+// announcement is what this node tells the fleet: the TURN URLs an ICE answer would
+// carry for it (on its public host), its load and whether it drains.
+func announcement(cfg *config.Config, srv *relay.Server, draining *atomic.Bool) func() cluster.Announcement {
+	host := cfg.Signal.PublicHost
+	if host == "" {
+		host = relay.AdvertisedHost(cfg)
+	}
+	region, max := cfg.Cluster.Region, cfg.Limits.TotalAllocations
+	return func() cluster.Announcement {
+		p := srv.Ports()
+		return cluster.Announcement{Region: region, STUN: p.STUN(host), TURN: p.TURN(host),
+			Active: srv.AllocationCount(), Max: max, Draining: draining.Load()}
+	}
+}
+
+// steeredURIs answers {path}ice with the URLs of up to ice_nodes nodes of the fleet
+// (own region first, least loaded first, none draining); this node's own URLs use the
+// host the request came for, as on a single node. With no node known (Redis down) the
+// answer is this node's alone.
+func steeredURIs(fleet *cluster.Registry, c *config.Cluster, own func(string) ([]string, []string)) func(string) ([]string, []string) {
+	self, n, region := c.NodeName(), c.ICENodes, c.Region
+	return func(host string) (stun, turn []string) {
+		nodes := fleet.Steer(n, region)
+		if len(nodes) == 0 {
+			return own(host)
+		}
+		for _, a := range nodes {
+			if a.Node == self {
+				s, t := own(host)
+				stun, turn = append(stun, s...), append(turn, t...)
+				continue
+			}
+			stun, turn = append(stun, a.STUN...), append(turn, a.TURN...)
+		}
+		return stun, turn
+	}
 }
 
 // clusterRestart lists the [cluster] keys a reload changed: none of them can change

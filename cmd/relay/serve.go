@@ -36,6 +36,7 @@ type daemon struct {
 	sig       *signaling.Server
 	fleet     *cluster.Registry // nil without [cluster] redis
 	fleetDB   io.Closer
+	draining  atomic.Bool // announced to the fleet: ICE answers leave this node
 	ep        *metrics.Endpoint
 }
 
@@ -128,16 +129,15 @@ func (d *daemon) start() error {
 	if err := d.turn.Start(); err != nil {
 		return err
 	}
-	var reg signaling.Registry // nil: signaling's in-process registry
 	if cfg.Signal.Listen != "" && cfg.Cluster.Enabled() {
 		if d.fleet, d.fleetDB, err = openFleet(cfg, d.log); err != nil {
 			return err
 		}
-		reg = d.fleet
 		d.metrics.Registry.MustRegister(d.fleet.Collectors()...)
+		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining))
 	}
 	if cfg.Signal.Listen != "" {
-		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, reg, d.log); err != nil {
+		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, d.log); err != nil {
 			return err
 		}
 	}
@@ -214,6 +214,10 @@ func (d *daemon) reload() {
 func (d *daemon) drain(sigs <-chan os.Signal) {
 	_ = sdnotify.Stopping()
 	d.turn.Drain()
+	d.draining.Store(true)
+	if d.fleet != nil {
+		d.fleet.Announce() // the fleet's ICE answers leave this node now
+	}
 	n := d.turn.AllocationCount()
 	if n == 0 {
 		return

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/relayproject/relay/auth"
+	"github.com/relayproject/relay/cluster"
 	"github.com/relayproject/relay/config"
 	"github.com/relayproject/relay/metrics"
 	"github.com/relayproject/relay/relay"
@@ -16,18 +17,24 @@ import (
 
 // startSignal serves the signaling endpoint, the ICE endpoint and the pages, handing
 // out credentials for the TURN listeners srv actually bound.
-func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, reg signaling.Registry, log *slog.Logger) (*signaling.Server, error) {
+func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger) (*signaling.Server, error) {
+	own := func(host string) ([]string, []string) {
+		p := srv.Ports()
+		return p.STUN(host), p.TURN(host)
+	}
+	uris := own
+	var reg signaling.Registry // nil: signaling's in-process registry
+	if fleet != nil {
+		reg, uris = fleet, steeredURIs(fleet, &cfg.Cluster, own)
+	}
 	sig, err := signaling.New(signaling.Options{
 		Config:   cfg.Signal,
 		Registry: reg,
 		Mint:     mint,
-		URIs: func(host string) ([]string, []string) {
-			p := srv.Ports()
-			return p.STUN(host), p.TURN(host)
-		},
-		Pages:   web.Pages{Path: cfg.Signal.Path, Key: cfg.Signal.Key}.Handler(),
-		Metrics: m,
-		Logger:  log,
+		URIs:     uris,
+		Pages:    web.Pages{Path: cfg.Signal.Path, Key: cfg.Signal.Key}.Handler(),
+		Metrics:  m,
+		Logger:   log,
 	})
 	if err != nil {
 		return nil, err
