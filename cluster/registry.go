@@ -52,7 +52,7 @@ type Registry struct {
 	rdb     *redis.Client
 	node    string
 	prefix  string
-	lim     signaling.Limits
+	lim     atomic.Pointer[signaling.Limits] // a reload may change them
 	ttl     time.Duration
 	timeout time.Duration
 	log     *slog.Logger
@@ -103,11 +103,12 @@ func New(o Options) (*Registry, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, lim: o.Limits, ttl: o.LeaseTTL,
+	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, ttl: o.LeaseTTL,
 		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]*entry), kick: make(chan struct{}, 1)}
 	// go-redis logs every failed dial on its own (many lines a second while Redis is
 	// down); note logs the outage once instead.
 	silenceOnce.Do(func() { redis.SetLogger(quiet{}) })
+	r.lim.Store(&o.Limits)
 	r.up.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -152,6 +153,10 @@ var silenceOnce sync.Once
 type quiet struct{}
 
 func (quiet) Printf(context.Context, string, ...any) {}
+
+// SetLimits changes the limits for registrations and queueing from now on (a reload of
+// [signal]); what is held already stays until drained or expired.
+func (r *Registry) SetLimits(l signaling.Limits) { r.lim.Store(&l) }
 
 // BackendUp reports whether the last Redis call succeeded.
 func (r *Registry) BackendUp() bool { return r.up.Load() }
@@ -218,7 +223,7 @@ func (r *Registry) Register(id, token string, p signaling.Peer) (signaling.Peer,
 	case cur != nil && cur.tokenHash != th:
 		r.mu.Unlock()
 		return nil, signaling.ErrIDTaken
-	case cur == nil && len(r.local) >= r.lim.Peers:
+	case cur == nil && len(r.local) >= r.lim.Load().Peers:
 		r.mu.Unlock()
 		return nil, signaling.ErrFull
 	}
@@ -554,11 +559,12 @@ func (r *Registry) queueKeys(dst string) []string {
 func (r *Registry) Enqueue(q signaling.Queued) bool {
 	n := cost(&q)
 	src := sourceKey(q.From)
+	lim := r.lim.Load()
 	entry := fmt.Sprintf("%d %d %s %d ", q.At.UnixMilli(), n, src, len(q.Src)) + q.Src + string(q.Data)
 	ctx, cancel := r.ctx()
 	held, err := r.rdb.Eval(ctx, scriptEnqueue,
 		[]string{r.prefix + keyQueue + q.Dst, r.prefix + keyQBytes + q.Dst, r.prefix + keySrc + src, r.prefix + keyTotal, r.prefix + keyQIndex},
-		entry, n, q.At.UnixMilli(), q.Dst, r.lim.QueuePerID, r.lim.BytesPerPeer, r.lim.BytesPerIP, r.lim.QueueBytes).Int()
+		entry, n, q.At.UnixMilli(), q.Dst, lim.QueuePerID, lim.BytesPerPeer, lim.BytesPerIP, lim.QueueBytes).Int()
 	cancel()
 	r.note(err)
 	if err != nil {

@@ -260,6 +260,14 @@ func TestClusterQueueCapsAndExpire(t *testing.T) {
 	if n1.Enqueue(msg("d", 10, old)) {
 		t.Errorf("fifth message for d held; cap is 4")
 	}
+	// A reload raising max_queue applies at once.
+	l := testLimits
+	l.QueuePerID = 5
+	n1.SetLimits(l)
+	if !n1.Enqueue(msg("d", 10, old)) {
+		t.Errorf("fifth message for d refused after raising the cap to 5")
+	}
+	n1.SetLimits(testLimits)
 	// Per source bytes (4096) over ids: the same /64 counts together.
 	other := netip.MustParseAddr("2001:db8::2")
 	q := msg("e", 3500, time.Now())
@@ -267,8 +275,8 @@ func TestClusterQueueCapsAndExpire(t *testing.T) {
 	if n2.Enqueue(q) {
 		t.Errorf("3500 more bytes from the same /64 held over its 4096 budget")
 	}
-	if exp := n2.Expire(time.Now().Add(-time.Second)); len(exp) != 4 {
-		t.Fatalf("expired %d, want 4", len(exp))
+	if exp := n2.Expire(time.Now().Add(-time.Second)); len(exp) != 5 {
+		t.Fatalf("expired %d, want 5", len(exp))
 	}
 	if !n2.Enqueue(q) {
 		t.Errorf("budget not given back by Expire")

@@ -138,6 +138,8 @@ func (s *Server) Reload(c config.Signal) (needRestart []string, err error) {
 	}
 	if r, ok := s.reg.(interface{ setLimits(Limits) }); ok {
 		r.setLimits(limitsOf(&c))
+	} else if r, ok := s.reg.(interface{ SetLimits(Limits) }); ok { // a Registry from another package (a fleet's)
+		r.SetLimits(limitsOf(&c))
 	}
 	s.ice.setRate(c.ICERequestsPerMinute)
 	s.live.Store(&c)
