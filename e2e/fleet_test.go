@@ -18,7 +18,19 @@ import (
 
 // startRedisServer runs a redis-server on a free loopback port with nothing saved to
 // disk, stopped when the test ends; it returns its redis:// URL.
-func startRedisServer(t *testing.T) string {
+func startRedisServer(t *testing.T) string { return newRedisProc(t).url }
+
+// redisProc is a redis-server the test can stop and start again on the same port.
+type redisProc struct {
+	t        *testing.T
+	bin, dir string
+	addr     string
+	url      string
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+func newRedisProc(t *testing.T) *redisProc {
 	t.Helper()
 	bin := need(t, "redis-server", "redis-server")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -27,22 +39,38 @@ func startRedisServer(t *testing.T) string {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	r := &redisProc{t: t, bin: bin, dir: t.TempDir(), addr: addr, url: "redis://" + addr + "/0"}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisProc) start() {
+	r.t.Helper()
+	_, port, _ := net.SplitHostPort(r.addr)
+	r.cmd = exec.Command(r.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-	waitFor(t, "redis-server listening", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+	go func(c *exec.Cmd) { _ = c.Wait(); close(done) }(r.cmd)
+	r.done = done
+	waitFor(r.t, "redis-server listening", func() bool {
+		c, err := net.DialTimeout("tcp", r.addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
-	return "redis://" + addr + "/0"
+}
+
+func (r *redisProc) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	<-r.done
+	r.cmd = nil
 }
 
 type peerMsg struct {
@@ -256,4 +284,93 @@ func TestFleetICESteering(t *testing.T) {
 		t.Errorf("relay_cluster_nodes: %v", pick(m, "relay_cluster_nodes"))
 	}
 	sess.close() // node 2's last allocation ends: it exits
+}
+
+// TestFleetRedisStoppedAndRestarted: with Redis gone, peers on one node keep talking, a
+// message for a peer on the other node gets EXPIRE at once, each node logs the outage
+// once; when Redis is back (empty), the nodes re-register their peers and route across
+// again without a restart.
+func TestFleetRedisStoppedAndRestarted(t *testing.T) {
+	rp := newRedisProc(t)
+	cl := func(name string) string {
+		return baseConfig("[signal]\nlisten = \"127.0.0.1:0\"\n[cluster]\nredis = \"" + rp.url + "\"\nnode = \"" + name + "\"\n")
+	}
+	n1, n2 := startRelay(t, cl("n1")), startRelay(t, cl("n2"))
+	open := func(p *relayProc, id string) *websocket.Conn {
+		ws := dialPeer(t, p, id, "t-"+id)
+		if m := readPeer(t, ws); m.Type != "OPEN" {
+			t.Fatalf("%s got %+v", id, m)
+		}
+		return ws
+	}
+	a, b, c := open(n1, "alice"), open(n1, "bob"), open(n2, "carol")
+	send := func(ws *websocket.Conn, msg string) {
+		t.Helper()
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	rp.stop()
+	send(a, `{"type":"OFFER","dst":"bob","payload":{"n":1}}`)
+	if m := readPeer(t, b); m.Type != "OFFER" || m.Src != "alice" {
+		t.Fatalf("bob got %+v; same-node routing must not need Redis", m)
+	}
+	for i := range 5 {
+		send(a, `{"type":"OFFER","dst":"carol","payload":{"n":2}}`)
+		if m := readPeer(t, a); m.Type != "EXPIRE" && m.Type != "LEAVE" {
+			t.Fatalf("message %d for carol with Redis down: alice got %+v, want EXPIRE or LEAVE", i, m)
+		}
+	}
+	n1.waitLog("cluster backend unreachable")
+	if n := strings.Count(n1.log(), "cluster backend unreachable"); n != 1 {
+		t.Errorf("node 1 logged the outage %d times", n)
+	}
+	if m := n1.metrics(); m["relay_cluster_backend_up"] != 0 {
+		t.Errorf("relay_cluster_backend_up = %v with Redis down", m["relay_cluster_backend_up"])
+	}
+
+	rp.start() // empty: every lease and subscription is gone
+	n1.waitLog("cluster backend reachable again")
+	// carol's messages come through a reader goroutine: a read with a deadline would
+	// end the WebSocket, and the test polls until node 2 has re-registered carol.
+	got := make(chan peerMsg, 64)
+	go func() {
+		defer close(got)
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m peerMsg
+			if json.Unmarshal(b, &m) == nil {
+				got <- m
+			}
+		}
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for arrived := false; !arrived; {
+		if time.Now().After(deadline) {
+			t.Fatal("alice cannot reach carol across nodes after Redis came back")
+		}
+		send(a, `{"type":"OFFER","dst":"carol","payload":{"n":3}}`)
+		select {
+		case m := <-got:
+			if m.Type != "OFFER" || m.Src != "alice" || string(m.Payload) != `{"n":3}` {
+				t.Fatalf("carol got %+v", m)
+			}
+			arrived = true
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	if m := n2.metrics(); m["relay_cluster_backend_up"] != 1 {
+		t.Errorf("node 2: relay_cluster_backend_up = %v after Redis came back", m["relay_cluster_backend_up"])
+	}
+	dup := dialPeer(t, n2, "alice", "someone-else")
+	if m := readPeer(t, dup); m.Type != "ID-TAKEN" {
+		t.Errorf("alice's id not re-registered fleet-wide after the restart: node 2 said %+v", m)
+	}
+	c.Close()
+	for range got {
+	}
 }
