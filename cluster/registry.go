@@ -57,7 +57,9 @@ type Registry struct {
 	timeout time.Duration
 	log     *slog.Logger
 
-	regMu sync.Mutex // serialises Register: the local check and the Redis claim are one step
+	// regMu serialises Register per id (striped): the local check and the Redis claim
+	// are one step, while registrations of different ids run side by side.
+	regMu [64]sync.Mutex
 	mu    sync.Mutex
 	local map[string]*entry
 
@@ -178,6 +180,21 @@ func (r *Registry) note(err error) {
 	}
 }
 
+// errDown stands for a call not made: while the backend is down (the last call failed)
+// the per-message paths do not wait on Redis at all, so a black-holed Redis cannot hold
+// up peers; the refresher and the announcer keep trying it every few hundred
+// milliseconds and bring the node back.
+var errDown = errors.New("cluster: backend down")
+
+// stripe picks id's Register lock (FNV-1a).
+func stripe(id string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return int(h % 64)
+}
+
 func (r *Registry) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), r.timeout)
 }
@@ -215,8 +232,9 @@ return 0`
 
 func (r *Registry) Register(id, token string, p signaling.Peer) (signaling.Peer, error) {
 	th := hashToken(token)
-	r.regMu.Lock()
-	defer r.regMu.Unlock()
+	mu := &r.regMu[stripe(id)]
+	mu.Lock()
+	defer mu.Unlock()
 	r.mu.Lock()
 	cur := r.local[id]
 	switch {
@@ -229,10 +247,13 @@ func (r *Registry) Register(id, token string, p signaling.Peer) (signaling.Peer,
 	}
 	r.mu.Unlock()
 
-	ctx, cancel := r.ctx()
-	res, err := r.rdb.Eval(ctx, scriptClaim, []string{r.prefix + keyID + id}, r.node+"\x00"+th, th, r.ttl.Milliseconds()).Text()
-	cancel()
-	r.note(err)
+	res, err := "", errDown
+	if r.up.Load() {
+		ctx, cancel := r.ctx()
+		res, err = r.rdb.Eval(ctx, scriptClaim, []string{r.prefix + keyID + id}, r.node+"\x00"+th, th, r.ttl.Milliseconds()).Text()
+		cancel()
+		r.note(err)
+	}
 	switch {
 	case err != nil:
 		// Backend down: the id is this node's for now; the refresher claims it when Redis
@@ -260,6 +281,9 @@ func (r *Registry) Unregister(id string, p signaling.Peer) bool {
 	}
 	delete(r.local, id)
 	r.mu.Unlock()
+	if !r.up.Load() {
+		return true // the lease expires by itself
+	}
 	ctx, cancel := r.ctx()
 	err := r.rdb.Eval(ctx, scriptRelease, []string{r.prefix + keyID + id}, r.node+"\x00"+e.tokenHash).Err()
 	cancel()
@@ -275,6 +299,9 @@ func (r *Registry) Lookup(id string) signaling.Peer {
 	r.mu.Unlock()
 	if e != nil {
 		return e.peer
+	}
+	if !r.up.Load() {
+		return nil
 	}
 	ctx, cancel := r.ctx()
 	v, err := r.rdb.Get(ctx, r.prefix+keyID+id).Result()
@@ -294,8 +321,8 @@ func (r *Registry) Taken(id string) bool {
 	r.mu.Lock()
 	_, ok := r.local[id]
 	r.mu.Unlock()
-	if ok {
-		return true
+	if ok || !r.up.Load() {
+		return ok
 	}
 	ctx, cancel := r.ctx()
 	n, err := r.rdb.Exists(ctx, r.prefix+keyID+id).Result()
@@ -332,6 +359,9 @@ func (p *remotePeer) Close() {}
 // id, then body. The length, not a separator, ends the id: ids are the clients' own
 // strings and may hold any byte, and one must never shift where the body starts.
 func (r *Registry) publish(node string, kind byte, id string, body []byte) bool {
+	if !r.up.Load() {
+		return false
+	}
 	msg := make([]byte, 0, 1+binary.MaxVarintLen64+len(id)+len(body))
 	msg = append(msg, kind)
 	msg = binary.AppendUvarint(msg, uint64(len(id)))
@@ -557,6 +587,10 @@ func (r *Registry) queueKeys(dst string) []string {
 // Enqueue holds q fleet-wide. When Redis cannot be reached the message cannot be held
 // anywhere useful: its sender, if on this node, gets EXPIRE at once rather than silence.
 func (r *Registry) Enqueue(q signaling.Queued) bool {
+	if !r.up.Load() {
+		r.expireNow(q.Src, q.Dst)
+		return false
+	}
 	n := cost(&q)
 	src := sourceKey(q.From)
 	lim := r.lim.Load()
@@ -591,6 +625,9 @@ func (r *Registry) expireNow(src, dst string) {
 }
 
 func (r *Registry) Drain(id string) []signaling.Queued {
+	if !r.up.Load() {
+		return nil
+	}
 	k := r.queueKeys(id)
 	ctx, cancel := r.ctx()
 	res, err := r.rdb.Eval(ctx, scriptDrain, []string{k[0], k[1], k[2], k[3]}, r.prefix+keySrc, id).StringSlice()
@@ -600,6 +637,9 @@ func (r *Registry) Drain(id string) []signaling.Queued {
 }
 
 func (r *Registry) Expire(cutoff time.Time) []signaling.Queued {
+	if !r.up.Load() {
+		return nil
+	}
 	ctx, cancel := r.ctx()
 	defer cancel()
 	ids, err := r.rdb.ZRangeByScore(ctx, r.prefix+keyQIndex, &redis.ZRangeBy{Min: "-inf", Max: "(" + strconv.FormatInt(cutoff.UnixMilli(), 10)}).Result()

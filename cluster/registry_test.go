@@ -403,3 +403,66 @@ func n2local(r *Registry, id string) bool {
 
 var _ = fmt.Sprint
 var _ = filepath.Join
+
+// A Redis that accepts connections and never answers (a black hole, as behind a dead
+// route) holds no peer up: after the first call times out, the per-message paths do
+// not wait on it.
+func TestClusterBlackHoledRedisFailsFast(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	rdb := redis.NewClient(&redis.Options{Addr: l.Addr().String(), DialTimeout: 300 * time.Millisecond,
+		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1})
+	r, err := New(Options{Client: rdb, Node: "n1", Limits: testLimits, Prefix: "test:", LeaseTTL: 900 * time.Millisecond, OpTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		r.Close()
+		rdb.Close()
+		l.Close()
+		<-accepted
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	a := &testPeer{}
+	if _, err := r.Register("a", "ta", a); err != nil {
+		t.Fatalf("register with a black-holed backend: %v", err)
+	}
+	start := time.Now()
+	for range 50 {
+		if r.Lookup("zz") != nil {
+			t.Fatal("found a peer in a black hole")
+		}
+		r.Enqueue(signaling.Queued{Src: "a", Dst: "zz", Data: []byte("m"), At: time.Now()})
+		if _, err := r.Register("b", "tb", &testPeer{}); err != nil {
+			t.Fatal(err)
+		}
+		r.Unregister("b", nil)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("50 rounds of lookups, enqueues and registrations took %v with Redis black-holed", d)
+	}
+	if n := len(a.messages()); n != 50 {
+		t.Errorf("sender got %d EXPIREs for 50 messages", n)
+	}
+}
