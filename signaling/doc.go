@@ -12,8 +12,9 @@
 // outboxes share one wsconn.Budget, per source address and in total. origin.go decides
 // which pages may use the endpoints.
 //
-// Peer ids and queued messages live behind the Registry interface, so a shared backend
-// can route between several nodes later; the in-memory Registry serves one node and
+// Peer ids and queued messages live behind the Registry interface, so that a shared
+// backend can route between several nodes (package cluster, over Redis); the in-memory
+// Registry serves one node and
 // caps what it holds for absent ids in bytes, per destination, per source address and
 // in total (registry.go).
 //
