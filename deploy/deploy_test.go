@@ -387,3 +387,31 @@ func writeFile(t *testing.T, path, text string) {
 		t.Fatal(err)
 	}
 }
+
+// TestREADMEFleetConfigLoads: the [cluster] block of the fleet section parses, and its
+// password file is read at load (here a stand-in file) without being shown.
+func TestREADMEFleetConfigLoads(t *testing.T) {
+	readme := readFile(t, "README.md")
+	i := strings.Index(readme, "## 11. A fleet")
+	if i < 0 {
+		t.Fatal("README.md has no fleet section")
+	}
+	m := regexp.MustCompile("(?s)```toml\n(.*?)```").FindStringSubmatch(readme[i:])
+	if m == nil {
+		t.Fatal("the fleet section has no ```toml block")
+	}
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "redis-password")
+	writeFile(t, pw, "fleet-secret-password\n")
+	snippet := strings.ReplaceAll(m[1], "/etc/relay/redis-password", pw)
+	path := filepath.Join(dir, "relay.toml")
+	writeFile(t, path, snippet)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("the fleet section's [cluster] does not load:\n%v\n%s", err, snippet)
+	}
+	c := cfg.Cluster
+	if !c.Enabled() || !strings.HasPrefix(c.Redis, "rediss://") || c.Password != "fleet-secret-password" || c.NodeName() != "relay1" || c.ICENodes != 2 {
+		t.Errorf("fleet config parsed as %+v", c)
+	}
+}
