@@ -17,6 +17,7 @@ import (
 const (
 	keyNodeInfo   = "nodeinfo:" // node -> its Announcement as JSON, with the lease TTL
 	keyNodeSet    = "nodes"     // sorted set: node names scored by when their info expires (ms)
+	keyNodeClaim  = "nodename:" // node -> the instance using that name, with the lease TTL
 	announceEvery = 500 * time.Millisecond
 )
 
@@ -74,6 +75,14 @@ func (r *Registry) announce(ctx context.Context) {
 	}
 }
 
+// scriptNodeClaim holds a node name for one process (ARGV[1], random per start): 0 when
+// another process holds it, i.e. two nodes were given the same name.
+const scriptNodeClaim = `
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`
+
 func (r *Registry) announceOnce() {
 	r.selfMu.Lock()
 	self := r.self
@@ -81,6 +90,13 @@ func (r *Registry) announceOnce() {
 	ctx, cancel := r.ctx()
 	defer cancel()
 	now := time.Now()
+	mine, err := r.rdb.Eval(ctx, scriptNodeClaim, []string{r.prefix + keyNodeClaim + r.node}, r.instance, r.ttl.Milliseconds()).Int()
+	r.note(err)
+	if err == nil && mine == 0 && r.dupLogged.CompareAndSwap(false, true) {
+		// Two nodes of one name share a channel and each other's leases: messages and
+		// ids go astray. Said once; the name is the operator's to fix.
+		r.log.Error("cluster: another running node uses this node's name; give each node a unique [cluster] node", "node", r.node)
+	}
 	if self != nil {
 		a := self()
 		a.Node = r.node

@@ -1,10 +1,14 @@
 package cluster
 
 import (
+	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 type selfState struct {
@@ -76,4 +80,28 @@ func TestClusterSteering(t *testing.T) {
 	if got := names(a.Steer(2, "")); !slices.Equal(got, []string{"a"}) {
 		t.Errorf("after drain and death: %v, want [a]", got)
 	}
+}
+
+// Two running nodes given one name: the second says so once, in an error line.
+func TestClusterDuplicateNodeName(t *testing.T) {
+	s := startRedis(t)
+	first := node(t, s, "same", 900*time.Millisecond)
+	waitFor(t, "the first node's name claim", func() bool {
+		c := redis.NewClient(&redis.Options{Addr: s.addr})
+		defer c.Close()
+		return c.Exists(context.Background(), "test:nodename:same").Val() == 1
+	})
+	var logs strings.Builder
+	var mu sync.Mutex
+	second := nodeLog(t, s, "same", 900*time.Millisecond, slogTo(&logs, &mu))
+	for range 3 {
+		second.announceOnce()
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if strings.Count(out, "another running node uses this node's name") != 1 {
+		t.Errorf("want one error line, got:\n%s", out)
+	}
+	_ = first
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -69,11 +70,13 @@ type Registry struct {
 	done    sync.WaitGroup
 	closeMu sync.Once
 
-	kick    chan struct{} // wakes the announcer
-	selfMu  sync.Mutex
-	self    func() Announcement
-	nodesMu sync.Mutex
-	nodes   []Announcement // the fleet as last read
+	kick      chan struct{} // wakes the announcer
+	instance  string        // random per process: tells two nodes given one name apart
+	dupLogged atomic.Bool
+	selfMu    sync.Mutex
+	self      func() Announcement
+	nodesMu   sync.Mutex
+	nodes     []Announcement // the fleet as last read
 
 	// Counters for metrics and tests.
 	CrossNodeSent, CrossNodeReceived, BackendErrors atomic.Int64
@@ -111,6 +114,9 @@ func New(o Options) (*Registry, error) {
 	// down); note logs the outage once instead.
 	silenceOnce.Do(func() { redis.SetLogger(quiet{}) })
 	r.lim.Store(&o.Limits)
+	var inst [8]byte
+	_, _ = rand.Read(inst[:])
+	r.instance = hex.EncodeToString(inst[:])
 	r.up.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -146,6 +152,7 @@ func (r *Registry) Close() {
 		// A node that stops leaves the fleet's ICE answers at once, not after the TTL.
 		pipe.Del(ctx, r.prefix+keyNodeInfo+r.node)
 		pipe.ZRem(ctx, r.prefix+keyNodeSet, r.node)
+		pipe.Eval(ctx, scriptRelease, []string{r.prefix + keyNodeClaim + r.node}, r.instance)
 		_, _ = pipe.Exec(ctx)
 	})
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -134,9 +135,15 @@ var testLimits = signaling.Limits{Peers: 100, QueuePerID: 4, QueueBytes: 1 << 20
 // node starts a Registry for node name against s, closed at the end of the test.
 func node(t *testing.T, s *redisServer, name string, ttl time.Duration) *Registry {
 	t.Helper()
+	return nodeLog(t, s, name, ttl, nil)
+}
+
+// nodeLog is node logging to log (nil: slog's default).
+func nodeLog(t *testing.T, s *redisServer, name string, ttl time.Duration, log *slog.Logger) *Registry {
+	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: s.addr, DialTimeout: 300 * time.Millisecond,
 		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1})
-	r, err := New(Options{Client: rdb, Node: name, Limits: testLimits, Prefix: "test:", LeaseTTL: ttl, OpTimeout: 500 * time.Millisecond})
+	r, err := New(Options{Client: rdb, Node: name, Limits: testLimits, Prefix: "test:", LeaseTTL: ttl, OpTimeout: 500 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +324,7 @@ func TestClusterRedisStoppedAndRestarted(t *testing.T) {
 	s := startRedis(t)
 	var logs strings.Builder
 	var logMu sync.Mutex
-	n1, n2 := node(t, s, "n1", 900*time.Millisecond), node(t, s, "n2", 900*time.Millisecond)
-	n1.log = slogTo(&logs, &logMu)
+	n1, n2 := nodeLog(t, s, "n1", 900*time.Millisecond, slogTo(&logs, &logMu)), node(t, s, "n2", 900*time.Millisecond)
 	a, b, c := &testPeer{}, &testPeer{}, &testPeer{}
 	n1.Register("a", "ta", a)
 	n1.Register("b", "tb", b)
