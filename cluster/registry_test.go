@@ -28,14 +28,14 @@ func TestMain(m *testing.M) {
 
 // redisServer is a redis-server started for one test on a free loopback port.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	addr string
 	dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-func startRedis(t *testing.T) *redisServer {
+func startRedis(t testing.TB) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -133,13 +133,13 @@ func (p *testPeer) messages() []string {
 var testLimits = signaling.Limits{Peers: 100, QueuePerID: 4, QueueBytes: 1 << 20, BytesPerIP: 4096, BytesPerPeer: 4096}
 
 // node starts a Registry for node name against s, closed at the end of the test.
-func node(t *testing.T, s *redisServer, name string, ttl time.Duration) *Registry {
+func node(t testing.TB, s *redisServer, name string, ttl time.Duration) *Registry {
 	t.Helper()
 	return nodeLog(t, s, name, ttl, nil)
 }
 
 // nodeLog is node logging to log (nil: slog's default).
-func nodeLog(t *testing.T, s *redisServer, name string, ttl time.Duration, log *slog.Logger) *Registry {
+func nodeLog(t testing.TB, s *redisServer, name string, ttl time.Duration, log *slog.Logger) *Registry {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: s.addr, DialTimeout: 300 * time.Millisecond,
 		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1})
@@ -152,7 +152,7 @@ func nodeLog(t *testing.T, s *redisServer, name string, ttl time.Duration, log *
 	return r
 }
 
-func subscribed(t *testing.T, s *redisServer, channel string) bool {
+func subscribed(t testing.TB, s *redisServer, channel string) bool {
 	c := redis.NewClient(&redis.Options{Addr: s.addr})
 	defer c.Close()
 	ctx, cancel := (&Registry{timeout: time.Second}).ctx()
@@ -161,7 +161,7 @@ func subscribed(t *testing.T, s *redisServer, channel string) bool {
 	return err == nil && n[channel] > 0
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
