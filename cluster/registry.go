@@ -75,6 +75,8 @@ type Registry struct {
 	dupLogged atomic.Bool
 	selfMu    sync.Mutex
 	self      func() Announcement
+	ownersMu  sync.Mutex
+	owners    map[string]ownerEntry // id -> node holding it, as last read
 	nodesMu   sync.Mutex
 	nodes     []Announcement // the fleet as last read
 
@@ -109,7 +111,7 @@ func New(o Options) (*Registry, error) {
 		o.Logger = slog.Default()
 	}
 	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, ttl: o.LeaseTTL,
-		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]*entry), kick: make(chan struct{}, 1)}
+		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]*entry), owners: make(map[string]ownerEntry), kick: make(chan struct{}, 1)}
 	// go-redis logs every failed dial on its own (many lines a second while Redis is
 	// down); note logs the outage once instead.
 	silenceOnce.Do(func() { redis.SetLogger(quiet{}) })
@@ -310,18 +312,66 @@ func (r *Registry) Lookup(id string) signaling.Peer {
 	if !r.up.Load() {
 		return nil
 	}
+	if node, ok := r.cached(id); ok {
+		return &remotePeer{r: r, node: node, id: id}
+	}
+	node := r.owner(id)
+	if node == "" || node == r.node { // absent, or left here a moment ago
+		return nil
+	}
+	r.remember(id, node)
+	return &remotePeer{r: r, node: node, id: id}
+}
+
+// owner is the node holding id's lease, "" if none (or Redis could not say).
+func (r *Registry) owner(id string) string {
 	ctx, cancel := r.ctx()
 	v, err := r.rdb.Get(ctx, r.prefix+keyID+id).Result()
 	cancel()
 	r.note(err)
 	if err != nil {
-		return nil
+		return ""
 	}
 	node, _, _ := strings.Cut(v, "\x00")
-	if node == r.node { // left a moment ago; its lease is being released
-		return nil
+	return node
+}
+
+// The owner cache spares a Redis round trip per message during a call. A stale entry
+// (the peer left or moved) costs nothing but a hop: the node it points at forwards the
+// message to the id's node now, or holds it as for an absent id.
+const (
+	ownerTTL      = 2 * time.Second
+	ownerCacheMax = 1 << 16 // entries; past it the cache starts over
+)
+
+type ownerEntry struct {
+	node  string
+	until time.Time
+}
+
+func (r *Registry) cached(id string) (string, bool) {
+	r.ownersMu.Lock()
+	defer r.ownersMu.Unlock()
+	e, ok := r.owners[id]
+	if !ok || time.Now().After(e.until) {
+		return "", false
 	}
-	return &remotePeer{r: r, node: node, id: id}
+	return e.node, true
+}
+
+func (r *Registry) remember(id, node string) {
+	r.ownersMu.Lock()
+	defer r.ownersMu.Unlock()
+	if len(r.owners) >= ownerCacheMax {
+		clear(r.owners)
+	}
+	r.owners[id] = ownerEntry{node, time.Now().Add(ownerTTL)}
+}
+
+func (r *Registry) forget(id string) {
+	r.ownersMu.Lock()
+	delete(r.owners, id)
+	r.ownersMu.Unlock()
 }
 
 func (r *Registry) Taken(id string) bool {
@@ -357,7 +407,13 @@ type remotePeer struct {
 
 // Send is false when the message cannot reach the node (no subscriber: the node is
 // gone; or Redis is down): the sender is told the peer left.
-func (p *remotePeer) Send(b []byte) bool { return p.r.publish(p.node, 'm', p.id, b) }
+func (p *remotePeer) Send(b []byte) bool {
+	if p.r.publish(p.node, 'm', p.id, b) {
+		return true
+	}
+	p.r.forget(p.id)
+	return false
+}
 
 // Close does nothing: a slow peer on another node is that node's to drop.
 func (p *remotePeer) Close() {}
@@ -419,10 +475,17 @@ func (r *Registry) deliver(payload string) {
 		if e != nil && e.tokenHash == body {
 			e.peer.Close()
 		}
-	case 'm':
+	case 'm', 'f':
 		r.CrossNodeReceived.Add(1)
 		if e == nil {
-			// Gone between the sender's lookup and now: hold it as for any absent id.
+			// The sender's node thought id was here (its owner cache, or the peer left a
+			// moment ago). If it is on another node now, forward once ('f' is never
+			// forwarded again, so a race cannot loop); else hold it as for an absent id.
+			if kind == 'm' {
+				if node := r.owner(id); node != "" && node != r.node && r.publish(node, 'f', id, []byte(body)) {
+					return
+				}
+			}
 			q := signaling.Queued{Dst: id, Data: []byte(body), At: time.Now()}
 			q.Src = srcOf(q.Data)
 			r.Enqueue(q)

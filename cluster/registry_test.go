@@ -472,3 +472,32 @@ func TestClusterBlackHoledRedisFailsFast(t *testing.T) {
 		t.Errorf("sender got %d EXPIREs for 50 messages", n)
 	}
 }
+
+// A sender's node caches where an id is; when the peer has moved to another node since,
+// the node it was on forwards the message there.
+func TestClusterStaleOwnerForwarded(t *testing.T) {
+	s := startRedis(t)
+	n1, n2, n3 := node(t, s, "n1", 3*time.Second), node(t, s, "n2", 3*time.Second), node(t, s, "n3", 3*time.Second)
+	b := &testPeer{}
+	n2.Register("b", "tb", b)
+	if !n1.Lookup("b").Send([]byte("one")) {
+		t.Fatal("send failed")
+	}
+	waitFor(t, "b on node 2 getting one", func() bool { return len(b.messages()) == 1 })
+	b3 := &testPeer{}
+	if _, err := n3.Register("b", "tb", b3); err != nil { // the same peer reconnects on node 3
+		t.Fatal(err)
+	}
+	waitFor(t, "node 2 closing b", b.isClosed)
+	n2.Unregister("b", b)
+	if node, ok := n1.cached("b"); !ok || node != "n2" {
+		t.Fatalf("node 1's cache: %q %v, want n2 (the test needs a stale entry)", node, ok)
+	}
+	if !n1.Lookup("b").Send([]byte("two")) {
+		t.Fatal("send to the stale owner failed")
+	}
+	waitFor(t, "b on node 3 getting two", func() bool { m := b3.messages(); return len(m) == 1 && m[0] == "two" })
+	if got := n2.Drain("b"); len(got) != 0 {
+		t.Errorf("message held instead of forwarded: %+v", got)
+	}
+}
