@@ -116,3 +116,25 @@ func TestClusterPasswordFileReadAtLoad(t *testing.T) {
 		t.Errorf("two-line password file: %v", err)
 	}
 }
+
+func TestClusterWarnings(t *testing.T) {
+	has := func(c *Config, sub string) bool {
+		for _, w := range c.Warnings() {
+			if strings.Contains(w, sub) {
+				return true
+			}
+		}
+		return false
+	}
+	c := mustParse(t, "[signal]\nlisten = \"\"\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n")
+	if !has(c, "does not join it") || !has(c, "set signal.public_host") {
+		t.Errorf("warnings: %q", c.Warnings())
+	}
+	c = mustParse(t, "[signal]\npublic_host = \"relay1.example.org\"\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n")
+	if has(c, "cluster.") {
+		t.Errorf("warnings for a good fleet node: %q", c.Warnings())
+	}
+	if has(mustParse(t, ""), "cluster.") {
+		t.Errorf("cluster warnings without [cluster]")
+	}
+}

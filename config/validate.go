@@ -311,6 +311,12 @@ func (c *Config) Warnings() []string {
 	if s := c.Signal; s.Listen != "" && s.MaxQueueBytesPerIP > s.MaxQueueBytes/4 {
 		w = append(w, fmt.Sprintf("signal.max_queue_bytes_per_ip = %d is more than a quarter of signal.max_queue_bytes = %d: a few source addresses can fill the budget for absent peers, and then everyone's messages to peers not yet connected are dropped", s.MaxQueueBytesPerIP, s.MaxQueueBytes))
 	}
+	if c.Cluster.Enabled() && c.Signal.Listen == "" {
+		w = append(w, "cluster.redis is set but signal.listen is empty: the fleet shares signaling only, so this node does not join it")
+	}
+	if c.Cluster.Enabled() && c.Signal.PublicHost == "" && !c.TURN.PublicIP.IsValid() && !c.TURN.RelayIP.IsValid() {
+		w = append(w, "cluster.redis is set but neither signal.public_host nor turn.public_ip nor turn.relay_ip is: the TURN URLs this node announces to the fleet name the address relay detects, which other nodes' clients may not reach; set signal.public_host to this node's own name")
+	}
 	if l := c.Metrics.Listen; l != "" {
 		if host, _, err := net.SplitHostPort(l); err == nil {
 			if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {
