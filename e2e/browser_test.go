@@ -45,18 +45,7 @@ const (
 var browserScenarios = []string{"peerjs", "peerjs-tcp", "legacy", "demo", "demo-wss", "diag"}
 
 func TestBrowser(t *testing.T) {
-	chromium := need(t, "chromium", "chromium")
-	node := need(t, "node", "nodejs")
-	dir, err := filepath.Abs("browser")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"node_modules/playwright-core/package.json", "node_modules/peerjs/dist/peerjs.min.js",
-		"node_modules/peerjs-legacy/dist/peer.min.js", "node_modules/peer/dist/bin/peerjs.js"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			skipnote.Skip(t, "e2e/browser/"+f+" missing", "(cd e2e/browser && npm ci)")
-		}
-	}
+	chromium, node, dir, artifacts := browserSetup(t)
 	standIn := false
 	switch mode := os.Getenv("RELAY_E2E_SIGNAL"); mode {
 	case "", "relay":
@@ -64,16 +53,6 @@ func TestBrowser(t *testing.T) {
 		standIn = true
 	default:
 		t.Fatalf("RELAY_E2E_SIGNAL=%q: want relay (the default) or peerjs-server", mode)
-	}
-	artifacts := os.Getenv("ARTIFACTS")
-	if artifacts == "" {
-		artifacts = filepath.Join(dir, "artifacts")
-	}
-	if artifacts, err = filepath.Abs(artifacts); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(artifacts, 0o755); err != nil {
-		t.Fatal(err)
 	}
 	pages := newBrowserPages(t, dir)
 
@@ -145,6 +124,35 @@ func TestBrowser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// browserSetup finds chromium, node and e2e/browser's npm dependencies (skipping, or
+// failing in CI, without them) and makes the artifacts directory.
+func browserSetup(t *testing.T) (chromium, node, dir, artifacts string) {
+	t.Helper()
+	chromium = need(t, "chromium", "chromium")
+	node = need(t, "node", "nodejs")
+	dir, err := filepath.Abs("browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"node_modules/playwright-core/package.json", "node_modules/peerjs/dist/peerjs.min.js",
+		"node_modules/peerjs-legacy/dist/peer.min.js", "node_modules/peer/dist/bin/peerjs.js"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			skipnote.Skip(t, "e2e/browser/"+f+" missing", "(cd e2e/browser && npm ci)")
+		}
+	}
+	artifacts = os.Getenv("ARTIFACTS")
+	if artifacts == "" {
+		artifacts = filepath.Join(dir, "artifacts")
+	}
+	if artifacts, err = filepath.Abs(artifacts); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(artifacts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return chromium, node, dir, artifacts
 }
 
 // browserRelayConfig is baseConfig without its [peers] allow: two browsers behind one
@@ -276,6 +284,11 @@ type browserResult struct {
 		Local  string `json:"local"`
 		Remote string `json:"remote"`
 	} `json:"pair"`
+	// Caller and Callee are the peerjs scenarios' pairs in full: which TURN URL each used.
+	Caller, Callee struct {
+		URL           string `json:"url"`
+		RelayProtocol string `json:"relayProtocol"`
+	}
 	Dialog  string `json:"dialog"`
 	Results map[string]struct {
 		Relay        bool     `json:"relay"`

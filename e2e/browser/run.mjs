@@ -4,6 +4,8 @@
 //
 //   node run.mjs peerjs      two pages with the PeerJS 1.5.x client
 //   node run.mjs peerjs-tcp  the same with TURN over TCP only (relayProtocol must be tcp)
+//   node run.mjs peerjs-fleet  the same across a fleet: the callee on SIGNAL_URL (node 1),
+//                the caller on SIGNAL_URL_B (node 2), both with ICE from ICE_URL
 //   node run.mjs legacy      two pages with the 0.3.x client, idle IDLE_MS before connecting
 //   node run.mjs demo        relay's own demo page ({path}demo) in two tabs
 //   node run.mjs demo-wss    the same over https and wss (SIGNAL_URL https://, a test certificate)
@@ -14,6 +16,7 @@
 //
 // Environment:
 //   SIGNAL_URL   signaling base URL, path included (e.g. http://127.0.0.1:9001/); required
+//   SIGNAL_URL_B peerjs-fleet: the caller's signaling base URL (another node of the fleet)
 //   ICE_URL      ICE servers JSON (default SIGNAL_URL + "ice", relay's {path}ice)
 //   PAGES_URL    base URL serving pages/ and /lib/{peerjs,peerjs-legacy}/ (default: a
 //                static server this script starts itself)
@@ -162,9 +165,9 @@ async function screenshot(tab, file) {
 
 // ---- PeerJS test pages (pages/*.html) ----
 
-function testPageURL(file, params) {
+function testPageURL(file, params, signal = SIGNAL_URL) {
   const u = new URL(file, PAGES_URL);
-  u.searchParams.set('signal', SIGNAL_URL);
+  u.searchParams.set('signal', signal);
   if (env.ICE_URL) u.searchParams.set('ice', env.ICE_URL);
   for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
   return u.href;
@@ -190,7 +193,9 @@ async function testPair(tab) {
   );
 }
 
-async function peerjsScenario(ctx, file, idleMs, turn) {
+// callerSignal, when set, is another signaling server for the caller's page (another
+// node of a fleet): the offer, answer and candidates must then cross nodes.
+async function peerjsScenario(ctx, file, idleMs, turn, callerSignal) {
   const extra = {};
   if (idleMs > 0) extra.manual = '1'; // connect only when told, after the idle time
   if (turn) extra.turn = turn;
@@ -198,9 +203,10 @@ async function peerjsScenario(ctx, file, idleMs, turn) {
   const callerId = randomId('caller');
   const callee = await openTab(ctx, 'callee', testPageURL(file, { id: calleeId, ...extra }));
   await waitTestState(callee, 'the callee to register', (s) => s.open);
-  const caller = await openTab(ctx, 'caller', testPageURL(file, { id: callerId, call: calleeId, ...extra }));
+  const caller = await openTab(ctx, 'caller', testPageURL(file, { id: callerId, call: calleeId, ...extra }, callerSignal || SIGNAL_URL));
   await waitTestState(caller, 'the caller to register', (s) => s.open);
   const out = {};
+  if (callerSignal) out.signal = { callee: SIGNAL_URL, caller: callerSignal };
   if (idleMs > 0) {
     // The idle time is what this scenario tests (longer than the server's alive_timeout,
     // with a client that sends no HEARTBEAT), not a synchronisation.
@@ -346,6 +352,10 @@ function serveStatic() {
 const scenarios = {
   peerjs: (ctx) => peerjsScenario(ctx, 'peerjs.html', 0),
   'peerjs-tcp': (ctx) => peerjsScenario(ctx, 'peerjs.html', 0, 'tcp'),
+  'peerjs-fleet': (ctx) => {
+    if (!env.SIGNAL_URL_B) throw new Failure('peerjs-fleet: SIGNAL_URL_B is not set (the caller\'s node, e.g. http://127.0.0.1:9002/)');
+    return peerjsScenario(ctx, 'peerjs.html', 0, undefined, withSlash(env.SIGNAL_URL_B));
+  },
   legacy: (ctx) => peerjsScenario(ctx, 'legacy.html', IDLE_MS),
   demo: demoScenario,
   'demo-wss': demoScenario,
