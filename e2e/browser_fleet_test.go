@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +18,11 @@ import (
 // have gone from node 2 to node 1 through the cluster.
 func TestBrowserFleet(t *testing.T) {
 	chromium, node, dir, artifacts := browserSetup(t)
+	// The issue names the client: the pages load node_modules/peerjs (pinned in package.json).
+	var pkg struct{ Version string }
+	if b, err := os.ReadFile(filepath.Join(dir, "node_modules/peerjs/package.json")); err != nil || json.Unmarshal(b, &pkg) != nil || pkg.Version != "1.5.5" {
+		t.Fatalf("node_modules/peerjs is version %q (%v), want 1.5.5", pkg.Version, err)
+	}
 	url := startRedisServer(t)
 	pages := newBrowserPages(t, dir)
 	// The test polls node 1's {path}ice below: lift the per-IP ICE rate limit.
