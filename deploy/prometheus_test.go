@@ -570,3 +570,71 @@ func TestMetricNamesExist(t *testing.T) {
 	}
 	t.Logf("%d metric references in %d queries checked", checked, len(queries))
 }
+
+// TestDashboardFleet: the dashboard works for a fleet. The Node variable (instance)
+// takes several nodes or All; a Fleet row holds the panels of the cluster metrics; and
+// each of those panels, whose series a single node does not export, says so through
+// Grafana's no-value text instead of a bare "No data".
+func TestDashboardFleet(t *testing.T) {
+	var d struct {
+		Templating struct {
+			List []struct {
+				Name       string `json:"name"`
+				Multi      bool   `json:"multi"`
+				IncludeAll bool   `json:"includeAll"`
+				AllValue   string `json:"allValue"`
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			Type        string
+			Title       string
+			FieldConfig struct {
+				Defaults struct {
+					NoValue string `json:"noValue"`
+				} `json:"defaults"`
+			} `json:"fieldConfig"`
+			Targets []struct{ Expr string }
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, dashboard)), &d); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range d.Templating.List {
+		if v.Name == "instance" {
+			found = true
+			if !v.Multi || !v.IncludeAll || v.AllValue != ".+" {
+				t.Errorf("instance variable: multi %v, includeAll %v, allValue %q; want several nodes or All (.+)", v.Multi, v.IncludeAll, v.AllValue)
+			}
+		}
+	}
+	if !found {
+		t.Error("no instance variable")
+	}
+	row, fleet := "", 0
+	for _, p := range d.Panels {
+		if p.Type == "row" {
+			row = p.Title
+			continue
+		}
+		cluster := false
+		for _, tg := range p.Targets {
+			for _, n := range metricNames(tg.Expr) {
+				cluster = cluster || strings.HasPrefix(n, "relay_cluster_")
+			}
+		}
+		if !cluster {
+			continue
+		}
+		fleet++
+		if row != "Fleet" {
+			t.Errorf("panel %q shows cluster metrics outside the Fleet row (in %q)", p.Title, row)
+		}
+		if !strings.Contains(p.FieldConfig.Defaults.NoValue, "Single node") {
+			t.Errorf("panel %q: no-value text %q, want one saying a single node has no fleet", p.Title, p.FieldConfig.Defaults.NoValue)
+		}
+	}
+	if fleet < 6 {
+		t.Errorf("%d panels show cluster metrics, want the fleet row's (nodes, backend, messages, errors)", fleet)
+	}
+}
