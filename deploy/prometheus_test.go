@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/relayproject/relay/cluster"
 	"github.com/relayproject/relay/metrics"
 )
 
@@ -25,6 +27,7 @@ const (
 var wantAlerts = []string{
 	"RelayDown", "RelayAuthFailureSpike", "RelayDeniedPeerSpike", "RelayAllocationsNearLimit",
 	"RelayPortsNearExhaustion", "RelayFDsNearLimit", "RelayReloadFailed",
+	"RelayClusterBackendDown", "RelayClusterNodeLost",
 }
 
 func promtool(t *testing.T, dir string, args ...string) (string, error) {
@@ -59,7 +62,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 	if err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "SUCCESS: 7 rules found") {
+	if !strings.Contains(out, fmt.Sprintf("SUCCESS: %d rules found", len(wantAlerts))) {
 		t.Fatalf("promtool check rules:\n%s", out)
 	}
 	rules := alertRules(t, readFile(t, alertsFile))
@@ -381,6 +384,9 @@ func TestDashboardImportable(t *testing.T) {
 		"relay_signal_peers_connected", "relay_signal_messages_total", "relay_ice_credentials_issued_total",
 		"relay_ice_requests_denied_total", "process_cpu_seconds_total", "process_resident_memory_bytes",
 		"process_open_fds", "process_max_fds", "relay_build_info", "relay_draining", "relay_config_reload_total",
+		// The fleet overview row.
+		"relay_cluster_nodes", "relay_cluster_backend_up", "relay_cluster_messages_sent_total",
+		"relay_cluster_messages_received_total", "relay_cluster_backend_errors_total", "relay_turn_allocations_limit",
 	} {
 		if !used[want] {
 			t.Errorf("no panel shows %s", want)
@@ -472,13 +478,21 @@ func metricNames(expr string) []string {
 
 // knownMetrics is every metric family relay's registry can export, from the collectors'
 // descriptors (so label vectors count before they have children), and which of them are
-// histograms or summaries (whose _bucket/_sum/_count series a query may name).
+// histograms or summaries (whose _bucket/_sum/_count series a query may name). A fleet
+// node also registers the cluster package's collectors ([cluster] redis): their names
+// come from their descriptors too, without a Redis (describing reads no value).
 func knownMetrics(t *testing.T) (names, histograms map[string]bool) {
 	t.Helper()
 	m := metrics.New("test", "test")
 	names, histograms = map[string]bool{}, map[string]bool{}
 	ch := make(chan *prometheus.Desc)
-	go func() { m.Registry.Describe(ch); close(ch) }()
+	go func() {
+		m.Registry.Describe(ch)
+		for _, c := range new(cluster.Registry).Collectors() {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
 	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
 	for d := range ch {
 		if s := fq.FindStringSubmatch(d.String()); s != nil {
@@ -499,7 +513,7 @@ func knownMetrics(t *testing.T) (names, histograms map[string]bool) {
 	if !histograms["relay_turn_allocation_duration_seconds"] {
 		t.Fatalf("relay_turn_allocation_duration_seconds is not a histogram in the registry")
 	}
-	if !names["relay_turn_auth_failures_total"] || !names["process_open_fds"] || !names["go_goroutines"] {
+	if !names["relay_turn_auth_failures_total"] || !names["process_open_fds"] || !names["go_goroutines"] || !names["relay_cluster_backend_up"] {
 		t.Fatalf("registry descriptors look incomplete: %v", sortedKeys(names))
 	}
 	return names, histograms
@@ -555,4 +569,72 @@ func TestMetricNamesExist(t *testing.T) {
 		t.Fatalf("metricNames took a label value for a metric: %v", got)
 	}
 	t.Logf("%d metric references in %d queries checked", checked, len(queries))
+}
+
+// TestDashboardFleet: the dashboard works for a fleet. The Node variable (instance)
+// takes several nodes or All; a Fleet row holds the panels of the cluster metrics; and
+// each of those panels, whose series a single node does not export, says so through
+// Grafana's no-value text instead of a bare "No data".
+func TestDashboardFleet(t *testing.T) {
+	var d struct {
+		Templating struct {
+			List []struct {
+				Name       string `json:"name"`
+				Multi      bool   `json:"multi"`
+				IncludeAll bool   `json:"includeAll"`
+				AllValue   string `json:"allValue"`
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			Type        string
+			Title       string
+			FieldConfig struct {
+				Defaults struct {
+					NoValue string `json:"noValue"`
+				} `json:"defaults"`
+			} `json:"fieldConfig"`
+			Targets []struct{ Expr string }
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(readFile(t, dashboard)), &d); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range d.Templating.List {
+		if v.Name == "instance" {
+			found = true
+			if !v.Multi || !v.IncludeAll || v.AllValue != ".+" {
+				t.Errorf("instance variable: multi %v, includeAll %v, allValue %q; want several nodes or All (.+)", v.Multi, v.IncludeAll, v.AllValue)
+			}
+		}
+	}
+	if !found {
+		t.Error("no instance variable")
+	}
+	row, fleet := "", 0
+	for _, p := range d.Panels {
+		if p.Type == "row" {
+			row = p.Title
+			continue
+		}
+		cluster := false
+		for _, tg := range p.Targets {
+			for _, n := range metricNames(tg.Expr) {
+				cluster = cluster || strings.HasPrefix(n, "relay_cluster_")
+			}
+		}
+		if !cluster {
+			continue
+		}
+		fleet++
+		if row != "Fleet" {
+			t.Errorf("panel %q shows cluster metrics outside the Fleet row (in %q)", p.Title, row)
+		}
+		if !strings.Contains(p.FieldConfig.Defaults.NoValue, "Single node") {
+			t.Errorf("panel %q: no-value text %q, want one saying a single node has no fleet", p.Title, p.FieldConfig.Defaults.NoValue)
+		}
+	}
+	if fleet < 6 {
+		t.Errorf("%d panels show cluster metrics, want the fleet row's (nodes, backend, messages, errors)", fleet)
+	}
 }

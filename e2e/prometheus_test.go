@@ -31,9 +31,11 @@ import (
 // TestPrometheusScrapesRelay runs a real Prometheus (Debian's) with the shipped
 // deploy/prometheus/prometheus.yml and relay-alerts.yml, pointed at a running relay that
 // has relayed traffic: the relay job is up, the relayed bytes arrive in Prometheus, the
-// seven alert rules load healthy and none fires, and every query of the Grafana
-// dashboard evaluates and returns data. It also checks that every metric the dashboard
-// and the alerts use is one the running relay exports.
+// alert rules load healthy and none fires, and every query of the Grafana dashboard
+// evaluates and returns data, except the fleet panels', which return no series at all on
+// a single node (Grafana then shows their "single node" text, not a stray 0). It also
+// checks that every metric the dashboard and the alerts use is one the running relay
+// exports (the relay_cluster_* ones: TestPrometheusScrapesFleet).
 func TestPrometheusScrapesRelay(t *testing.T) {
 	promBin := need(t, "prometheus", "prometheus")
 	p := startRelay(t, baseConfig(""))
@@ -78,7 +80,7 @@ func TestPrometheusScrapesRelay(t *testing.T) {
 				}
 			}
 		}
-		return n == 7
+		return n == shippedAlerts(t)
 	})
 	queries := map[string]string{}
 	for _, g := range rules.Groups {
@@ -115,6 +117,12 @@ func TestPrometheusScrapesRelay(t *testing.T) {
 		if strings.HasPrefix(q, "label_values(") {
 			continue // a Grafana function, not PromQL
 		}
+		if isFleetQuery(q) {
+			if res := prom.query(t, fillAll.Replace(q)); len(res) != 0 {
+				t.Errorf("dashboard %s shows series on a single node: %s\n%+v", where, q, res)
+			}
+			continue
+		}
 		if res := prom.query(t, fill.Replace(q)); len(res) == 0 {
 			t.Errorf("dashboard %s returns no data: %s", where, q)
 		}
@@ -139,7 +147,7 @@ func TestPrometheusScrapesRelay(t *testing.T) {
 	var missing []string
 	for where, q := range queries {
 		for _, name := range promMetricNames(q) {
-			if !exported[name] {
+			if !exported[name] && !strings.HasPrefix(name, "relay_cluster_") {
 				missing = append(missing, where+": "+name)
 			}
 		}
@@ -149,6 +157,142 @@ func TestPrometheusScrapesRelay(t *testing.T) {
 		t.Errorf("metrics used but not exported by relay:\n%s", strings.Join(missing, "\n"))
 	}
 	t.Logf("%d dashboard and alert queries checked against Prometheus and relay's /metrics", len(queries))
+}
+
+// shippedAlerts is how many alerting rules deploy/prometheus/relay-alerts.yml defines.
+func shippedAlerts(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("../deploy/prometheus/relay-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(regexp.MustCompile(`(?m)^\s*- alert:`).FindAll(b, -1))
+	if n < 9 {
+		t.Fatalf("relay-alerts.yml: %d alerts, want at least 9", n)
+	}
+	return n
+}
+
+// isFleetQuery: the query reads a metric only a fleet node ([cluster] redis) exports.
+func isFleetQuery(q string) bool {
+	for _, n := range promMetricNames(q) {
+		if strings.HasPrefix(n, "relay_cluster_") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPrometheusScrapesFleet: a real Prometheus with the shipped config scraping two
+// relay nodes that share a redis-server. Every fleet panel of the dashboard returns data
+// for the two nodes selected as Grafana's multi-value Node variable sends them, with
+// the values the panels mean (two nodes up, none draining, the backend up on each),
+// every relay_cluster_* metric the dashboard and the alerts use is one a fleet node
+// exports, the alert rules evaluate cleanly and none fires for a healthy fleet.
+func TestPrometheusScrapesFleet(t *testing.T) {
+	promBin := need(t, "prometheus", "prometheus")
+	url := startRedisServer(t)
+	n1 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n1\"\n"))
+	n2 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
+	prom := startPrometheus(t, promBin, n1.addr("http"), n2.addr("http"))
+
+	waitFor(t, "both nodes to count two nodes up in Prometheus", func() bool {
+		res := prom.query(t, `relay_cluster_nodes{job="relay", state="up"} == 2`)
+		return len(res) == 2
+	})
+	waitFor(t, "two scrapes of both nodes for rate()", func() bool {
+		return len(prom.query(t, `rate(relay_cluster_messages_sent_total{job="relay"}[1m])`)) == 2
+	})
+
+	// Grafana's multi-value format for =~: (a|b), each value regex-escaped, then the
+	// backslashes escaped again for the PromQL string literal.
+	esc := func(s string) string { return strings.ReplaceAll(regexp.QuoteMeta(s), `\`, `\\`) }
+	nodes := "(" + esc(n1.addr("http")) + "|" + esc(n2.addr("http")) + ")"
+	fill := strings.NewReplacer("$__rate_interval", "1m", "$instance", nodes, "$job", "relay")
+	fleet := 0
+	for where, q := range promDashboardQueries(t) {
+		if !isFleetQuery(q) {
+			continue
+		}
+		fleet++
+		res := prom.query(t, fill.Replace(q))
+		if len(res) == 0 {
+			t.Errorf("dashboard %s returns no data for a fleet: %s", where, q)
+		}
+		for _, r := range res {
+			if job, ok := r.Metric["job"]; ok && job != "relay" {
+				t.Errorf("dashboard %s shows a series of job %q: %v", where, job, r.Metric)
+			}
+		}
+		switch where {
+		case "panel Fleet nodes up/A":
+			if len(res) != 1 || res[0].value() != 2 {
+				t.Errorf("%s = %+v, want 2", where, res)
+			}
+		case "panel Fleet nodes draining/A":
+			if len(res) != 1 || res[0].value() != 0 {
+				t.Errorf("%s = %+v, want 0", where, res)
+			}
+		case "panel Redis backend up/A":
+			if len(res) != 2 || res[0].value() != 1 || res[1].value() != 1 {
+				t.Errorf("%s = %+v, want 1 for each node", where, res)
+			}
+		}
+	}
+	if fleet < 6 {
+		t.Errorf("%d fleet queries in the dashboard, want the fleet row's", fleet)
+	}
+
+	// The alert rules evaluate against a fleet without errors, and none fires.
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Name, Query, Health, Type string
+				LastError                 string `json:"lastError"`
+			}
+		}
+	}
+	waitFor(t, "the alert rules to be evaluated", func() bool {
+		prom.api(t, "/api/v1/rules", nil, &rules)
+		n := 0
+		for _, g := range rules.Groups {
+			for _, r := range g.Rules {
+				if r.Type == "alerting" && r.Health == "ok" {
+					n++
+				}
+			}
+		}
+		return n == shippedAlerts(t)
+	})
+	queries := promDashboardQueries(t)
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.LastError != "" {
+				t.Errorf("alert %s: %s", r.Name, r.LastError)
+			}
+			queries["alert "+r.Name] = r.Query
+		}
+	}
+	var alerts struct {
+		Alerts []struct{ Labels map[string]string }
+	}
+	prom.api(t, "/api/v1/alerts", nil, &alerts)
+	for _, a := range alerts.Alerts {
+		t.Errorf("alert %s is active against a healthy fleet: %v", a.Labels["alertname"], a.Labels)
+	}
+
+	exported := map[string]bool{}
+	for series := range n1.metrics() {
+		name, _, _ := strings.Cut(series, "{")
+		exported[name] = true
+	}
+	for where, q := range queries {
+		for _, name := range promMetricNames(q) {
+			if strings.HasPrefix(name, "relay_cluster_") && !exported[name] {
+				t.Errorf("%s uses %s, which a fleet node does not export", where, name)
+			}
+		}
+	}
 }
 
 // promRelayTraffic allocates over UDP with pion's TURN client and echoes n datagrams
@@ -228,9 +372,9 @@ type promProc struct {
 }
 
 // startPrometheus runs prometheus with the shipped scrape config and alert rules,
-// rewritten to scrape target every second, plus a job that scrapes Prometheus itself,
-// and waits until it is ready.
-func startPrometheus(t *testing.T, bin, target string) *promProc {
+// rewritten to scrape the targets (relay nodes) every second, plus a job that scrapes
+// Prometheus itself, and waits until it is ready.
+func startPrometheus(t *testing.T, bin string, targets ...string) *promProc {
 	t.Helper()
 	dir := t.TempDir()
 	shipped, err := os.ReadFile("../deploy/prometheus/prometheus.yml")
@@ -239,7 +383,7 @@ func startPrometheus(t *testing.T, bin, target string) *promProc {
 	}
 	cfg := string(shipped)
 	for old, new := range map[string]string{
-		`"127.0.0.1:9641"`:         `"` + target + `"`,
+		`"127.0.0.1:9641"`:         `"` + strings.Join(targets, `", "`) + `"`,
 		"scrape_interval: 15s":     "scrape_interval: 1s",
 		"evaluation_interval: 15s": "evaluation_interval: 1s",
 	} {
