@@ -45,9 +45,12 @@ type options struct {
 	servers []string
 
 	relayBin, coturnBin, nodeBin, peerJS string
-	relayLabel                           string
-	relayPorts, coturnPorts              [2]uint16
-	secret                               string
+	redisBin                             string
+	// clusterRedis: the relays being started are fleet nodes on this Redis ("host:port").
+	clusterRedis            string
+	relayLabel              string
+	relayPorts, coturnPorts [2]uint16
+	secret                  string
 
 	// TURN traffic
 	allocs                 int
@@ -87,6 +90,17 @@ type options struct {
 func (o *options) wantTURN() bool   { return o.want("turn") }
 func (o *options) wantSignal() bool { return o.want("signal") }
 func (o *options) wantWSS() bool    { return o.want("wss") }
+
+// wantFleet: -mode fleet, only when named ("all" does not include it: it needs
+// redis-server, which the single-node suite does not).
+func (o *options) wantFleet() bool {
+	for _, x := range strings.Split(o.mode, ",") {
+		if x == "fleet" {
+			return true
+		}
+	}
+	return false
+}
 
 // want reports whether -mode (a comma-separated list) asks for m.
 func (o *options) want(m string) bool {
@@ -151,13 +165,14 @@ func parseRates(s string) ([]float64, error) {
 func main() {
 	o := &options{started: time.Now(), relayUnknown: map[string]bool{}}
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	fs.StringVar(&o.mode, "mode", "all", `what to measure: "turn" (relay vs coturn), "signal" (relay vs the PeerJS reference server), "wss" (the signal phases over TLS, both servers with one certificate), a comma-separated list of those, or "all"`)
+	fs.StringVar(&o.mode, "mode", "all", `what to measure: "turn" (relay vs coturn), "signal" (relay vs the PeerJS reference server), "wss" (the signal phases over TLS, both servers with one certificate), "fleet" (two relay nodes sharing one redis-server, against a single relay; not part of "all"), a comma-separated list of those, or "all"`)
 	fs.BoolVar(&o.quick, "quick", false, "one round with shorter windows and fewer rate steps (about 1.5 minutes), for repeated use; explicit flags still win")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every server once, alternating which goes first, and the report gives medians")
 	servers := fs.String("servers", "relay,coturn,peer", "servers to run (relay, coturn, peer); ratios need relay and the reference")
 	fs.StringVar(&o.relayBin, "relay-bin", "", "relay binary to test; empty: go build ./cmd/relay (of the repository the harness is run in) into a temporary directory")
 	fs.StringVar(&o.relayLabel, "relay-label", "", "what the relay binary was built from, for the report; empty: `git describe --always --dirty` here when the harness builds it")
 	fs.StringVar(&o.coturnBin, "coturn-bin", "turnserver", "coturn's turnserver (Debian package coturn)")
+	fs.StringVar(&o.redisBin, "redis-server", "redis-server", "redis-server, for -mode fleet (Debian package redis-server)")
 	fs.StringVar(&o.nodeBin, "node", "node", "node, to run the PeerJS reference server")
 	fs.StringVar(&o.peerJS, "peerjs", "e2e/browser/node_modules/peer/dist/bin/peerjs.js", "the PeerJS reference server's CLI (npm peer 1.0.2; `npm ci` in e2e/browser installs it); a relative path not found here is looked up from the repository root")
 	relayPorts := fs.String("relay-ports", "10000-21299", "relay's relay port range; below the kernel's ephemeral range so generator sockets never take one, and apart from coturn's")
@@ -232,9 +247,9 @@ func main() {
 	}
 	for _, m := range strings.Split(o.mode, ",") {
 		switch m {
-		case "all", "turn", "signal", "wss":
+		case "all", "turn", "signal", "wss", "fleet":
 		default:
-			fail("-mode %q: expected turn, signal, wss (or a list of them, e.g. signal,wss) or all", o.mode)
+			fail("-mode %q: expected turn, signal, wss, fleet (or a list of them, e.g. signal,wss) or all", o.mode)
 		}
 	}
 	if o.rounds < 1 {
@@ -365,6 +380,13 @@ func (o *options) prepare() error {
 			return fmt.Errorf("a certificate for the wss rounds: %w", err)
 		}
 	}
+	if o.wantFleet() {
+		p, err := exec.LookPath(o.redisBin)
+		if err != nil {
+			return fmt.Errorf("%s not found: apt-get install redis-server (-mode fleet needs it)", o.redisBin)
+		}
+		o.redisBin = p
+	}
 	if (o.wantSignal() || o.wantWSS()) && o.has(kindPeer) {
 		p, err := exec.LookPath(o.nodeBin)
 		if err != nil {
@@ -393,6 +415,7 @@ type results struct {
 	TURN    map[string][]turnRound   `json:"turn,omitempty"`
 	Signal  map[string][]signalRound `json:"signal,omitempty"`
 	WSS     map[string][]signalRound `json:"wss,omitempty"` // the signal phases over TLS
+	Fleet   []fleetRound             `json:"fleet,omitempty"`
 	Summary []row                    `json:"summary"`
 	Seconds float64                  `json:"seconds"`
 	// Phases that started although other processes were busy (after -quiet-wait).
@@ -440,6 +463,10 @@ func (o *options) runSuite() *results {
 				res.WSS[k] = append(res.WSS[k], o.signalRound(k, round))
 			}
 			o.wss = false
+		}
+		if o.wantFleet() {
+			o.logf("round %d/%d: fleet, 2 relay nodes + redis-server, and 1 relay alone", round, o.rounds)
+			res.Fleet = append(res.Fleet, o.fleetRound(round))
 		}
 	}
 	res.Seconds = time.Since(o.started).Seconds()

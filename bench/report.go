@@ -79,6 +79,13 @@ func makeRow[T any](section, metric, format, refName string, relay, ref []T, f f
 	a, b := collect(relay, f), collect(ref, f)
 	r := row{Section: section, Metric: metric, RefName: refName, format: format, hasRelay: len(a) > 0, hasRef: len(b) > 0}
 	r.Relay, r.Ref = median(a), median(b)
+	// A side with no value is 0 with has* false, not NaN, which JSON cannot hold.
+	if !r.hasRelay {
+		r.Relay = 0
+	}
+	if !r.hasRef {
+		r.Ref = 0
+	}
 	per := func(v []float64) string {
 		s := make([]string, len(v))
 		for i, x := range v {
@@ -156,7 +163,64 @@ func (o *options) summarize(res *results) []row {
 	if o.wantWSS() {
 		rows = append(rows, o.signalRows("Signaling over TLS (wss): relay vs PeerJS server (npm peer)", res.WSS, relayAtMost(4, "≤ 4 KiB"))...)
 	}
+	if o.wantFleet() {
+		rows = append(rows, o.fleetRows(res.Fleet)...)
+	}
 	return rows
+}
+
+const fleetSection = "Fleet: 2 relay nodes + redis-server vs 1 relay alone"
+
+// fleetRows compare the fleet's load phase with the single node's of the same round
+// (the reference column); the memory rows have no reference.
+func (o *options) fleetRows(fl []fleetRound) []row {
+	single := make([]fleetRound, len(fl))
+	for i := range fl {
+		single[i].Load = fl[i].Single
+	}
+	load := func(f func(*signalStats) float64) func(*fleetRound) (float64, bool) {
+		return func(r *fleetRound) (float64, bool) { return f(&r.Load), r.Load.Delivered > 0 }
+	}
+	node := func(i int) func(*fleetRound) (float64, bool) {
+		return func(r *fleetRound) (float64, bool) {
+			if i >= len(r.Memory) {
+				return 0, false
+			}
+			return r.Memory[i].PerItemKiB, r.Memory[i].Count > 0
+		}
+	}
+	mr := fmt.Sprintf("%.0fk msg/s offered", o.signalRate/1000)
+	sec, ref := fleetSection, "single node"
+	return []row{
+		makeRow(sec, "server CPU per routed message, both nodes, at "+mr+" (µs)", "%.1f", ref, fl, single,
+			load(func(s *signalStats) float64 { return s.ServerCPUPerMsg }), ratioAtMost(2)),
+		makeRow(sec, "Redis CPU per routed message, apart (µs)", "%.1f", ref, fl, nil,
+			load(func(s *signalStats) float64 { return s.RedisCPUPerMsg }), nil),
+		makeRow(sec, "server CPU, both nodes (% of one core)", "%.1f", ref, fl, single,
+			load(func(s *signalStats) float64 { return s.ServerCPUPct }), nil),
+		makeRow(sec, "Redis CPU (% of one core)", "%.1f", ref, fl, nil,
+			load(func(s *signalStats) float64 { return s.RedisCPUPct }), nil),
+		makeRow(sec, "messages sent in the window (/s)", "%.0f", ref, fl, single,
+			load(func(s *signalStats) float64 { return s.SentMps }), nil),
+		makeRow(sec, "messages delivered (/s)", "%.0f", ref, fl, single,
+			load(func(s *signalStats) float64 { return s.DeliveredMps }), nil),
+		makeRow(sec, "messages lost (sent in the window, not delivered)", "%.0f", ref, fl, single,
+			load(func(s *signalStats) float64 { return float64(lost(*s)) }), relayAtMost(0, "0")),
+		makeRow(sec, "delivery latency p50 (ms)", "%.2f", ref, fl, single,
+			load(func(s *signalStats) float64 { return s.P50ms }), nil),
+		makeRow(sec, "delivery latency p99 (ms)", "%.2f", ref, fl, single,
+			load(func(s *signalStats) float64 { return s.P99ms }), relayBelow(15, "< 15 ms")),
+		makeRow(sec, fmt.Sprintf("RSS per idle peer, node 1, %d peers over 2 nodes (KiB)", o.idlePeers), "%.2f", ref, fl, nil,
+			node(0), relayAtMost(2, "≤ 2 KiB")),
+		makeRow(sec, "RSS per idle peer, node 2 (KiB)", "%.2f", ref, fl, nil,
+			node(1), relayAtMost(2, "≤ 2 KiB")),
+		makeRow(sec, "Redis used_memory per idle peer (B)", "%.0f", ref, fl, nil,
+			func(r *fleetRound) (float64, bool) { return r.RedisPerPeerB, r.IdlePeers > 0 }, nil),
+		makeRow(sec, "generator CPU (% of one core)", "%.1f", ref, fl, single,
+			load(func(s *signalStats) float64 { return s.GenCPUPct }), nil),
+		makeRow(sec, "other processes' CPU during the window (% of one core)", "%.1f", ref, fl, single,
+			load(func(s *signalStats) float64 { return s.OtherCPUPct }), nil),
+	}
 }
 
 // signalRows are the summary rows of the signal phases (plain or wss); memory is the
@@ -219,7 +283,11 @@ func (o *options) report(res *results) error {
 			if strings.HasPrefix(section, "Signaling") {
 				ref = "peer"
 			}
-			fmt.Fprintf(w, "\n## %s\n\n| metric | relay | %s | ratio | target | met? |\n|---|---:|---:|---:|---|---|\n", section, ref)
+			head := "relay"
+			if section == fleetSection {
+				head, ref = "fleet", "single node"
+			}
+			fmt.Fprintf(w, "\n## %s\n\n| metric | %s | %s | ratio | target | met? |\n|---|---:|---:|---:|---|---|\n", section, head, ref)
 		}
 		cell := func(v float64, ok bool) string {
 			if !ok || math.IsNaN(v) {
@@ -241,6 +309,9 @@ func (o *options) report(res *results) error {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.Metric, cell(r.Relay, r.hasRelay), cell(r.Ref, r.hasRef), ratio, r.Target, met)
 	}
 	o.writeRounds(w, res)
+	if o.wantFleet() {
+		writeFleetRounds(w, res.Fleet)
+	}
 	if o.plotPath != "" && o.wantTURN() {
 		if err := plotThroughput(o.plotPath, o.rates, res); err != nil {
 			return fmt.Errorf("-plot: %w", err)
@@ -290,6 +361,22 @@ func (o *options) writeRounds(w io.Writer, res *results) {
 					r.Load.P50ms, r.Load.P99ms, r.Load.DeliveredPct, r.Memory.PerItemKiB, r.Load.ClosedEarly+r.IdleClosed, oneLine(r.Errors))
 			}
 		}
+	}
+}
+
+// writeFleetRounds lists each fleet round with its errors.
+func writeFleetRounds(w io.Writer, fl []fleetRound) {
+	if len(fl) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### Fleet, per round\n\n| round | µs/message fleet (redis) | single | sent/s | delivered/s | lost | p99 ms | KiB/peer node 1, node 2 | Redis B/peer | errors |\n|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n")
+	for _, r := range fl {
+		mem := make([]string, len(r.Memory))
+		for i, m := range r.Memory {
+			mem[i] = fmt.Sprintf("%.2f", m.PerItemKiB)
+		}
+		fmt.Fprintf(w, "| %d | %.1f (%.1f) | %.1f | %.0f | %.0f | %d | %.2f | %s | %.0f | %s |\n", r.Round, r.Load.ServerCPUPerMsg, r.Load.RedisCPUPerMsg,
+			r.Single.ServerCPUPerMsg, r.Load.SentMps, r.Load.DeliveredMps, lost(r.Load), r.Load.P99ms, strings.Join(mem, ", "), r.RedisPerPeerB, oneLine(r.Errors))
 	}
 }
 

@@ -30,6 +30,7 @@ const (
 	kindRelay  = "relay"
 	kindCoturn = "coturn"
 	kindPeer   = "peer"
+	kindRedis  = "redis" // the fleet's Redis (-mode fleet)
 	benchRealm = "bench"
 )
 
@@ -40,6 +41,7 @@ type server struct {
 	dir      string
 	turn     netip.AddrPort // STUN/TURN UDP listener (relay, coturn)
 	signal   string         // "127.0.0.1:port" of the PeerJS endpoint (relay, peer)
+	redis    string         // "127.0.0.1:port" of a redis-server
 	relayMin uint16         // relay port range
 	relayMax uint16
 	// clientTLS: the signaling endpoint is https/wss (o.certFile) and this trusts it.
@@ -168,7 +170,17 @@ concurrent_limit = %d
 max_peers_per_ip = %d
 %s[log]
 level = "warn"
-`, benchRealm, turnPort, turnPort, s.relayMin, s.relayMax, o.secret, extra["limits"], s.signal, o.signalLimit, o.signalLimit, extra["signal"])
+%s`, benchRealm, turnPort, turnPort, s.relayMin, s.relayMax, o.secret, extra["limits"], s.signal, o.signalLimit, o.signalLimit, extra["signal"], o.clusterConfig(s))
+}
+
+// clusterConfig is the [cluster] section of a fleet node (o.clusterRedis set): the
+// fleet's Redis, and a node name unique in the fleet (its signaling port).
+func (o *options) clusterConfig(s *server) string {
+	if o.clusterRedis == "" {
+		return ""
+	}
+	_, port, _ := strings.Cut(s.signal, ":")
+	return fmt.Sprintf("[cluster]\nredis = %q\nnode = %q\n", "redis://"+o.clusterRedis+"/0", "bench-"+port)
 }
 
 // startServer starts a server of kind and waits until it answers. A relay that refuses
@@ -248,6 +260,11 @@ func (o *options) startServerOnce(kind string) (*server, error) {
 		if s.clientTLS != nil {
 			s.cmd.Args = append(s.cmd.Args, "--sslkey", o.keyFile, "--sslcert", o.certFile)
 		}
+	case kindRedis:
+		// Nothing saved to disk: the fleet's registry is transient state.
+		s.redis = fmt.Sprintf("127.0.0.1:%d", sigPort)
+		s.cmd = exec.Command(o.redisBin, "--port", strconv.Itoa(int(sigPort)), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning")
 	default:
 		return nil, fmt.Errorf("unknown server %q", kind)
 	}
@@ -288,6 +305,10 @@ func (s *server) waitReady(limit time.Duration) error {
 		}
 		if ok && s.signal != "" && !httpAnswers(s.signalURL("http")+"/", s.clientTLS) {
 			ok = false
+		}
+		if ok && s.redis != "" {
+			_, err := redisCommand(s.redis, "PING")
+			ok = err == nil
 		}
 		if ok {
 			return nil

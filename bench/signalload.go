@@ -25,12 +25,19 @@ import (
 type wsPeer struct {
 	id      string
 	partner string
+	url     string // the server this peer connects to (a fleet spreads peers over nodes)
 	conn    *websocket.Conn
 	dead    atomic.Bool
 }
 
 type signalGen struct {
-	url    string // ws://127.0.0.1:port/peerjs?key=peerjs (wss:// over TLS)
+	url string // ws://127.0.0.1:port/peerjs?key=peerjs (wss:// over TLS)
+	// urls, when set (a fleet), replaces url: peer i connects to urls[i%len(urls)], so
+	// with two nodes the partners 2k and 2k+1 sit on different nodes.
+	urls []string
+	// apart: a process whose CPU is measured over the window but not counted as the
+	// server's (the fleet's Redis).
+	apart  *server
 	dialer websocket.Dialer
 	base   time.Time
 
@@ -63,7 +70,10 @@ var dialer = websocket.Dialer{
 func (g *signalGen) connect(prefix string, n, conc int) ([]*wsPeer, error) {
 	peers := make([]*wsPeer, n)
 	for i := range peers {
-		peers[i] = &wsPeer{id: fmt.Sprintf("%s%d", prefix, i), partner: fmt.Sprintf("%s%d", prefix, i^1)}
+		peers[i] = &wsPeer{id: fmt.Sprintf("%s%d", prefix, i), partner: fmt.Sprintf("%s%d", prefix, i^1), url: g.url}
+		if len(g.urls) > 0 {
+			peers[i].url = g.urls[i%len(g.urls)]
+		}
 	}
 	next := make(chan int, n)
 	for i := 0; i < n; i++ {
@@ -95,7 +105,7 @@ func (g *signalGen) connect(prefix string, n, conc int) ([]*wsPeer, error) {
 }
 
 func (g *signalGen) open(p *wsPeer) error {
-	u := g.url + "&id=" + p.id + "&token=t" + p.id + "&version=1.5.5"
+	u := p.url + "&id=" + p.id + "&token=t" + p.id + "&version=1.5.5"
 	c, resp, err := g.dialer.Dial(u, nil)
 	if err != nil {
 		if resp != nil {
@@ -213,18 +223,22 @@ type signalStats struct {
 	P99ms           float64 `json:"latency_p99_ms"`
 	ServerCPUPct    float64 `json:"server_cpu_pct"`
 	ServerCPUPerMsg float64 `json:"server_cpu_us_per_msg"`
-	GenCPUPct       float64 `json:"generator_cpu_pct"`
-	OtherCPUPct     float64 `json:"other_cpu_pct"` // everything else on the machine, % of one core
-	MessageBytes    int     `json:"message_bytes"`
-	ClosedEarly     int64   `json:"connections_closed_by_server"`
-	WriteErrors     uint64  `json:"write_errors"`
-	WindowS         float64 `json:"window_s"`
-	Retried         bool    `json:"retried_after_noise,omitempty"`
+	// The fleet's Redis (generator.apart), not in ServerCPU*.
+	RedisCPUPct    float64 `json:"redis_cpu_pct,omitempty"`
+	RedisCPUPerMsg float64 `json:"redis_cpu_us_per_msg,omitempty"`
+	GenCPUPct      float64 `json:"generator_cpu_pct"`
+	OtherCPUPct    float64 `json:"other_cpu_pct"` // everything else on the machine, % of one core
+	MessageBytes   int     `json:"message_bytes"`
+	ClosedEarly    int64   `json:"connections_closed_by_server"`
+	WriteErrors    uint64  `json:"write_errors"`
+	WindowS        float64 `json:"window_s"`
+	Retried        bool    `json:"retried_after_noise,omitempty"`
 }
 
 // load sends rate OFFERs per second in total, spread over all peers (each to its
-// partner), with HEARTBEATs every 5 s per peer, for warmup+window+drain.
-func (g *signalGen) load(srv *server, peers []*wsPeer, rate float64, size int, warmup, window, drain time.Duration) (signalStats, error) {
+// partner), with HEARTBEATs every 5 s per peer, for warmup+window+drain. The server CPU
+// is summed over srvs (one server, or every node of a fleet).
+func (g *signalGen) load(srvs []*server, peers []*wsPeer, rate float64, size int, warmup, window, drain time.Duration) (signalStats, error) {
 	st := signalStats{OfferedMps: rate}
 	g.hist.reset()
 	g.recvWin.Store(0)
@@ -252,14 +266,22 @@ func (g *signalGen) load(srv *server, peers []*wsPeer, rate float64, size int, w
 	}
 
 	time.Sleep(time.Until(start.Add(warmup)))
-	cpu0, err := procCPU(srv.pid)
+	cpu0, err := sumCPU(srvs)
+	if err != nil {
+		return st, err
+	}
+	red0, err := g.apartCPU()
 	if err != nil {
 		return st, err
 	}
 	gen0 := selfCPU()
 	busy0 := machineBusy()
 	time.Sleep(time.Until(start.Add(warmup + window)))
-	cpu1, err := procCPU(srv.pid)
+	cpu1, err := sumCPU(srvs)
+	if err != nil {
+		return st, err
+	}
+	red1, err := g.apartCPU()
 	if err != nil {
 		return st, err
 	}
@@ -279,15 +301,42 @@ func (g *signalGen) load(srv *server, peers []*wsPeer, rate float64, size int, w
 	st.P99ms = g.hist.quantile(0.99) / 1000
 	st.ServerCPUPct = 100 * (cpu1 - cpu0).Seconds() / w
 	st.GenCPUPct = 100 * (gen1 - gen0).Seconds() / w
-	st.OtherCPUPct = max(0, 100*(busy1-busy0-(cpu1-cpu0)-(gen1-gen0)).Seconds()/w)
+	st.RedisCPUPct = 100 * (red1 - red0).Seconds() / w
+	st.OtherCPUPct = max(0, 100*(busy1-busy0-(cpu1-cpu0)-(red1-red0)-(gen1-gen0)).Seconds()/w)
 	if st.Delivered > 0 {
 		st.ServerCPUPerMsg = float64((cpu1 - cpu0).Microseconds()) / float64(st.Delivered)
+		st.RedisCPUPerMsg = float64((red1 - red0).Microseconds()) / float64(st.Delivered)
 	}
 	p, s := offerTemplate(peers[0].partner, size)
 	st.MessageBytes = len(p) + 10 + len(s)
 	st.ClosedEarly = g.closedEarly.Load()
 	st.WriteErrors = writeErrs.Load()
-	return st, srv.alive()
+	for _, srv := range srvs {
+		if err := srv.alive(); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// sumCPU is the CPU time of every process in srvs together.
+func sumCPU(srvs []*server) (time.Duration, error) {
+	var sum time.Duration
+	for _, s := range srvs {
+		c, err := procCPU(s.pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += c
+	}
+	return sum, nil
+}
+
+func (g *signalGen) apartCPU() (time.Duration, error) {
+	if g.apart == nil {
+		return 0, nil
+	}
+	return procCPU(g.apart.pid)
 }
 
 // send paces one sender's share; a peer's writes all happen on this goroutine (gorilla

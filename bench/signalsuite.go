@@ -54,12 +54,12 @@ func (o *options) signalLoadPhase(kind string, round int, r *signalRound) error 
 		closePeers(peers)
 		g.readersDone.Wait()
 	}()
-	st, err := g.load(srv, peers, o.signalRate, o.signalBytes, o.warmup, o.window, 500*time.Millisecond)
+	st, err := g.load([]*server{srv}, peers, o.signalRate, o.signalBytes, o.warmup, o.window, 500*time.Millisecond)
 	for try := 1; err == nil && o.quietWait > 0 && st.OtherCPUPct > 2*o.quietPct && try < 3; try++ {
 		o.logf("  %-6s other processes took %.0f%% of a core during the window: measuring again", kind, st.OtherCPUPct)
 		o.waitQuiet()
 		var again signalStats
-		if again, err = g.load(srv, peers, o.signalRate, o.signalBytes, o.warmup, o.window, 500*time.Millisecond); err == nil && again.OtherCPUPct < st.OtherCPUPct {
+		if again, err = g.load([]*server{srv}, peers, o.signalRate, o.signalBytes, o.warmup, o.window, 500*time.Millisecond); err == nil && again.OtherCPUPct < st.OtherCPUPct {
 			st = again
 		}
 		st.Retried = true
