@@ -62,41 +62,9 @@ func TestPrometheusScrapesRelay(t *testing.T) {
 	}
 
 	// The shipped alert rules load, evaluate without errors, and a healthy relay fires none.
-	var rules struct {
-		Groups []struct {
-			Rules []struct {
-				Name, Query, Health, Type string
-				LastError                 string `json:"lastError"`
-			}
-		}
-	}
-	waitFor(t, "the alert rules to be evaluated", func() bool {
-		prom.api(t, "/api/v1/rules", nil, &rules)
-		n := 0
-		for _, g := range rules.Groups {
-			for _, r := range g.Rules {
-				if r.Type == "alerting" && r.Health == "ok" {
-					n++
-				}
-			}
-		}
-		return n == shippedAlerts(t)
-	})
 	queries := map[string]string{}
-	for _, g := range rules.Groups {
-		for _, r := range g.Rules {
-			if r.LastError != "" {
-				t.Errorf("alert %s: %s", r.Name, r.LastError)
-			}
-			queries["alert "+r.Name] = r.Query
-		}
-	}
-	var alerts struct {
-		Alerts []struct{ Labels map[string]string }
-	}
-	prom.api(t, "/api/v1/alerts", nil, &alerts)
-	for _, a := range alerts.Alerts {
-		t.Errorf("alert %s is active against a healthy relay: %v", a.Labels["alertname"], a.Labels)
+	for name, q := range checkAlertRules(t, prom, "a healthy relay") {
+		queries[name] = q
 	}
 
 	// Every dashboard query is valid PromQL against real data and returns series, with
@@ -244,41 +212,9 @@ func TestPrometheusScrapesFleet(t *testing.T) {
 	}
 
 	// The alert rules evaluate against a fleet without errors, and none fires.
-	var rules struct {
-		Groups []struct {
-			Rules []struct {
-				Name, Query, Health, Type string
-				LastError                 string `json:"lastError"`
-			}
-		}
-	}
-	waitFor(t, "the alert rules to be evaluated", func() bool {
-		prom.api(t, "/api/v1/rules", nil, &rules)
-		n := 0
-		for _, g := range rules.Groups {
-			for _, r := range g.Rules {
-				if r.Type == "alerting" && r.Health == "ok" {
-					n++
-				}
-			}
-		}
-		return n == shippedAlerts(t)
-	})
 	queries := promDashboardQueries(t)
-	for _, g := range rules.Groups {
-		for _, r := range g.Rules {
-			if r.LastError != "" {
-				t.Errorf("alert %s: %s", r.Name, r.LastError)
-			}
-			queries["alert "+r.Name] = r.Query
-		}
-	}
-	var alerts struct {
-		Alerts []struct{ Labels map[string]string }
-	}
-	prom.api(t, "/api/v1/alerts", nil, &alerts)
-	for _, a := range alerts.Alerts {
-		t.Errorf("alert %s is active against a healthy fleet: %v", a.Labels["alertname"], a.Labels)
+	for name, q := range checkAlertRules(t, prom, "a healthy fleet") {
+		queries[name] = q
 	}
 
 	exported := map[string]bool{}
@@ -589,4 +525,48 @@ func (w *lockedWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// checkAlertRules waits until Prometheus has evaluated every shipped alert rule, fails
+// the test for a rule that errors or an alert that fires against what (a healthy relay,
+// a healthy fleet), and returns each rule's query as "alert NAME".
+func checkAlertRules(t *testing.T, prom *promProc, what string) map[string]string {
+	t.Helper()
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Name, Query, Health, Type string
+				LastError                 string `json:"lastError"`
+			}
+		}
+	}
+	waitFor(t, "the alert rules to be evaluated", func() bool {
+		prom.api(t, "/api/v1/rules", nil, &rules)
+		n := 0
+		for _, g := range rules.Groups {
+			for _, r := range g.Rules {
+				if r.Type == "alerting" && r.Health == "ok" {
+					n++
+				}
+			}
+		}
+		return n == shippedAlerts(t)
+	})
+	queries := map[string]string{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.LastError != "" {
+				t.Errorf("alert %s: %s", r.Name, r.LastError)
+			}
+			queries["alert "+r.Name] = r.Query
+		}
+	}
+	var alerts struct {
+		Alerts []struct{ Labels map[string]string }
+	}
+	prom.api(t, "/api/v1/alerts", nil, &alerts)
+	for _, a := range alerts.Alerts {
+		t.Errorf("alert %s is active against %s: %v", a.Labels["alertname"], what, a.Labels)
+	}
+	return queries
 }
