@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -392,11 +394,7 @@ func (r *Registry) Taken(id string) bool {
 func (r *Registry) IDs() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ids := make([]string, 0, len(r.local))
-	for id := range r.local {
-		ids = append(ids, id)
-	}
-	return ids
+	return slices.Collect(maps.Keys(r.local))
 }
 
 // remotePeer is a peer on another node: Send publishes to that node's channel.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
@@ -225,21 +224,7 @@ func TestFleetQueueAndNodeKilled(t *testing.T) {
 
 func iceTURN(t *testing.T, p *relayProc) (urls []string, user, pass string) {
 	t.Helper()
-	resp, err := http.Get("http://" + p.addr("signal") + "/ice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ice struct {
-		ICEServers []struct {
-			URLs       []string `json:"urls"`
-			Username   string   `json:"username"`
-			Credential string   `json:"credential"`
-		} `json:"iceServers"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&ice); err != nil {
-		t.Fatal(err)
-	}
+	ice := fetchICE(t, p)
 	for _, s := range ice.ICEServers {
 		if len(s.URLs) > 0 && strings.HasPrefix(s.URLs[0], "turn:") {
 			return s.URLs, s.Username, s.Credential

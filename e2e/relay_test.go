@@ -273,22 +273,7 @@ func TestVersion(t *testing.T) {
 // ports actually bound and credentials that allocate.
 func TestICEEndpointAllocates(t *testing.T) {
 	p := startRelay(t, baseConfig(""))
-	resp, err := http.Get("http://" + p.addr("signal") + "/ice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ice struct {
-		ICEServers []struct {
-			URLs       []string `json:"urls"`
-			Username   string   `json:"username"`
-			Credential string   `json:"credential"`
-		} `json:"iceServers"`
-		TTL int `json:"ttl"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&ice); err != nil {
-		t.Fatal(err)
-	}
+	ice := fetchICE(t, p)
 	if len(ice.ICEServers) != 2 || ice.TTL != 3600 {
 		t.Fatalf("ice: %+v", ice)
 	}
@@ -305,4 +290,29 @@ func TestICEEndpointAllocates(t *testing.T) {
 	if m := p.metrics(); m["relay_ice_credentials_issued_total"] != 1 {
 		t.Errorf("relay_ice_credentials_issued_total = %v", m["relay_ice_credentials_issued_total"])
 	}
+}
+
+// iceAnswer is {path}ice's answer in the RTCConfiguration form.
+type iceAnswer struct {
+	ICEServers []struct {
+		URLs       []string `json:"urls"`
+		Username   string   `json:"username"`
+		Credential string   `json:"credential"`
+	} `json:"iceServers"`
+	TTL int `json:"ttl"`
+}
+
+// fetchICE asks p's {path}ice for ICE servers.
+func fetchICE(t *testing.T, p *relayProc) iceAnswer {
+	t.Helper()
+	resp, err := http.Get("http://" + p.addr("signal") + "/ice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ice iceAnswer
+	if err := json.NewDecoder(resp.Body).Decode(&ice); err != nil {
+		t.Fatal(err)
+	}
+	return ice
 }

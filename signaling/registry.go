@@ -2,7 +2,9 @@ package signaling
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -165,11 +167,7 @@ func (r *memoryRegistry) Taken(id string) bool {
 func (r *memoryRegistry) IDs() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ids := make([]string, 0, len(r.peers))
-	for id := range r.peers {
-		ids = append(ids, id)
-	}
-	return ids
+	return slices.Collect(maps.Keys(r.peers))
 }
 
 func (r *memoryRegistry) Enqueue(q Queued) bool {
