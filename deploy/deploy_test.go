@@ -192,7 +192,7 @@ func TestSystemdUnitContract(t *testing.T) {
 	svc := s["Service"]
 	for key, want := range map[string]string{
 		"Type":                    "notify",
-		"ExecStart":               "/usr/local/bin/relay -config /etc/relay/relay.toml",
+		"ExecStart":               "/usr/local/bin/relay -config /etc/relay/relay.toml -require-secret",
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"User":                    "relay",
 		"Group":                   "relay",
@@ -218,10 +218,16 @@ func TestSystemdUnitContract(t *testing.T) {
 		"SystemCallArchitectures": "native",
 		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
 		"ReadOnlyPaths":           "/etc/relay",
+		"StateDirectory":          "relay",
+		"StateDirectoryMode":      "0750",
 	} {
 		if got := svc[key]; len(got) != 1 || got[0] != want {
 			t.Errorf("[Service] %s = %q, want %q", key, got, want)
 		}
+	}
+	// relay -require-secret exits 78 without a secret: restarting cannot help.
+	if got := svc["RestartPreventExitStatus"]; len(got) != 1 || got[0] != "78" {
+		t.Errorf("[Service] RestartPreventExitStatus = %q, want 78", got)
 	}
 	stop, err := time.ParseDuration(strings.Join(svc["TimeoutStopSec"], ""))
 	if err != nil {

@@ -38,12 +38,16 @@ type daemon struct {
 	fleetDB   io.Closer
 	draining  atomic.Bool // announced to the fleet: ICE answers leave this node
 	ep        *metrics.Endpoint
+
+	// -require-secret: a config without [auth] secrets is refused, at start and on reload.
+	needSecret bool
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
 	configPath := fs.String("config", "", "TOML config file (see config.example.toml); empty: embedded defaults, which work on a laptop")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	needSecret := fs.Bool("require-secret", false, "refuse to start without [auth] secrets instead of generating one for the run (the systemd unit passes it)")
 	if err := parseFlags(fs, args, usage, stdout, stderr); err != nil {
 		return err
 	}
@@ -61,7 +65,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d := &daemon{path: *configPath, cfg: cfg, level: new(slog.LevelVar)}
+	if *needSecret {
+		if err := requireSecret(cfg); err != nil {
+			return err
+		}
+	}
+	d := &daemon{path: *configPath, cfg: cfg, level: new(slog.LevelVar), needSecret: *needSecret}
 	d.level.Set(cfg.Log.SlogLevel())
 	d.log = newLogger(cfg.Log, d.level)
 	procs := setProcs()
@@ -163,6 +172,12 @@ func (d *daemon) reload() {
 	if err != nil {
 		fail(err)
 		return
+	}
+	if d.needSecret {
+		if err := requireSecret(cfg); err != nil {
+			fail(err)
+			return
+		}
 	}
 	if len(cfg.Auth.Secrets) == 0 && d.generated != "" {
 		cfg.Auth.Secrets = []string{d.generated} // credentials already handed out stay valid
