@@ -60,6 +60,9 @@ func TestMain(m *testing.M) {
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
 	}
+	if releasesDir != "" { // deb_test.go
+		_ = os.RemoveAll(releasesDir)
+	}
 	skipnote.Report("deploy")
 	os.Exit(code)
 }
@@ -95,6 +98,11 @@ func verify(t *testing.T, analyze, unit string) (string, bool) {
 	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return verifyFile(analyze, path)
+}
+
+// verifyFile is verify of the unit file at path, as it is.
+func verifyFile(analyze, path string) (string, bool) {
 	args := []string{"verify", "--man=no"}
 	if help, _ := exec.Command(analyze, "--help").Output(); bytes.Contains(help, []byte("--recursive-errors")) {
 		// Judge this unit, not whatever other units the host has installed.
