@@ -22,6 +22,10 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 version=${1:-${VERSION:-}}
+if [ -z "$version" ] && ! git rev-parse --git-dir >/dev/null 2>&1; then
+	echo "release.sh: not a Git checkout: give the version, e.g. deploy/release.sh v1.2.3" >&2
+	exit 2
+fi
 if [ -z "$version" ]; then
 	if ! version=$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null); then
 		# A Go pseudo-version: higher than the latest tag, lower than the next one.
