@@ -2,15 +2,10 @@ package main
 
 import (
 	"bytes"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/relayproject/relay/metrics"
 )
 
 // noSecretConfig is a config that loads but has no [auth] secrets, on ports nothing
@@ -57,21 +52,5 @@ func TestRequireSecret(t *testing.T) {
 	if code := run([]string{"check", "turn:127.0.0.1:9", "-config", path, "-secret", "s"}, &stdout, &stderr); code != 2 ||
 		!strings.Contains(stderr.String(), "give one of them") {
 		t.Errorf("relay check -config -secret: exit status %d, stderr %q", code, &stderr)
-	}
-}
-
-// TestRequireSecretOnReload: under -require-secret a reload that would leave relay
-// without secrets is refused like any bad file: logged, counted, running config kept.
-func TestRequireSecretOnReload(t *testing.T) {
-	t.Setenv("NOTIFY_SOCKET", "")
-	var logs bytes.Buffer
-	d := &daemon{path: noSecretConfig(t), level: new(slog.LevelVar), metrics: metrics.New("test", "test"),
-		log: slog.New(slog.NewTextHandler(&logs, nil)), needSecret: true}
-	d.reload()
-	if !strings.Contains(logs.String(), "reload: keeping the running configuration") || !strings.Contains(logs.String(), "no [auth] secrets") {
-		t.Errorf("reload without secrets logged %q", &logs)
-	}
-	if got := testutil.ToFloat64(d.metrics.ConfigReloads.WithLabelValues(metrics.ReloadFailure)); got != 1 {
-		t.Errorf("failed reloads counted %v, want 1", got)
 	}
 }
