@@ -39,6 +39,7 @@ const (
 type Options struct {
 	Client *redis.Client
 	Node   string           // this node's name, unique in the fleet
+	Region string           // its region label, "" for none (shown in metrics)
 	Limits signaling.Limits // Peers is per node; the queue caps are fleet-wide
 	Prefix string           // key prefix; "" = "relay:"
 	// LeaseTTL is how long an id stays claimed after its node stops refreshing it;
@@ -53,6 +54,7 @@ type Options struct {
 type Registry struct {
 	rdb     *redis.Client
 	node    string
+	region  string
 	prefix  string
 	lim     atomic.Pointer[signaling.Limits] // a reload may change them
 	ttl     time.Duration
@@ -119,7 +121,7 @@ func New(o Options) (*Registry, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, ttl: o.LeaseTTL,
+	r := &Registry{rdb: o.Client, node: o.Node, region: o.Region, prefix: o.Prefix, ttl: o.LeaseTTL,
 		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]entry), owners: make(map[string]ownerEntry), kick: make(chan struct{}, 1), out: newOutbox()}
 	// go-redis logs every failed dial on its own (many lines a second while Redis is
 	// down); note logs the outage once instead.
