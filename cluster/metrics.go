@@ -33,6 +33,16 @@ func (r *Registry) Collectors() []prometheus.Collector {
 			Help: "Signaling messages published to a peer on another node."}, func() float64 { return float64(r.CrossNodeSent.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_cluster_messages_received_total",
 			Help: "Signaling messages received from another node for a peer here."}, func() float64 { return float64(r.CrossNodeReceived.Load()) }),
+		// The node's name as a label once, so a dashboard can show names rather than
+		// scrape addresses; node names are the operator's, never a user's.
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_cluster_node_info", ConstLabels: prometheus.Labels{"node": r.node, "region": r.region},
+			Help: "Always 1; labels name this node and its region in the fleet."}, func() float64 { return 1 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_cluster_outbox_bytes",
+			Help: "Bytes of messages for other nodes waiting for their round trip to Redis."}, func() float64 {
+			r.out.mu.Lock()
+			defer r.out.mu.Unlock()
+			return float64(r.out.bytes)
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_cluster_backend_errors_total",
 			Help: "Calls to the fleet's Redis that failed."}, func() float64 { return float64(r.BackendErrors.Load()) }),
 	}

@@ -28,7 +28,7 @@ func Open(c *config.Cluster, lim signaling.Limits, log *slog.Logger) (*Registry,
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = time.Second, time.Second, time.Second
 	opts.MaxRetries = 1
 	rdb := redis.NewClient(opts)
-	r, err := New(Options{Client: rdb, Node: c.NodeName(), Limits: lim, Logger: log})
+	r, err := New(Options{Client: rdb, Node: c.NodeName(), Region: c.Region, Limits: lim, Logger: log})
 	if err != nil {
 		rdb.Close()
 		return nil, nil, err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 // startRedisServer runs a redis-server on a free loopback port with nothing saved to
@@ -357,5 +361,84 @@ func TestFleetRedisStoppedAndRestarted(t *testing.T) {
 	}
 	c.Close()
 	for range got {
+	}
+}
+
+// TestFleetRedisTLSAndPasswordFile: the deploy guide's Redis, with TLS (rediss://) and
+// a password that only the redis_password_file holds. Both nodes join, route a message
+// across, and neither logs nor exports the password. The test CA reaches relay the way
+// an operator's private CA would: SSL_CERT_FILE (or the system's trust store).
+func TestFleetRedisTLSAndPasswordFile(t *testing.T) {
+	bin := need(t, "redis-server", "redis-server")
+	dir := t.TempDir()
+	certFile, keyFile, _ := testcert.WriteFor(t, dir, net.IPv4(127, 0, 0, 1))
+	const password = "s3cret-redis-pass"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", certFile,
+		"--tls-auth-clients", "no", "--requirepass", password, "--save", "", "--appendonly", "no", "--dir", dir)
+	var redisOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &redisOut, &redisOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	waitFor(t, "redis-server listening with TLS", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		select {
+		case <-done:
+			t.Fatalf("redis-server exited: %s", redisOut.String())
+		default:
+		}
+		return err == nil
+	})
+	pwFile := filepath.Join(dir, "redis-password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cluster := func(node string) string {
+		return baseConfig("[cluster]\nredis = \"rediss://" + addr + "/0\"\nredis_password_file = \"" + pwFile + "\"\nnode = \"" + node + "\"\n")
+	}
+	env := []string{"SSL_CERT_FILE=" + certFile}
+	n1 := startRelayEnv(t, cluster("n1"), env)
+	n2 := startRelayEnv(t, cluster("n2"), env)
+	waitFor(t, "both nodes in the fleet", func() bool {
+		m := n1.metrics()
+		return m[`relay_cluster_backend_up`] == 1 && m[`relay_cluster_nodes{state="up"}`] == 2
+	})
+	a := dialPeer(t, n1, "alice", "ta")
+	if m := readPeer(t, a); m.Type != "OPEN" {
+		t.Fatalf("alice got %+v", m)
+	}
+	b := dialPeer(t, n2, "bob", "tb")
+	if m := readPeer(t, b); m.Type != "OPEN" {
+		t.Fatalf("bob got %+v", m)
+	}
+	if err := a.WriteMessage(websocket.TextMessage, []byte(`{"type":"OFFER","dst":"bob","payload":{"n":1}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := readPeer(t, b); m.Type != "OFFER" || m.Src != "alice" {
+		t.Fatalf("bob got %+v, want alice's OFFER over the TLS backend", m)
+	}
+	for _, n := range []*relayProc{n1, n2} {
+		if strings.Contains(n.log(), password) {
+			t.Errorf("the Redis password is in a node's log")
+		}
+		for k := range n.metrics() {
+			if strings.Contains(k, password) {
+				t.Errorf("the Redis password is in metric %s", k)
+			}
+		}
 	}
 }
