@@ -74,7 +74,20 @@ type TURN struct {
 	// StrictChannelNumbers refuses channel numbers 0x5000-0x7FFF (RFC 8656); off, they
 	// are accepted as RFC 5766 clients still use them.
 	StrictChannelNumbers bool
+	// Offload is the kernel data path for UDP channels: OffloadAuto (on where the
+	// kernel and privileges allow), OffloadOff, or OffloadRequired (refuse to start
+	// without it). OffloadInterfaces are the interfaces it attaches to; empty: those
+	// holding the listener and relay addresses.
+	Offload           string
+	OffloadInterfaces []string
 }
+
+// Values of turn.offload.
+const (
+	OffloadAuto     = "auto"
+	OffloadOff      = "off"
+	OffloadRequired = "required"
+)
 
 // Auth is the [auth] section.
 type Auth struct {
@@ -187,12 +200,14 @@ func Default() *Config {
 		Realm:    "relay",
 		Software: "",
 		TURN: TURN{
-			UDP:          []string{"0.0.0.0:3478"},
-			TCP:          []string{"0.0.0.0:3478"},
-			TLS:          []string{},
-			RelayPorts:   PortRange{Min: 49152, Max: 65535},
-			DrainTimeout: 30 * time.Second,
-			MaxLifetime:  time.Hour,
+			UDP:               []string{"0.0.0.0:3478"},
+			TCP:               []string{"0.0.0.0:3478"},
+			TLS:               []string{},
+			RelayPorts:        PortRange{Min: 49152, Max: 65535},
+			DrainTimeout:      30 * time.Second,
+			MaxLifetime:       time.Hour,
+			Offload:           OffloadAuto,
+			OffloadInterfaces: []string{},
 		},
 		Auth: Auth{
 			Secrets: []string{},
@@ -336,6 +351,14 @@ func (s *TURN) decode(t *table) {
 	t.duration("drain_timeout", `a duration such as "30s" or "2m" ("0s" exits at once)`, &s.DrainTimeout)
 	t.duration("max_lifetime", `a duration from "1m" to "1h", e.g. "1h"`, &s.MaxLifetime)
 	t.boolean("strict_channel_numbers", "true or false", &s.StrictChannelNumbers)
+	t.parse("offload", `"auto" (the kernel data path where the kernel and privileges allow), "off" or "required" (refuse to start without it)`, func(v string) error {
+		if v != OffloadAuto && v != OffloadOff && v != OffloadRequired {
+			return errors.New("bad offload mode")
+		}
+		s.Offload = v
+		return nil
+	})
+	t.strs("offload_interfaces", `an array of interface names, e.g. ["eth0"], or [] for those holding the listener and relay addresses`, &s.OffloadInterfaces)
 }
 
 func (a *Auth) decode(t *table) {

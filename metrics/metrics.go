@@ -10,10 +10,13 @@ package metrics
 import (
 	"net/http"
 	"runtime"
+	"slices"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Label values used by the relay. Keeping them here makes the full label set of every
@@ -50,6 +53,9 @@ const (
 type Metrics struct {
 	Registry *prometheus.Registry
 
+	gatherMu     sync.Mutex
+	beforeGather []func()
+
 	STUNBindingRequests *prometheus.CounterVec // transport
 	AllocationsActive   *prometheus.GaugeVec   // transport
 	AllocationsTotal    *prometheus.CounterVec // result
@@ -71,6 +77,8 @@ type Metrics struct {
 	AllocationsLimit   prometheus.Gauge
 	RelayPorts         prometheus.Gauge
 	RelayPortsInUse    prometheus.Gauge
+	OffloadActive      prometheus.Gauge       // the kernel data path is attached
+	OffloadedPackets   *prometheus.CounterVec // direction: relayed by the kernel data path
 
 	SignalPeers       prometheus.Gauge
 	SignalMessages    *prometheus.CounterVec // type
@@ -171,6 +179,14 @@ func New(version, revision string) *Metrics {
 			Name: "relay_turn_relay_ports_in_use",
 			Help: "Relay ports bound by allocations now.",
 		}),
+		OffloadActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_turn_offload_active",
+			Help: "1 when the kernel data path (turn.offload) relays ChannelData of UDP clients, 0 when relay's process does.",
+		}),
+		OffloadedPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_turn_offloaded_packets_total",
+			Help: "Datagrams the kernel data path relayed (also counted in relay_turn_relayed_packets_total), by direction (client_to_peer, peer_to_client).",
+		}, []string{"direction"}),
 		SignalPeers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_signal_peers_connected",
 			Help: "PeerJS peers registered on the signaling endpoint now.",
@@ -201,7 +217,7 @@ func New(version, revision string) *Metrics {
 		m.PeerDenied, m.RelayedBytes, m.RelayedPackets, m.PermissionsActive, m.ChannelsActive,
 		m.BuildInfo,
 		m.AllocationDuration, m.QuotaRejections, m.ConfigReloads, m.Draining, m.ListenerErrors, m.Requests,
-		m.Dropped, m.AllocationsLimit, m.RelayPorts, m.RelayPortsInUse,
+		m.Dropped, m.AllocationsLimit, m.RelayPorts, m.RelayPortsInUse, m.OffloadActive, m.OffloadedPackets,
 		m.SignalPeers, m.SignalMessages, m.SignalExpired, m.SignalRejected, m.ICECredentials, m.ICERequestsDenied,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -235,10 +251,32 @@ func New(version, revision string) *Metrics {
 	m.BytesPeerToClient = m.RelayedBytes.WithLabelValues(DirectionPeerToClient)
 	m.PacketsClientToPeer = m.RelayedPackets.WithLabelValues(DirectionClientToPeer)
 	m.PacketsPeerToClient = m.RelayedPackets.WithLabelValues(DirectionPeerToClient)
+	for _, d := range []string{DirectionClientToPeer, DirectionPeerToClient} {
+		m.OffloadedPackets.WithLabelValues(d)
+	}
 	return m
+}
+
+// OnGather registers f to run before every scrape: counters kept elsewhere (the
+// kernel's) are brought up to date, so that a scrape sees exact figures.
+func (m *Metrics) OnGather(f func()) {
+	m.gatherMu.Lock()
+	m.beforeGather = append(m.beforeGather, f)
+	m.gatherMu.Unlock()
+}
+
+// Gather runs the OnGather functions, then gathers the registry.
+func (m *Metrics) Gather() ([]*dto.MetricFamily, error) {
+	m.gatherMu.Lock()
+	fs := slices.Clone(m.beforeGather)
+	m.gatherMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+	return m.Registry.Gather()
 }
 
 // Handler serves the registry in the Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+	return promhttp.HandlerFor(m, promhttp.HandlerOpts{Registry: m.Registry})
 }

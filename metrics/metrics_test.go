@@ -36,6 +36,8 @@ func TestExposition(t *testing.T) {
 		`relay_turn_relayed_packets_total{direction="client_to_peer"} 0`,
 		`relay_turn_permissions_active 0`,
 		`relay_turn_channels_active 0`,
+		`relay_turn_offload_active 0`,
+		`relay_turn_offloaded_packets_total{direction="peer_to_client"} 0`,
 		`relay_build_info{goversion="go`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,
@@ -48,6 +50,29 @@ func TestExposition(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET / = %d, want 404: the metrics listener serves only /metrics", resp.StatusCode)
+		}
+	}
+}
+
+// TestOnGather: what OnGather registers runs before each scrape, so counters kept
+// elsewhere (the kernel data path's) are current in what the scrape returns.
+func TestOnGather(t *testing.T) {
+	m := New("v-test", "abc123")
+	m.OnGather(func() { m.OffloadedPackets.WithLabelValues(DirectionClientToPeer).Add(7) })
+	ep, err := Listen("127.0.0.1:0", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Shutdown(context.Background())
+	for _, want := range []string{"7", "14"} {
+		resp, err := http.Get("http://" + ep.Addr().String() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if line := `relay_turn_offloaded_packets_total{direction="client_to_peer"} ` + want; !strings.Contains(string(b), line) {
+			t.Errorf("/metrics lacks %q", line)
 		}
 	}
 }

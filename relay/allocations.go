@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/turn/v4"
 
+	"github.com/relayproject/relay/internal/offload"
 	"github.com/relayproject/relay/metrics"
 )
 
@@ -59,9 +60,15 @@ type allocation struct {
 	upBPS, downBPS         *bitRate
 	userUpBPS, userDownBPS *bitRate
 
-	mu   sync.Mutex // serialises edits of hot
+	mu   sync.Mutex // serialises edits of hot, and with them of the kernel's maps
 	hot  atomic.Pointer[hotState]
 	dead atomic.Bool // set when pion deletes it; the fast path's caches drop it then
+
+	// The kernel data path (offload.go): the allocation's id in its maps, 0 while the
+	// allocation stays in relay's process, and the channels written there (guarded by mu).
+	kid    uint32
+	klocal netip.AddrPort // the listener address its client talks to
+	kchans map[uint16]offload.Channel
 }
 
 // Why an allocation ended, in the allocation log.
@@ -83,7 +90,7 @@ func admit(n int, own, user *bitRate) bool {
 	if own == nil && user == nil {
 		return true
 	}
-	now := time.Now()
+	now := offload.Now()
 	return own.take(n, now) && user.take(n, now)
 }
 
@@ -107,7 +114,8 @@ type allocations struct {
 	perUser map[string]int // allocations plus reservations, per user id
 	userBPS map[string]*userRates
 	pending map[tupleKey]reservation
-	ending  int // allocations out of byKey whose end is still being logged
+	ending  int         // allocations out of byKey whose end is still being logged
+	kernel  *kernelPath // nil unless the kernel data path is on (offload.go)
 }
 
 func newAllocations(m *metrics.Metrics, log *slog.Logger) *allocations {
@@ -204,17 +212,18 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			a.transport, a.userID, a.username, a.key, a.out = r.transport, r.userID, r.username, r.key, r.out
 			if t.ports != nil {
 				lim := t.ports.set.Load().limits
-				a.upBPS, a.downBPS = newBitRate(lim.MaxBPS), newBitRate(lim.MaxBPS)
+				a.upBPS, a.downBPS = t.kernel.newRate(lim.MaxBPS), t.kernel.newRate(lim.MaxBPS)
 				if lim.UserMaxBPS > 0 {
 					u := t.userBPS[a.userID]
 					if u == nil {
-						u = &userRates{up: newBitRate(lim.UserMaxBPS), down: newBitRate(lim.UserMaxBPS)}
+						u = &userRates{up: t.kernel.newRate(lim.UserMaxBPS), down: t.kernel.newRate(lim.UserMaxBPS)}
 						t.userBPS[a.userID] = u
 					}
 					u.refs++
 					a.userUpBPS, a.userDownBPS = u.up, u.down
 				}
 			}
+			t.kernel.adopt(a, k)
 			t.byKey[k] = a
 			t.mu.Unlock()
 			if a.conn != nil {
@@ -228,25 +237,25 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 		},
 		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 			ip, ok := netip.AddrFromSlice(peer)
-			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool { return h.addPerm(ip.Unmap()) }) {
+			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool { return h.addPerm(ip.Unmap()) }, func(a *allocation) { t.kernel.permit(a, ip.Unmap()) }) {
 				t.m.PermissionsActive.Inc()
 			}
 		},
 		OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, _ net.Addr, peer net.IP) {
 			ip, ok := netip.AddrFromSlice(peer)
 			// pion may report one permission twice (expiry racing Close): count once.
-			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool { return h.deletePerm(ip.Unmap()) }) {
+			if ok && t.edit(keyOf(src, dst), func(h *hotState) bool { return h.deletePerm(ip.Unmap()) }, func(a *allocation) { t.kernel.unpermit(a, ip.Unmap()) }) {
 				t.m.PermissionsActive.Dec()
 			}
 		},
 		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, _, peer net.Addr, number uint16) {
 			p := addrPortOf(peer)
-			if t.edit(keyOf(src, dst), func(h *hotState) bool { return h.bind(number, p) }) {
+			if t.edit(keyOf(src, dst), func(h *hotState) bool { return h.bind(number, p) }, func(a *allocation) { t.kernel.addChannel(a, number, p) }) {
 				t.m.ChannelsActive.Inc()
 			}
 		},
 		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
-			if t.edit(keyOf(src, dst), func(h *hotState) bool { return h.unbind(number) }) {
+			if t.edit(keyOf(src, dst), func(h *hotState) bool { return h.unbind(number) }, func(a *allocation) { t.kernel.dropChannel(a, number) }) {
 				t.m.ChannelsActive.Dec()
 			}
 		},
@@ -262,14 +271,23 @@ func (t *allocations) remove(k tupleKey) {
 		delete(t.byKey, k)
 		t.ending++
 		t.releaseUserLocked(a.userID)
-		if u := t.userBPS[a.userID]; u != nil && a.userUpBPS != nil {
-			if u.refs--; u.refs <= 0 {
-				delete(t.userBPS, a.userID)
-			}
-		}
 	}
 	t.mu.Unlock()
 	if ok {
+		// Out of the kernel's maps first (its counts into the allocation's), then its
+		// buckets are free.
+		t.kernel.forget(a)
+		t.kernel.freeRate(a.upBPS)
+		t.kernel.freeRate(a.downBPS)
+		t.mu.Lock()
+		if u := t.userBPS[a.userID]; u != nil && a.userUpBPS != nil {
+			if u.refs--; u.refs <= 0 {
+				delete(t.userBPS, a.userID)
+				t.kernel.freeRate(u.up)
+				t.kernel.freeRate(u.down)
+			}
+		}
+		t.mu.Unlock()
 		t.ended(a)
 		t.mu.Lock()
 		t.ending--
@@ -298,12 +316,24 @@ func (t *allocations) endAll() {
 	}
 }
 
-// edit changes the hot state of the allocation at k, if it exists.
-func (t *allocations) edit(k tupleKey, f func(*hotState) bool) bool {
+// edit changes the hot state of the allocation at k, if it exists, and then calls then
+// (see allocation.edit).
+func (t *allocations) edit(k tupleKey, f func(*hotState) bool, then func(*allocation)) bool {
 	t.mu.Lock()
 	a := t.byKey[k]
 	t.mu.Unlock()
-	return a != nil && a.edit(f)
+	return a != nil && a.edit(f, then)
+}
+
+// all lists the allocations now.
+func (t *allocations) all() []*allocation {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*allocation, 0, len(t.byKey))
+	for _, a := range t.byKey {
+		out = append(out, a)
+	}
+	return out
 }
 
 // lookup returns the live allocation at k, or nil.
@@ -331,10 +361,7 @@ func (t *allocations) ended(a *allocation) {
 	t.m.PermissionsActive.Sub(float64(perms))
 	t.m.ChannelsActive.Sub(float64(channels))
 	t.m.AllocationDuration.WithLabelValues(a.transport).Observe(lived.Seconds())
-	var c relayCounts
-	if a.conn != nil {
-		c = a.conn.counts()
-	}
+	c := t.kernel.relayed(a)
 	t.log.Info("allocation ended", "user", a.userID, "client", a.client.String(), "transport", a.transport,
 		"relay", a.relayAddr.String(), "duration", lived.Round(time.Millisecond).String(),
 		"bytes_client_to_peer", c.c2pBytes, "packets_client_to_peer", c.c2pPackets,

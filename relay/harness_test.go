@@ -16,12 +16,16 @@ import (
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/skipnote"
 	"github.com/relayproject/relay/internal/testcert"
 	"github.com/relayproject/relay/metrics"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		skipnote.Report("relay")
+		os.Exit(code)
+	}))
 }
 
 const (

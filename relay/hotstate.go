@@ -143,8 +143,10 @@ func (h *hotState) index() {
 }
 
 // edit applies f to a copy of the allocation's hot state and publishes it if f reports
-// a change. Writers are serialised; readers never wait.
-func (a *allocation) edit(f func(h *hotState) bool) bool {
+// a change; then then (if not nil) runs, still under the allocation's lock, so that the
+// kernel's maps change in the order the hot state does. Writers are serialised; readers
+// never wait.
+func (a *allocation) edit(f func(h *hotState) bool, then func(*allocation)) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	h := a.hot.Load().clone()
@@ -153,5 +155,8 @@ func (a *allocation) edit(f func(h *hotState) bool) bool {
 	}
 	h.index()
 	a.hot.Store(h)
+	if then != nil {
+		then(a)
+	}
 	return true
 }

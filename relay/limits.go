@@ -3,9 +3,8 @@ package relay
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // hashedBuckets rate-limits by key (a source IP, a user id) without keeping state per
@@ -54,21 +53,43 @@ func (h *hashedBuckets) allow(key []byte, now time.Time) bool {
 	return true
 }
 
-// bitRate is a token bucket in bits, for the relay path's bandwidth caps. A zero
-// *bitRate (nil) is unlimited.
+// bitRate is a bandwidth cap for the relay path: a token bucket of bps bits with a
+// second's worth of burst (enough for a video keyframe, not for a flood), kept as GCRA,
+// a single "theoretical arrival time" that a datagram of n bytes moves n*8/bps seconds
+// ahead and that may run at most a second ahead of now. One word of state, updated with
+// a compare-and-swap, so that the kernel data path can take from the same bucket in
+// memory both share (internal/offload) and a cap holds whichever path a datagram takes.
+// A zero *bitRate (nil) is unlimited.
 type bitRate struct {
-	l *rate.Limiter
+	tat    *atomic.Uint64 // CLOCK_MONOTONIC ns (offload.Now); points at own, or into the kernel's bucket memory
+	bps    uint64
+	kernel uint32 // the kernel's bucket index; 0: this process alone keeps the bucket
+	own    atomic.Uint64
 }
 
 func newBitRate(bps int64) *bitRate {
 	if bps <= 0 {
 		return nil
 	}
-	// A second's worth of burst: enough for a video keyframe, not for a flood.
-	return &bitRate{l: rate.NewLimiter(rate.Limit(bps), int(bps))}
+	b := &bitRate{bps: uint64(bps)}
+	b.tat = &b.own
+	return b
 }
 
-// take spends n bytes' worth of bits if the bucket has them.
-func (b *bitRate) take(n int, now time.Time) bool {
-	return b == nil || b.l.AllowN(now, n*8)
+// take spends n bytes' worth of bits if the bucket has them; now is offload.Now().
+func (b *bitRate) take(n int, now uint64) bool {
+	if b == nil {
+		return true
+	}
+	cost := uint64(n) * 8 * uint64(time.Second) / b.bps
+	for {
+		tat := b.tat.Load()
+		t := max(tat, now)
+		if t+cost > now+uint64(time.Second) {
+			return false
+		}
+		if b.tat.CompareAndSwap(tat, t+cost) {
+			return true
+		}
+	}
 }

@@ -80,6 +80,9 @@ type Server struct {
 
 	requests [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
 	counters *counters                                   // the data path's (counters.go)
+	kernel   *kernelPath                                 // the kernel data path, nil when off (offload.go)
+	// offloadOff says why the kernel data path is off (empty when on).
+	offloadOff string
 }
 
 // udpReadBufSize fits any datagram worth reading: pion drops STUN of pionReadBufSize
@@ -198,6 +201,8 @@ func (s *Server) Reload(cfg *config.Config, a *auth.Authenticator) (needRestart 
 		{"turn.public_ip", cfg.TURN.PublicIP != old.TURN.PublicIP},
 		{"turn.relay_ports", cfg.TURN.RelayPorts != old.TURN.RelayPorts},
 		{"turn.udp_sockets", cfg.TURN.UDPSockets != old.TURN.UDPSockets},
+		{"turn.offload", cfg.TURN.Offload != old.TURN.Offload},
+		{"turn.offload_interfaces", !slices.Equal(cfg.TURN.OffloadInterfaces, old.TURN.OffloadInterfaces)},
 	} {
 		if c.changed {
 			needRestart = append(needRestart, c.key)
@@ -205,6 +210,7 @@ func (s *Server) Reload(cfg *config.Config, a *auth.Authenticator) (needRestart 
 	}
 	s.settings.Store(s.newSettings(cfg, a, old.Realm))
 	s.metrics.AllocationsLimit.Set(float64(cfg.Limits.TotalAllocations))
+	s.kernel.recheck(s.allocs.all()) // the new peer policy, for the channels in the kernel's maps
 	return needRestart, nil
 }
 
@@ -266,6 +272,8 @@ func (s *Server) Start() (err error) {
 			for _, lc := range lcs {
 				_ = lc.Listener.Close()
 			}
+			_ = s.kernel.close(s.metrics)
+			s.kernel, s.allocs.kernel = nil, nil
 			s.udp, s.streams, s.addrs = nil, nil, map[string][]net.Addr{}
 		}
 	}()
@@ -343,6 +351,9 @@ func (s *Server) Start() (err error) {
 	if len(pcs) == 0 && len(lcs) == 0 {
 		return errors.New("turn: no listeners configured: set turn.udp, turn.tcp or turn.tls")
 	}
+	if err := s.startOffload(); err != nil {
+		return err
+	}
 
 	pion, err := turn.NewServer(turn.ServerConfig{
 		PacketConnConfigs: pcs,
@@ -412,7 +423,7 @@ func (s *Server) Close() error {
 	}
 	s.allocs.endAll() // any pion did not report (it stops closing allocations at the first error)
 	s.relay.pollers.Stop()
-	return err
+	return errors.Join(err, s.kernel.close(s.metrics))
 }
 
 // countOutgoing counts what pion sends to a client: peer data as it passes, responses by

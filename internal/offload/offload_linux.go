@@ -124,15 +124,15 @@ func Open(cfg Config) (*Datapath, error) {
 
 // explain turns the kernel's refusals into what to do about them.
 func explain(what string, err error) error {
+	var ve *ebpf.VerifierError
 	switch {
+	case errors.As(err, &ve):
+		// Also EPERM, but a refusal of the program, not of relay's privileges.
+		return fmt.Errorf("%s: the kernel's verifier refused the program (Linux 6.6 or later is needed): %v", what, ve)
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return fmt.Errorf("%s: the kernel lacks a feature the data path needs (Linux 6.6 or later with BTF): %w", what, err)
 	case errors.Is(err, unix.EPERM), errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%s: not permitted: relay needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root): %w", what, err)
-	}
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		return fmt.Errorf("%s: the kernel's verifier refused the program (Linux 6.6 or later is needed): %v", what, ve)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

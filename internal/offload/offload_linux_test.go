@@ -277,12 +277,22 @@ func TestChecksum(t *testing.T) {
 		if got, _ := read(t, b.peer, time.Second); !bytes.Equal(got, msg) {
 			t.Fatalf("%d bytes to the peer: got %d bytes", n, len(got))
 		}
+		// Padded to a multiple of 4, with padding that is not zeros: it leaves the
+		// datagram and the checksum.
+		padded := channelData(b.ch.Number, msg)
+		for len(padded)%4 != 0 {
+			padded = append(padded, 0xee)
+		}
+		raw(b.ch.Client, b.ch.Local, padded)
+		if got, _ := read(t, b.peer, time.Second); !bytes.Equal(got, msg) {
+			t.Fatalf("%d bytes padded to the peer: got %d bytes", n, len(got))
+		}
 		raw(b.ch.Peer, b.ch.Relay, msg)
 		if got, _ := read(t, b.client, time.Second); !bytes.Equal(got, channelData(b.ch.Number, msg)) {
 			t.Fatalf("%d bytes to the client: got %d bytes", n, len(got))
 		}
 	}
-	if st, _ := b.d.Stats(); st.ToPeerPackets != 5 || st.ToClientPackets != 5 {
+	if st, _ := b.d.Stats(); st.ToPeerPackets != 10 || st.ToClientPackets != 5 {
 		t.Errorf("stats %+v: the raw datagrams did not all take the kernel path", st)
 	}
 }

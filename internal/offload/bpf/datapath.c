@@ -231,6 +231,17 @@ static __always_inline __u32 csum_sub16(__u32 s, __u16 w) { return s + (__u16)~w
 static __always_inline __u32 csum_add32(__u32 s, __u32 w) { return s + (w & 0xffff) + (w >> 16); }
 static __always_inline __u32 csum_sub32(__u32 s, __u32 w) { return csum_sub16(csum_sub16(s, w & 0xffff), w >> 16); }
 
+// byte_word is a lone byte as the 16-bit word it lies in reads, in the second half of
+// the word when odd.
+static __always_inline __u16 byte_word(__u8 b, int odd)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return odd ? (__u16)b << 8 : b;
+#else
+	return odd ? b : (__u16)b << 8;
+#endif
+}
+
 static __always_inline __u16 csum_fold(__u32 s)
 {
 	s = (s & 0xffff) + (s >> 16);
@@ -308,9 +319,14 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 		return TCX_NEXT; // STUN, not ChannelData
 	__u32 n = ((__u32)cd[2] << 8) | cd[3];
 	__u32 ulen = bpf_ntohs(udp->len);
-	// Padding, a length that lies, trailing bytes: userspace's business.
-	if (ulen != UDP_HLEN + CD_HLEN + n || bpf_ntohs(ip->tot_len) != IP_HLEN + ulen)
+	// Up to 3 bytes of padding to a multiple of 4 may follow (RFC 8656 §12.5); a length
+	// that lies, or more trailing bytes, is userspace's business.
+	if (ulen < UDP_HLEN + CD_HLEN + n || bpf_ntohs(ip->tot_len) != IP_HLEN + ulen)
 		return TCX_NEXT;
+	__u32 pad = ulen - (UDP_HLEN + CD_HLEN + n);
+	if (pad > 3)
+		return TCX_NEXT;
+	__u32 newulen = UDP_HLEN + n;
 
 	struct c2p_key k = {
 		.client_ip = ip->saddr,
@@ -332,7 +348,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 		count(STAT_DROP_NO_PERMISSION, 1);
 		return TCX_DROP;
 	}
-	int how = route(skb, v->out_ifindex, v->mtu, IP_HLEN + ulen - CD_HLEN, summed);
+	int how = route(skb, v->out_ifindex, v->mtu, IP_HLEN + newulen, summed);
 	if (how == PUNT) {
 		count(STAT_PUNTED, 1);
 		return TCX_NEXT;
@@ -357,8 +373,26 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 	// The checksum before anything moves: out go the client's addresses, the UDP
 	// length (twice: pseudo-header and header) and the ChannelData header; in come the
 	// relay's and the peer's.
+	// The padding goes too: its bytes leave the checksum, each in the half of its
+	// 16-bit word its offset from the UDP header puts it in.
+	__u8 padb[3] = {};
+	__u32 padoff = HDRS + CD_HLEN + n;
+	if (pad == 1 && bpf_skb_load_bytes(skb, padoff, padb, 1))
+		return TCX_NEXT;
+	if (pad == 2 && bpf_skb_load_bytes(skb, padoff, padb, 2))
+		return TCX_NEXT;
+	if (pad == 3 && bpf_skb_load_bytes(skb, padoff, padb, 3))
+		return TCX_NEXT;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	if (data + HDRS + CD_HLEN > end)
+		return TCX_NEXT;
+	ip = data + ETH_HLEN;
+	udp = data + ETH_HLEN + IP_HLEN;
+	cd = data + HDRS;
+
 	__u16 check = 0;
-	__be16 newlen = bpf_htons(ulen - CD_HLEN);
+	__be16 newlen = bpf_htons(newulen);
 	if (udp->check && summed != CHECKSUM_PARTIAL) {
 		__u32 s = (__u16)~udp->check;
 		s = csum_sub32(s, ip->saddr);
@@ -369,6 +403,11 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 		s = csum_sub16(s, udp->dest);
 		s = csum_sub16(s, *(__u16 *)cd);
 		s = csum_sub16(s, *(__u16 *)(cd + 2));
+#pragma unroll
+		for (int i = 0; i < 3; i++) {
+			if (i < pad)
+				s = csum_sub16(s, byte_word(padb[i], (n + i) & 1));
+		}
 		s = csum_add32(s, relay_ip);
 		s = csum_add32(s, v->peer_ip);
 		s += newlen;
@@ -388,6 +427,8 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 
 	if (bpf_skb_adjust_room(skb, -CD_HLEN, BPF_ADJ_ROOM_NET, 0))
 		return TCX_NEXT; // unchanged
+	if (pad && bpf_skb_change_tail(skb, ETH_HLEN + IP_HLEN + newulen, 0))
+		return TCX_DROP; // the header is gone already
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
 	if (data + HDRS > end)
@@ -396,7 +437,7 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 	udp = data + ETH_HLEN + IP_HLEN;
 	ip->saddr = relay_ip;
 	ip->daddr = peer_ip;
-	ip->tot_len = bpf_htons(IP_HLEN + ulen - CD_HLEN);
+	ip->tot_len = bpf_htons(IP_HLEN + newulen);
 	ip->ttl = OUT_TTL;
 	ip->check = ip_checksum(ip);
 	udp->source = relay_port;
