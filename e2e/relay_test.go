@@ -59,7 +59,8 @@ func TestUclientInterop(t *testing.T) {
 	lost := regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\), total send dropped (\d+)`)
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
-			before := p.metrics()[`relay_turn_relayed_packets_total{direction="client_to_peer"}`]
+			m0 := p.metrics()
+			before := m0[`relay_turn_relayed_packets_total{direction="client_to_peer"}`]
 			args := []string{"-W", e2eSecret, "-u", "interop-" + transport, "-e", "127.0.0.1",
 				"-r", strconv.Itoa(peerPort), "-m", "10", "-n", "200", "-l", "120", "-c",
 				"-p", p.port(transport)}
@@ -92,9 +93,20 @@ func TestUclientInterop(t *testing.T) {
 			if m[1] != "0" || m[3] != "0" {
 				t.Fatalf("lost %s packets, %s send dropped over %s; want 0", m[1], m[3], transport)
 			}
-			after := p.metrics()[`relay_turn_relayed_packets_total{direction="client_to_peer"}`]
+			m1 := p.metrics()
+			after := m1[`relay_turn_relayed_packets_total{direction="client_to_peer"}`]
 			if after-before < 10*200 {
 				t.Fatalf("relay counted %v datagrams to the peer, want at least 2000", after-before)
+			}
+			// As root the kernel data path is on (turn.offload = "auto") and carries the
+			// UDP client's channel traffic.
+			if transport == "udp" && os.Geteuid() == 0 {
+				for _, d := range []string{"client_to_peer", "peer_to_client"} {
+					k := `relay_turn_offloaded_packets_total{direction="` + d + `"}`
+					if m1["relay_turn_offload_active"] != 1 || m1[k]-m0[k] < 10*200 {
+						t.Errorf("the kernel data path relayed %v datagrams %s (active %v), want at least 2000\nrelay log:\n%s", m1[k]-m0[k], d, m1["relay_turn_offload_active"], p.log())
+					}
+				}
 			}
 		})
 	}
