@@ -23,6 +23,7 @@ type machine struct {
 	Relay       string `json:"relay_version"`
 	RelaySource string `json:"relay_source,omitempty"`
 	Coturn      string `json:"coturn_version,omitempty"`
+	CoturnDeb   string `json:"coturn_debian_version,omitempty"`
 	Node        string `json:"node_version,omitempty"`
 	PeerServer  string `json:"peer_server_version,omitempty"`
 	NoFileLimit uint64 `json:"open_files_limit"`
@@ -55,6 +56,9 @@ func describeMachine(o *options) machine {
 	m.RelaySource = o.relayLabel
 	if o.wantTURN() && o.has("coturn") {
 		m.Coturn = firstLine(exec.Command(o.coturnBin, "--version"))
+	}
+	if o.wantTURN() && o.has(kindCoturnDebian) {
+		m.CoturnDeb = firstLine(exec.Command(o.coturnDebianBin, "--version"))
 	}
 	if o.wantSignal() && o.has("peer") {
 		m.Node = firstLine(exec.Command(o.nodeBin, "--version"))

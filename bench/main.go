@@ -45,6 +45,7 @@ type options struct {
 	servers []string
 
 	relayBin, coturnBin, nodeBin, peerJS string
+	coturnDebianBin                      string
 	redisBin                             string
 	// clusterRedis: the relays being started are fleet nodes on this Redis ("host:port").
 	clusterRedis            string
@@ -62,6 +63,7 @@ type options struct {
 	stepWarmup, stepWindow time.Duration
 	drain                  time.Duration
 	pace                   time.Duration
+	genThreads             int
 	// STUN Binding
 	stunSockets, stunOutstanding int
 	// TURN setup and memory
@@ -168,10 +170,11 @@ func main() {
 	fs.StringVar(&o.mode, "mode", "all", `what to measure: "turn" (relay vs coturn), "signal" (relay vs the PeerJS reference server), "wss" (the signal phases over TLS, both servers with one certificate), "fleet" (two relay nodes sharing one redis-server, against a single relay; not part of "all"), a comma-separated list of those, or "all"`)
 	fs.BoolVar(&o.quick, "quick", false, "one round with shorter windows and fewer rate steps (about 1.5 minutes), for repeated use; explicit flags still win")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every server once, alternating which goes first, and the report gives medians")
-	servers := fs.String("servers", "relay,coturn,peer", "servers to run (relay, coturn, peer); ratios need relay and the reference")
+	servers := fs.String("servers", "relay,coturn,peer", "servers to run (relay, coturn, peer; for the TURN data path table also relay-userspace, relay with [turn] offload = \"off\", and coturn-debian, -coturn-debian-bin); ratios need relay and the reference")
 	fs.StringVar(&o.relayBin, "relay-bin", "", "relay binary to test; empty: go build ./cmd/relay (of the repository the harness is run in) into a temporary directory")
 	fs.StringVar(&o.relayLabel, "relay-label", "", "what the relay binary was built from, for the report; empty: `git describe --always --dirty` here when the harness builds it")
-	fs.StringVar(&o.coturnBin, "coturn-bin", "turnserver", "coturn's turnserver (Debian package coturn)")
+	fs.StringVar(&o.coturnBin, "coturn-bin", "turnserver", "coturn's turnserver (Debian package coturn, or one built from source)")
+	fs.StringVar(&o.coturnDebianBin, "coturn-debian-bin", "/usr/bin/turnserver", "the second coturn of -servers coturn-debian (Debian's package), beside -coturn-bin")
 	fs.StringVar(&o.redisBin, "redis-server", "redis-server", "redis-server, for -mode fleet (Debian package redis-server)")
 	fs.StringVar(&o.nodeBin, "node", "node", "node, to run the PeerJS reference server")
 	fs.StringVar(&o.peerJS, "peerjs", "e2e/browser/node_modules/peer/dist/bin/peerjs.js", "the PeerJS reference server's CLI (npm peer 1.0.2; `npm ci` in e2e/browser installs it); a relative path not found here is looked up from the repository root")
@@ -188,6 +191,7 @@ func main() {
 	fs.DurationVar(&o.stepWarmup, "step-warmup", 500*time.Millisecond, "traffic before each rate step's window")
 	fs.DurationVar(&o.stepWindow, "step-window", 3*time.Second, "measuring window of each rate step")
 	fs.DurationVar(&o.pace, "pace", 50*time.Microsecond, "shortest sleep of the sending loop: datagrams due within it go out together. Smaller is smoother traffic and more generator CPU")
+	fs.IntVar(&o.genThreads, "gen-threads", 1, "TURN traffic generator threads (event loops on locked OS threads), each with its share of the allocations and rate; more than one when the server costs less than the generator (the kernel data path relays inside the generator's own system calls)")
 	fs.DurationVar(&o.drain, "drain", 300*time.Millisecond, "listening after a window for datagrams still in flight")
 	fs.IntVar(&o.stunSockets, "stun-sockets", 32, "client sockets sending Binding requests in the STUN phase (0: no STUN phase)")
 	fs.IntVar(&o.stunOutstanding, "stun-outstanding", 32, "Binding requests each STUN-phase socket keeps in flight")
@@ -258,11 +262,11 @@ func main() {
 	for _, s := range strings.Split(*servers, ",") {
 		s = strings.TrimSpace(s)
 		switch s {
-		case kindRelay, kindCoturn, kindPeer:
+		case kindRelay, kindCoturn, kindPeer, kindRelayUser, kindCoturnDebian:
 			o.servers = append(o.servers, s)
 		case "":
 		default:
-			fail("-servers: unknown server %q (relay, coturn, peer)", s)
+			fail("-servers: unknown server %q (relay, relay-userspace, coturn, coturn-debian, peer)", s)
 		}
 	}
 	o.signalLimit = max(o.idlePeers, 2*o.signalPairs) + 1000
@@ -375,6 +379,13 @@ func (o *options) prepare() error {
 		}
 		o.coturnBin = p
 	}
+	if o.wantTURN() && o.has(kindCoturnDebian) {
+		p, err := exec.LookPath(o.coturnDebianBin)
+		if err != nil {
+			return fmt.Errorf("%s not found: apt-get install coturn (or leave coturn-debian out of -servers)", o.coturnDebianBin)
+		}
+		o.coturnDebianBin = p
+	}
 	if o.wantWSS() {
 		if err := o.writeCert(); err != nil {
 			return fmt.Errorf("a certificate for the wss rounds: %w", err)
@@ -417,7 +428,9 @@ type results struct {
 	WSS     map[string][]signalRound `json:"wss,omitempty"` // the signal phases over TLS
 	Fleet   []fleetRound             `json:"fleet,omitempty"`
 	Summary []row                    `json:"summary"`
-	Seconds float64                  `json:"seconds"`
+	// The TURN data path table (-servers with relay-userspace or coturn-debian).
+	DataPath []dataPathRow `json:"data_path,omitempty"`
+	Seconds  float64       `json:"seconds"`
 	// Phases that started although other processes were busy (after -quiet-wait).
 	BusyStarts int `json:"phases_started_on_busy_machine"`
 }
@@ -433,7 +446,7 @@ func (o *options) runSuite() *results {
 	}
 	o.logf("machine: %d CPUs, %s, kernel %s, load %s; %s", res.Machine.CPUs, res.Machine.CPUModel, res.Machine.Kernel, res.Machine.LoadAvg, res.Machine.Relay)
 	var turnServers, signalServers []string
-	for _, k := range []string{kindRelay, kindCoturn} {
+	for _, k := range turnKinds {
 		if o.has(k) {
 			turnServers = append(turnServers, k)
 		}
@@ -536,6 +549,7 @@ func (o *options) describe() map[string]string {
 		"rates":        strings.Join(rs, ","),
 		"bisect":       strconv.Itoa(o.bisect),
 		"pace":         o.pace.String(),
+		"gen_threads":  strconv.Itoa(o.genThreads),
 		"quiet_wait":   o.quietWait.String(),
 		"quiet_pct":    f(o.quietPct),
 		"window":       o.window.String(),

@@ -15,8 +15,10 @@ import (
 )
 
 var serverColors = map[string]color.RGBA{
-	kindRelay:  {R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-	kindCoturn: {R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	kindRelay:        {R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	kindRelayUser:    {R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	kindCoturn:       {R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	kindCoturnDebian: {R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 }
 
 // plotThroughput draws, for each TURN server, the delivered round-trip rate against the
@@ -40,7 +42,10 @@ func plotThroughput(path string, ladder []float64, res *results) error {
 		onLadder[x] = true
 	}
 	maxX := 0.0
-	for _, k := range []string{kindRelay, kindCoturn} {
+	// One legend line each for what every server's lines share, in gray.
+	var legendSent *plotter.Line
+	var legendFailed, legendExtra *plotter.Scatter
+	for _, k := range turnKinds {
 		type agg struct {
 			delivered, sent []float64
 			passed, n       int
@@ -91,15 +96,10 @@ func plotThroughput(path string, ladder []float64, res *results) error {
 		line.Color, line.Width = c, vg.Points(2)
 		points.Color, points.Shape = c, draw.CircleGlyph{}
 		p.Add(line, points)
-		label := k
-		for _, r := range res.Summary {
-			if r.Metric == maxRateMetric {
-				v := r.Relay
-				if k != kindRelay {
-					v = r.Ref
-				}
-				label = fmt.Sprintf("%s: delivered; sustains %.0fk rt/s at < 0.1%% loss (median)", k, v/1000)
-			}
+		name := turnName(k, res)
+		label := name
+		if v := collect(res.TURN[k], func(r *turnRound) (float64, bool) { return r.MaxRTps, len(r.Steps) > 0 }); len(v) > 0 {
+			label = fmt.Sprintf("%s: delivered; sustains %.0fk rt/s at < 0.1%% loss (median)", name, median(v)/1000)
 		}
 		p.Legend.Add(label, line, points)
 		sl, err := plotter.NewLine(sent)
@@ -109,7 +109,7 @@ func plotThroughput(path string, ladder []float64, res *results) error {
 		sl.Color, sl.Width = c, vg.Points(0.8)
 		sl.Dashes = []vg.Length{vg.Points(3), vg.Points(2)}
 		p.Add(sl)
-		p.Legend.Add(k+": what the generator managed to offer", sl)
+		legendSent = sl
 		if len(failed) > 0 {
 			fs, err := plotter.NewScatter(failed)
 			if err != nil {
@@ -117,7 +117,7 @@ func plotThroughput(path string, ladder []float64, res *results) error {
 			}
 			fs.Color, fs.Shape, fs.Radius = c, draw.CrossGlyph{}, vg.Points(6)
 			p.Add(fs)
-			p.Legend.Add(k+": step failed in most rounds", fs)
+			legendFailed = fs
 		}
 		if len(extra) > 0 {
 			es, err := plotter.NewScatter(extra)
@@ -126,8 +126,24 @@ func plotThroughput(path string, ladder []float64, res *results) error {
 			}
 			es.Color, es.Shape, es.Radius = c, draw.RingGlyph{}, vg.Points(2.5)
 			p.Add(es)
-			p.Legend.Add(k+": bisection steps (each round)", es)
+			legendExtra = es
 		}
+	}
+	gray := color.Gray{Y: 0x66}
+	if legendSent != nil {
+		l := *legendSent
+		l.Color = gray
+		p.Legend.Add("dashed: what the generator managed to offer", &l)
+	}
+	if legendFailed != nil {
+		f := *legendFailed
+		f.Color = gray
+		p.Legend.Add("step failed in most rounds", &f)
+	}
+	if legendExtra != nil {
+		e := *legendExtra
+		e.Color = gray
+		p.Legend.Add("bisection steps (each round)", &e)
 	}
 	ideal, err := plotter.NewLine(plotter.XYs{{X: 0, Y: 0}, {X: maxX, Y: maxX}})
 	if err != nil {

@@ -123,6 +123,8 @@ func (o *options) summarize(res *results) []row {
 				fixed(func(s *loadStats) float64 { return s.ServerCPUPerRTus }), nil),
 			makeRow(sec, "server + generator CPU per round trip (µs): what the machine spends", "%.2f", kindCoturn, rl, ct,
 				fixed(func(s *loadStats) float64 { return s.ServerCPUPerRTus + s.GenCPUPerRTus }), nil),
+			makeRow(sec, "whole machine's busy CPU per relayed datagram at "+fr+" rt/s (µs)", "%.2f", kindCoturn, rl, ct,
+				fixed(func(s *loadStats) float64 { return s.MachineCPUPerDgUs }), nil),
 			makeRow(sec, "server CPU at "+fr+" rt/s (% of one core)", "%.1f", kindCoturn, rl, ct,
 				fixed(func(s *loadStats) float64 { return s.ServerCPUPct }), nil),
 			makeRow(sec, "round trip p50 at "+fr+" rt/s (µs)", "%.0f", kindCoturn, rl, ct,
@@ -255,6 +257,7 @@ func (o *options) signalRows(sec string, by map[string][]signalRound, memory *ta
 
 func (o *options) report(res *results) error {
 	res.Summary = o.summarize(res)
+	res.DataPath = o.dataPathRows(res)
 	w := os.Stdout
 	fmt.Fprintf(w, "# relay benchmark\n\n")
 	fmt.Fprintf(w, "Command: `%s`\n\n", res.Command)
@@ -266,6 +269,9 @@ func (o *options) report(res *results) error {
 	}
 	if m.Coturn != "" {
 		fmt.Fprintf(w, "; coturn %s", m.Coturn)
+	}
+	if m.CoturnDeb != "" {
+		fmt.Fprintf(w, "; coturn-debian %s", m.CoturnDeb)
 	}
 	if m.PeerServer != "" {
 		fmt.Fprintf(w, "; %s on node %s", m.PeerServer, m.Node)
@@ -308,6 +314,7 @@ func (o *options) report(res *results) error {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.Metric, cell(r.Relay, r.hasRelay), cell(r.Ref, r.hasRef), ratio, r.Target, met)
 	}
+	o.writeDataPath(w, res)
 	o.writeRounds(w, res)
 	if o.wantFleet() {
 		writeFleetRounds(w, res.Fleet)
@@ -339,7 +346,7 @@ func (o *options) report(res *results) error {
 func (o *options) writeRounds(w io.Writer, res *results) {
 	if o.wantTURN() && len(res.TURN) > 0 {
 		fmt.Fprintf(w, "\n### TURN, per round\n\n| round | server | µs/datagram at %.0fk | max sustained rt/s | limit | setups/s | KiB/allocation | errors |\n|---|---|---:|---:|---|---:|---:|---|\n", o.fixedRate/1000)
-		for _, k := range []string{kindRelay, kindCoturn} {
+		for _, k := range turnKinds {
 			for _, r := range res.TURN[k] {
 				fmt.Fprintf(w, "| %d | %s | %.2f | %.0f | %s | %.0f | %.2f | %s |\n", r.Round, k, r.Fixed.ServerCPUPerDgUs,
 					r.MaxRTps, r.MaxNote, r.Setup.PerSec, r.Memory.PerItemKiB, oneLine(append(r.Errors, setupNote(r.Setup)...)))

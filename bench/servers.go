@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -29,9 +30,13 @@ import (
 const (
 	kindRelay  = "relay"
 	kindCoturn = "coturn"
-	kindPeer   = "peer"
-	kindRedis  = "redis" // the fleet's Redis (-mode fleet)
-	benchRealm = "bench"
+	// The same relay with its kernel data path off ([turn] offload = "off"), and a
+	// second coturn binary (-coturn-debian-bin): the data path comparison's other lines.
+	kindRelayUser    = "relay-userspace"
+	kindCoturnDebian = "coturn-debian"
+	kindPeer         = "peer"
+	kindRedis        = "redis" // the fleet's Redis (-mode fleet)
+	benchRealm       = "bench"
 )
 
 type server struct {
@@ -44,12 +49,16 @@ type server struct {
 	redis    string         // "127.0.0.1:port" of a redis-server
 	relayMin uint16         // relay port range
 	relayMax uint16
+	metrics  string // relay's /metrics, "127.0.0.1:port"
 	// clientTLS: the signaling endpoint is https/wss (o.certFile) and this trusts it.
 	clientTLS *tls.Config
 	out       *tailBuffer
 	exited    chan struct{}
 	waitErr   error
 }
+
+// turnKinds are the TURN servers, in the order the report lists them.
+var turnKinds = []string{kindRelay, kindRelayUser, kindCoturn, kindCoturnDebian}
 
 // ownsPort says whether a local UDP port is one of this server's (listener or relay).
 func (s *server) ownsPort(p uint16) bool {
@@ -139,9 +148,16 @@ var relayOptional = []struct{ section, key, value string }{
 	{"signal", "max_messages_per_second", "1000000"},
 }
 
+// relayUserspace is the setting that makes kindRelayUser: relay's own userspace data path.
+var relayUserspace = struct{ section, key, value string }{"turn", "offload", `"off"`}
+
 func (o *options) relayConfig(s *server, turnPort uint16) string {
 	extra := map[string]string{}
-	for _, k := range relayOptional {
+	opt := relayOptional
+	if s.kind == kindRelayUser {
+		opt = append(opt[:len(opt):len(opt)], relayUserspace)
+	}
+	for _, k := range opt {
 		if !o.relayUnknown[k.section+"."+k.key] {
 			extra[k.section] += fmt.Sprintf("%s = %s\n", k.key, k.value)
 		}
@@ -155,7 +171,7 @@ udp = ["127.0.0.1:%d"]
 tcp = ["127.0.0.1:%d"]
 relay_ip = "127.0.0.1"
 relay_ports = "%d-%d"
-[auth]
+%s[auth]
 secrets = [%q]
 [limits]
 user_allocations = 100000
@@ -163,14 +179,14 @@ total_allocations = 100000
 %s[peers]
 allow = ["127.0.0.0/8"]
 [metrics]
-listen = "127.0.0.1:0"
+listen = %q
 [signal]
 listen = %q
 concurrent_limit = %d
 max_peers_per_ip = %d
 %s[log]
 level = "warn"
-%s`, benchRealm, turnPort, turnPort, s.relayMin, s.relayMax, o.secret, extra["limits"], s.signal, o.signalLimit, o.signalLimit, extra["signal"], o.clusterConfig(s))
+%s`, benchRealm, turnPort, turnPort, s.relayMin, s.relayMax, extra["turn"], o.secret, extra["limits"], s.metrics, s.signal, o.signalLimit, o.signalLimit, extra["signal"], o.clusterConfig(s))
 }
 
 // clusterConfig is the [cluster] section of a fleet node (o.clusterRedis set): the
@@ -188,11 +204,11 @@ func (o *options) clusterConfig(s *server) string {
 func (o *options) startServer(kind string) (*server, error) {
 	for {
 		s, err := o.startServerOnce(kind)
-		if err == nil || kind != kindRelay {
+		if err == nil || (kind != kindRelay && kind != kindRelayUser) {
 			return s, err
 		}
 		retry := false
-		for _, k := range relayOptional {
+		for _, k := range append(relayOptional[:len(relayOptional):len(relayOptional)], relayUserspace) {
 			name := k.section + "." + k.key
 			if !o.relayUnknown[name] && strings.Contains(err.Error(), `unknown key "`+name+`"`) {
 				o.relayUnknown[name] = true
@@ -212,7 +228,7 @@ func (o *options) startServerOnce(kind string) (*server, error) {
 		return nil, err
 	}
 	s := &server{kind: kind, dir: dir, out: &tailBuffer{}, exited: make(chan struct{})}
-	if o.wss && kind != kindCoturn {
+	if o.wss && kind != kindCoturn && kind != kindCoturnDebian {
 		s.clientTLS = o.clientTLS
 	}
 	turnPort, err := freePort()
@@ -224,19 +240,28 @@ func (o *options) startServerOnce(kind string) (*server, error) {
 		return nil, err
 	}
 	switch kind {
-	case kindRelay:
+	case kindRelay, kindRelayUser:
 		s.relayMin, s.relayMax = o.relayPorts[0], o.relayPorts[1]
 		s.turn = netip.AddrPortFrom(loopback, turnPort)
 		s.signal = fmt.Sprintf("127.0.0.1:%d", sigPort)
+		metricsPort, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s.metrics = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 		cfg := filepath.Join(dir, "relay.toml")
 		if err := os.WriteFile(cfg, []byte(o.relayConfig(s, turnPort)), 0o600); err != nil {
 			return nil, err
 		}
 		s.cmd = exec.Command(o.relayBin, "-config", cfg)
-	case kindCoturn:
+	case kindCoturn, kindCoturnDebian:
 		s.relayMin, s.relayMax = o.coturnPorts[0], o.coturnPorts[1]
 		s.turn = netip.AddrPortFrom(loopback, turnPort)
-		s.cmd = exec.Command(o.coturnBin,
+		bin := o.coturnBin
+		if kind == kindCoturnDebian {
+			bin = o.coturnDebianBin
+		}
+		s.cmd = exec.Command(bin,
 			"-n", "--no-cli", "--no-tls", "--no-dtls",
 			"--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
 			"--listening-port="+strconv.Itoa(int(turnPort)),
@@ -357,7 +382,7 @@ func (s *server) stop() {
 	default:
 	}
 	sig := syscall.SIGTERM
-	if s.kind == kindRelay {
+	if s.kind == kindRelay || s.kind == kindRelayUser {
 		sig = syscall.SIGINT
 	}
 	_ = s.cmd.Process.Signal(sig)
@@ -382,4 +407,28 @@ func (s *server) alive() error {
 	default:
 		return nil
 	}
+}
+
+// dataPath says which data path a relay server runs: "kernel" or "userspace" as its
+// relay_turn_offload_active says, "" for a relay without the metric or another server.
+func (s *server) dataPath() string {
+	if s.metrics == "" {
+		return ""
+	}
+	cl := http.Client{Timeout: 2 * time.Second}
+	resp, err := cl.Get("http://" + s.metrics + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	for _, line := range strings.Split(string(b), "\n") {
+		switch line {
+		case "relay_turn_offload_active 1":
+			return "kernel"
+		case "relay_turn_offload_active 0":
+			return "userspace"
+		}
+	}
+	return ""
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -52,9 +53,67 @@ type turnLoad struct {
 	send   *rawudp.Batch // several datagrams for one socket (sendmmsg)
 	recv   *rawudp.Batch
 	echo   *rawudp.Batch
-	ready  []int32 // tags of the sockets epoll reports readable: a client's index, or echoTag
-	hist   histogram
+	ready  []int32    // tags of the sockets epoll reports readable: a client's index, or echoTag
+	hist   *histogram // the group's, shared by its loops
 	ports  map[uint16]bool
+}
+
+// turnLoads is the generator: threads event loops (-gen-threads), each on its own
+// locked OS thread with its share of the allocations and an echo peer of its own, paced
+// at its share of the offered rate. One loop cannot feed a server that costs the
+// machine less than the loop itself: with the kernel data path the relaying happens in
+// the generator's own system calls.
+type turnLoads struct {
+	loops []*turnLoad
+	hist  histogram
+	base  time.Time
+}
+
+// newTurnLoads opens n allocations over threads loops.
+func newTurnLoads(o *options, server netip.AddrPort, n, payload, threads int, userPrefix string) (*turnLoads, error) {
+	threads = max(1, min(threads, n))
+	lg := &turnLoads{base: time.Now()}
+	for i := 0; i < threads; i++ {
+		share := n / threads
+		if i < n%threads {
+			share++
+		}
+		g, err := newTurnLoad(o, server, share, payload, fmt.Sprintf("%s-t%d", userPrefix, i))
+		if err != nil {
+			lg.close()
+			return nil, err
+		}
+		g.hist, g.base = &lg.hist, lg.base
+		lg.loops = append(lg.loops, g)
+	}
+	return lg, nil
+}
+
+func (lg *turnLoads) close() {
+	for _, g := range lg.loops {
+		g.close()
+	}
+}
+
+func (lg *turnLoads) refreshIfOld() error {
+	for _, g := range lg.loops {
+		if err := g.refreshIfOld(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (lg *turnLoads) now() int64 { return int64(time.Since(lg.base)) }
+
+// mine says whether a local UDP port is one of the generator's.
+func (lg *turnLoads) mine(p uint16) bool {
+	for _, g := range lg.loops {
+		if g.ports[p] {
+			return true
+		}
+	}
+	return false
 }
 
 // newTurnLoad opens the echo peer and n client sockets, and sets up each allocation
@@ -205,106 +264,70 @@ type loadStats struct {
 	GenCPUPct        float64 `json:"generator_cpu_pct"`
 	GenCPUPerRTus    float64 `json:"generator_cpu_us_per_rt"`
 	OtherCPUPct      float64 `json:"other_cpu_pct"` // everything else on the machine, % of one core
-	SendErrors       uint64  `json:"send_errors"`
-	Skipped          uint64  `json:"skipped_behind"` // packets the generator could not send in time
-	GenDrops         uint64  `json:"generator_socket_drops"`
-	ServerDrops      uint64  `json:"server_socket_drops"`
-	EchoDrops        uint64  `json:"echo_send_drops"`
-	WindowS          float64 `json:"window_s"`
-	Pass             bool    `json:"pass"`
-	Retried          bool    `json:"retried_after_noise,omitempty"`
-	Note             string  `json:"note,omitempty"`
+	// The whole machine's busy CPU (all CPUs, /proc/stat): what the kernel does on the
+	// server's behalf in softirq and in other processes' system calls is charged to no
+	// process of the server's, so only this figure compares a kernel data path fairly.
+	MachineCPUPct     float64 `json:"machine_cpu_pct"`
+	MachineCPUPerDgUs float64 `json:"machine_cpu_us_per_datagram"`
+	MachineTickPct    float64 `json:"machine_tick_sampled_pct"` // /proc/stat's busy columns, for comparison
+	SendErrors        uint64  `json:"send_errors"`
+	Skipped           uint64  `json:"skipped_behind"` // packets the generator could not send in time
+	GenDrops          uint64  `json:"generator_socket_drops"`
+	ServerDrops       uint64  `json:"server_socket_drops"`
+	EchoDrops         uint64  `json:"echo_send_drops"`
+	WindowS           float64 `json:"window_s"`
+	Pass              bool    `json:"pass"`
+	Retried           bool    `json:"retried_after_noise,omitempty"`
+	Note              string  `json:"note,omitempty"`
 }
 
 // run offers rate round trips per second for warmup+window, then listens for drain more.
 // Counts, latencies and CPU cover only packets sent inside the window.
-func (g *turnLoad) run(srv *server, rate float64, warmup, window, drain time.Duration) (st loadStats, err error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread() // an exiting locked thread would take Pdeathsig children with it
-	setTimerSlack(time.Microsecond)
-	defer setTimerSlack(50 * time.Microsecond)
-
-	g.hist.reset()
+func (lg *turnLoads) run(srv *server, rate float64, warmup, window, drain time.Duration) (st loadStats, err error) {
+	lg.hist.reset()
 	st.OfferedRTps = rate
-	mineGen := func(p uint16) bool { return g.ports[p] }
 	// Kernel drop counters cover the whole step (warm-up and drain included): reading
 	// /proc/net/udp inside the loop would stall the pacing.
-	genDrops0 := udpDrops(mineGen)
+	genDrops0 := udpDrops(lg.mine)
 	srvDrops0 := udpDrops(srv.ownsPort)
-	start := g.now()
+	start := lg.now() + int64(time.Millisecond) // every loop starts on the same tick
 	wStart := start + int64(warmup)
 	wEnd := wStart + int64(window)
 	stop := wEnd + int64(drain)
-	maxBehind := int64(rate * 0.02) // 20 ms of traffic; beyond that the generator is not keeping up
-	if maxBehind < 1 {
-		maxBehind = 1
+	res := make([]loopResult, len(lg.loops))
+	var wg sync.WaitGroup
+	for i, g := range lg.loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i] = g.loop(rate/float64(len(lg.loops)), start, wStart, wEnd, stop)
+		}()
 	}
-	var (
-		sentWin, recvWin             uint64
-		inWindow, windowDone         bool
-		srvCPU0, srvCPU1, gen0, gen1 time.Duration
-		busy0, busy1                 time.Duration
-		paced                        int64 // datagrams the pacing has accounted for
-	)
-	for {
-		now := g.now()
-		if !inWindow && now >= wStart {
-			inWindow = true
-			if srvCPU0, err = procCPU(srv.pid); err != nil {
-				return st, err
-			}
-			gen0 = selfCPU()
-			busy0 = machineBusy()
-		}
-		if inWindow && !windowDone && now >= wEnd {
-			windowDone = true
-			if srvCPU1, err = procCPU(srv.pid); err != nil {
-				return st, err
-			}
-			gen1 = selfCPU()
-			busy1 = machineBusy()
-		}
-		if now >= stop {
-			break
-		}
-		if now < wEnd {
-			due := int64(rate*float64(now-start)/1e9) - paced
-			if due > maxBehind {
-				if now >= wStart {
-					st.Skipped += uint64(due - maxBehind)
-				}
-				paced += due - maxBehind
-				due = maxBehind
-			}
-			if due > 0 {
-				paced += due
-				sw, e := g.sendDue(int(due), wStart, wEnd)
-				sentWin += sw
-				if now >= wStart && now < wEnd {
-					st.SendErrors += e
-				}
-			}
-		}
-		// Sleep until the next datagram is due, but at least pace (so a high rate goes out
-		// in small bursts rather than one wake-up per datagram) and at most 1 ms.
-		wait := time.Millisecond
-		if now < wEnd {
-			next := start + int64(float64(paced+1)*1e9/rate)
-			wait = min(max(time.Duration(next-now), g.pace), time.Millisecond)
-		}
-		n, werr := g.epoll.Wait(g.ready, wait)
-		if werr != nil {
-			return st, werr
-		}
-		for _, tag := range g.ready[:n] {
-			if tag == echoTag {
-				st.EchoDrops += g.echoAll()
-				continue
-			}
-			recvWin += g.readClient(g.clients[tag].conn, wStart, wEnd)
-		}
+	// The window's CPU, read here while the loops run on their own threads.
+	var srvCPU0, srvCPU1, gen0, gen1, busy0, busy1 time.Duration
+	var cpuErr error
+	time.Sleep(time.Duration(wStart - lg.now()))
+	srvCPU0, cpuErr = procCPU(srv.pid)
+	gen0, busy0, ticks0 := selfCPU(), machineBusy(), machineTicks()
+	time.Sleep(time.Duration(wEnd - lg.now()))
+	srvCPU1, err = procCPU(srv.pid)
+	gen1, busy1, ticks1 := selfCPU(), machineBusy(), machineTicks()
+	wg.Wait()
+	if err = errors.Join(cpuErr, err); err != nil {
+		return st, err
 	}
-	st.GenDrops = udpDrops(mineGen) - genDrops0
+	var sentWin, recvWin uint64
+	for _, r := range res {
+		if r.err != nil {
+			return st, r.err
+		}
+		sentWin += r.sent
+		recvWin += r.recv
+		st.SendErrors += r.sendErrors
+		st.Skipped += r.skipped
+		st.EchoDrops += r.echoDrops
+	}
+	st.GenDrops = udpDrops(lg.mine) - genDrops0
 	st.ServerDrops = udpDrops(srv.ownsPort) - srvDrops0
 	w := window.Seconds()
 	st.WindowS = w
@@ -318,19 +341,89 @@ func (g *turnLoad) run(srv *server, rate float64, warmup, window, drain time.Dur
 		}
 		st.LossPct = 100 * lost / float64(sentWin)
 	}
-	st.RTTp50us = g.hist.quantile(0.50)
-	st.RTTp99us = g.hist.quantile(0.99)
+	st.RTTp50us = lg.hist.quantile(0.50)
+	st.RTTp99us = lg.hist.quantile(0.99)
 	srvCPU := srvCPU1 - srvCPU0
 	genCPU := gen1 - gen0
 	st.ServerCPUPct = 100 * srvCPU.Seconds() / w
 	st.GenCPUPct = 100 * genCPU.Seconds() / w
 	st.OtherCPUPct = max(0, 100*(busy1-busy0-srvCPU-genCPU).Seconds()/w)
+	st.MachineCPUPct = 100 * (busy1 - busy0).Seconds() / w
+	st.MachineTickPct = 100 * (ticks1 - ticks0).Seconds() / w
 	if recvWin > 0 {
 		st.ServerCPUPerRTus = float64(srvCPU.Microseconds()) / float64(recvWin)
 		st.ServerCPUPerDgUs = st.ServerCPUPerRTus / 4
 		st.GenCPUPerRTus = float64(genCPU.Microseconds()) / float64(recvWin)
+		st.MachineCPUPerDgUs = float64((busy1 - busy0).Microseconds()) / float64(recvWin) / 4
 	}
 	return st, srv.alive()
+}
+
+// loopResult is what one loop counted of the datagrams sent inside the window.
+type loopResult struct {
+	sent, recv, sendErrors, skipped, echoDrops uint64
+	err                                        error
+}
+
+// loop is one event loop's share of a run: it paces rate round trips per second from
+// start, counts what it sends in [wStart, wEnd) and what of that comes back before stop.
+func (g *turnLoad) loop(rate float64, start, wStart, wEnd, stop int64) (r loopResult) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread() // an exiting locked thread would take Pdeathsig children with it
+	setTimerSlack(time.Microsecond)
+	defer setTimerSlack(50 * time.Microsecond)
+
+	maxBehind := int64(rate * 0.02) // 20 ms of traffic; beyond that the generator is not keeping up
+	if maxBehind < 1 {
+		maxBehind = 1
+	}
+	var paced int64 // datagrams the pacing has accounted for
+	for {
+		now := g.now()
+		if now >= stop {
+			return r
+		}
+		if now >= start && now < wEnd {
+			due := int64(rate*float64(now-start)/1e9) - paced
+			if due > maxBehind {
+				if now >= wStart {
+					r.skipped += uint64(due - maxBehind)
+				}
+				paced += due - maxBehind
+				due = maxBehind
+			}
+			if due > 0 {
+				paced += due
+				sw, e := g.sendDue(int(due), wStart, wEnd)
+				r.sent += sw
+				if now >= wStart && now < wEnd {
+					r.sendErrors += e
+				}
+			}
+		}
+		// Sleep until the next datagram is due, but at least pace (so a high rate goes out
+		// in small bursts rather than one wake-up per datagram) and at most 1 ms.
+		wait := time.Millisecond
+		switch {
+		case now < start:
+			wait = min(time.Duration(start-now), time.Millisecond)
+		case now < wEnd:
+			next := start + int64(float64(paced+1)*1e9/rate)
+			wait = min(max(time.Duration(next-now), g.pace), time.Millisecond)
+		}
+		n, werr := g.epoll.Wait(g.ready, wait)
+		if werr != nil {
+			r.err = werr
+			return r
+		}
+		for _, tag := range g.ready[:n] {
+			if tag == echoTag {
+				r.echoDrops += g.echoAll()
+				continue
+			}
+			r.recv += g.readClient(g.clients[tag].conn, wStart, wEnd)
+		}
+	}
 }
 
 func (g *turnLoad) stamp(b []byte, idx int) int64 {

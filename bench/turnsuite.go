@@ -49,6 +49,7 @@ type turnRound struct {
 	MaxRTps    float64     `json:"max_sustained_rtps"`
 	MaxOffered float64     `json:"max_sustained_offered_rtps"`
 	MaxNote    string      `json:"max_note,omitempty"`
+	DataPath   string      `json:"data_path,omitempty"` // relay: "kernel" or "userspace" (relay_turn_offload_active)
 	Errors     []string    `json:"errors,omitempty"`
 }
 
@@ -209,7 +210,11 @@ func (o *options) trafficPhase(kind string, round int, r *turnRound) error {
 		return err
 	}
 	defer o.stopServer(srv)
-	load, err := newTurnLoad(o, srv.turn, o.allocs, o.payload, fmt.Sprintf("load%d", round))
+	r.DataPath = srv.dataPath()
+	if r.DataPath != "" {
+		o.logf("  %-6s data path: %s", kind, r.DataPath)
+	}
+	load, err := newTurnLoads(o, srv.turn, o.allocs, o.payload, o.genThreads, fmt.Sprintf("load%d", round))
 	if err != nil {
 		return err
 	}
@@ -277,7 +282,7 @@ func (o *options) trafficPhase(kind string, round int, r *turnRound) error {
 // other processes took more than twice -quiet-pct of a core during its window: a
 // neighbour's compile would otherwise pass for the server's limit. It keeps the
 // quietest attempt.
-func (o *options) quietRun(load *turnLoad, srv *server, rate float64, warmup, window time.Duration) (loadStats, error) {
+func (o *options) quietRun(load *turnLoads, srv *server, rate float64, warmup, window time.Duration) (loadStats, error) {
 	best, err := load.run(srv, rate, warmup, window, o.drain)
 	for try := 1; err == nil && o.quietWait > 0 && best.OtherCPUPct > 2*o.quietPct && try < 3; try++ {
 		o.logf("  %-6s        %6.0f rt/s: other processes took %.0f%% of a core during the window: measuring again", srv.kind, rate, best.OtherCPUPct)
@@ -296,7 +301,7 @@ func describeStep(st *loadStats) string {
 	if !st.Pass {
 		verdict = "FAIL " + st.Note
 	}
-	return fmt.Sprintf("delivered %6.0f/s loss %.3f%% rtt p50 %.0f p99 %.0f µs; server %.1f%% CPU = %.2f µs/datagram; generator %.1f%%, others %.1f%%; drops gen %d srv %d; %s",
-		st.DeliveredRTps, st.LossPct, st.RTTp50us, st.RTTp99us, st.ServerCPUPct, st.ServerCPUPerDgUs, st.GenCPUPct, st.OtherCPUPct,
+	return fmt.Sprintf("delivered %6.0f/s loss %.3f%% rtt p50 %.0f p99 %.0f µs; server %.1f%% CPU = %.2f µs/datagram; machine %.1f%% (ticks %.1f%%) = %.2f µs/datagram; generator %.1f%%, others %.1f%%; drops gen %d srv %d; %s",
+		st.DeliveredRTps, st.LossPct, st.RTTp50us, st.RTTp99us, st.ServerCPUPct, st.ServerCPUPerDgUs, st.MachineCPUPct, st.MachineTickPct, st.MachineCPUPerDgUs, st.GenCPUPct, st.OtherCPUPct,
 		st.GenDrops, st.ServerDrops, verdict)
 }
