@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -57,6 +58,10 @@ type kernelPath struct {
 	done chan struct{}
 }
 
+// ErrOffloadRequired is what Start returns, wrapped with the reason, when turn.offload =
+// "required" and the kernel data path cannot run.
+var ErrOffloadRequired = errors.New(`turn.offload = "required"`)
+
 // startOffload opens the kernel data path as turn.offload asks, once the UDP listeners
 // are bound, and logs one line saying whether it is on and why not.
 func (s *Server) startOffload() error {
@@ -85,7 +90,7 @@ func (s *Server) startOffload() error {
 	})
 	if err != nil {
 		if mode == config.OffloadRequired {
-			return fmt.Errorf(`turn.offload = "required", but the kernel data path cannot run: %w (set turn.offload = "auto" to run without it)`, err)
+			return fmt.Errorf(`%w, but the kernel data path cannot run: %w (set turn.offload = "auto" to run without it)`, ErrOffloadRequired, err)
 		}
 		s.offloadOff = err.Error()
 		s.log.Warn("turn offload off", "reason", s.offloadOff)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -136,6 +137,10 @@ func (d *daemon) start() error {
 		d.log.Info("listening", "transport", "http", "addr", d.ep.Addr().String(), "serves", "/metrics")
 	}
 	if err := d.turn.Start(); err != nil {
+		if errors.Is(err, relay.ErrOffloadRequired) {
+			// Restarting cannot help until the host or the file changes (exit status 78).
+			return &exitError{code: exitConfig, err: err}
+		}
 		return err
 	}
 	if cfg.Signal.Listen != "" && cfg.Cluster.Enabled() {

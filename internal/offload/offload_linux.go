@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -62,6 +63,9 @@ func Open(cfg Config) (*Datapath, error) {
 	}
 	ifaces, err := interfaces(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := capable(); err != nil {
 		return nil, err
 	}
 
@@ -120,6 +124,42 @@ func Open(cfg Config) (*Datapath, error) {
 	}
 	ok = true
 	return d, nil
+}
+
+// Capabilities the data path needs: loading the program (CAP_BPF), attaching it
+// (CAP_NET_ADMIN), and the pointer reads of a networking program (CAP_PERFMON).
+// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, as on kernels before 5.8.
+const (
+	capNetAdmin = 12
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// capable checks the effective capabilities before any bpf(2) call: a service without
+// them (relay's packaged unit, whose system call filter also refuses bpf) learns why
+// the kernel path is off without trying.
+func capable() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("reading relay's capabilities: %w", err)
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	var missing []string
+	if !has(capBPF) && !has(capSysAdmin) {
+		missing = append(missing, "CAP_BPF")
+	}
+	if !has(capNetAdmin) {
+		missing = append(missing, "CAP_NET_ADMIN")
+	}
+	if !has(capPerfmon) && !has(capSysAdmin) {
+		missing = append(missing, "CAP_PERFMON")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("not permitted: relay lacks %s (run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // explain turns the kernel's refusals into what to do about them.
