@@ -215,17 +215,31 @@ func (k *kernelPath) adopt(a *allocation, key tupleKey) {
 	a.kid, a.klocal = id, key.local
 }
 
-// permit and unpermit mirror a permission (a.mu held).
+// permit and unpermit mirror a permission (a.mu held). The kernel must never hold a
+// permission relay has not, nor lack one relay has (it would drop what relay relays):
+// when the map refuses (full), the allocation leaves the kernel for good.
 func (k *kernelPath) permit(a *allocation, ip netip.Addr) {
-	if k != nil && a.kid != 0 {
-		_ = k.d.SetPermission(a.kid, ip)
+	if k != nil && a.kid != 0 && k.d.SetPermission(a.kid, ip) != nil {
+		k.release(a)
 	}
 }
 
 func (k *kernelPath) unpermit(a *allocation, ip netip.Addr) {
-	if k != nil && a.kid != 0 {
+	if k != nil && a.kid != 0 && k.d.DeletePermission(a.kid, ip) != nil {
+		k.release(a)
+	}
+}
+
+// release takes everything of a out of the maps; it stays in relay's process from now
+// on (a.mu held).
+func (k *kernelPath) release(a *allocation) {
+	for n := range a.kchans {
+		k.dropChannel(a, n)
+	}
+	for _, ip := range a.hot.Load().perms {
 		_ = k.d.DeletePermission(a.kid, ip)
 	}
+	a.kid = 0
 }
 
 // channel is channel n to peer as the kernel sees it, and whether the kernel may relay
@@ -298,17 +312,14 @@ func (k *kernelPath) forget(a *allocation) {
 		return
 	}
 	a.mu.Lock()
-	if a.kid != 0 {
-		for n := range a.kchans {
-			k.dropChannel(a, n)
-		}
-		for _, ip := range a.hot.Load().perms {
-			_ = k.d.DeletePermission(a.kid, ip)
-		}
-		a.kid = 0
+	adopted := a.kid != 0
+	if adopted {
+		k.release(a)
 	}
 	a.mu.Unlock()
-	k.sync()
+	if adopted {
+		k.sync()
+	}
 }
 
 // recheck applies a new peer policy to every channel: those it now denies leave the

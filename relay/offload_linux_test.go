@@ -383,3 +383,68 @@ func TestOffloadModes(t *testing.T) {
 		c.Close() // nothing to check: port 0; the server's sockets are closed (goleak checks the loops)
 	}
 }
+
+// TestOffloadFullMap: when the kernel's permission map is full, the allocation leaves
+// the kernel altogether (the kernel would otherwise drop what relay allows) and relay's
+// own path carries its channel.
+func TestOffloadFullMap(t *testing.T) {
+	s := startServer(t, func(c *config.Config) {
+		allowLoopback(c)
+		c.Limits.TotalAllocations, c.Limits.UserAllocations = 1, 1 // maps of 4 entries
+		c.TURN.RelayPorts = config.PortRange{Min: 61000, Max: 61000}
+	})
+	requireOffload(t, s)
+	peer, peerAddr := peerSocket(t)
+	cs := bindChannelTo(t, s, "udp", peerAddr)
+	a := cs.allocation(t)
+	before := kernelStats(t, s)
+	if got := cs.echoVia(t, peer, "in the kernel"); got != "in the kernel" {
+		t.Fatalf("echo: %q", got)
+	}
+	if st := kernelStats(t, s); st.ToPeerPackets != before.ToPeerPackets+1 {
+		t.Fatal("the channel is not in the kernel to begin with")
+	}
+	for i := 2; i <= 5; i++ { // the fifth permission does not fit
+		other := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(i)}), 9)
+		if r := cs.request(stun.NewType(stun.MethodCreatePermission, stun.ClassRequest), xorPeer{other}); errorCode(r) != 0 {
+			t.Fatalf("CreatePermission %v: %d", other, errorCode(r))
+		}
+	}
+	a.mu.Lock()
+	kid, kchans := a.kid, len(a.kchans)
+	a.mu.Unlock()
+	if kid != 0 || kchans != 0 {
+		t.Fatalf("after a full permission map: kernel id %d, %d channels in the kernel; want the allocation out", kid, kchans)
+	}
+	before = kernelStats(t, s)
+	if got := cs.echoVia(t, peer, "in userspace"); got != "in userspace" {
+		t.Fatalf("echo after leaving the kernel: %q", got)
+	}
+	if st := kernelStats(t, s); st.ToPeerPackets != before.ToPeerPackets {
+		t.Error("the kernel still relays for an allocation it let go")
+	}
+}
+
+// echoVia sends msg on the channel, has peer send it back, and returns what the client
+// got.
+func (cs *channelSession) echoVia(t *testing.T, peer *net.UDPConn, msg string) string {
+	t.Helper()
+	if _, err := cs.conn.Write(channelData(0x4001, []byte(msg))); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	_ = peer.SetReadDeadline(time.Now().Add(time.Second))
+	n, from, err := peer.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		return ""
+	}
+	if _, err := peer.WriteToUDPAddrPort(buf[:n], from); err != nil {
+		t.Fatal(err)
+	}
+	_ = cs.conn.SetReadDeadline(time.Now().Add(time.Second))
+	n, err = cs.conn.Read(buf)
+	if err != nil || n < 4 {
+		return ""
+	}
+	return string(buf[4 : 4+(int(buf[2])<<8|int(buf[3]))])
+}
