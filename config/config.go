@@ -44,6 +44,7 @@ type Config struct {
 	Log      Log
 	Signal   Signal
 	Cluster  Cluster
+	TLS      TLS    // [tls]: certificates by ACME
 	Source   string // file name it was loaded from, or DefaultSource
 }
 
@@ -207,6 +208,7 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Signal:  defaultSignal(),
 		Cluster: defaultCluster(),
+		TLS:     defaultTLS(),
 		Source:  DefaultSource,
 	}
 	// Validate also fills the parsed Peers fields; a failure here is a bug
@@ -290,6 +292,7 @@ func (c *Config) decode(t *table) {
 	c.Log.decode(t.section("log"))
 	c.Signal.decode(t.section("signal"))
 	c.Cluster.decode(t.section("cluster"))
+	c.TLS.decode(t.section("tls"))
 }
 
 // listenForm describes a listen address; checkListen enforces it.

@@ -202,6 +202,7 @@ format = "json"
 		Log:     Log{Level: "debug", Format: "json"},
 		Signal:  defaultSignal(),
 		Cluster: defaultCluster(),
+		TLS:     defaultTLS(),
 	}
 	sameSettings(t, c, want)
 }
@@ -644,7 +645,9 @@ func TestSignalErrors(t *testing.T) {
 		{"cert without key", "[signal]\ntls_cert = \"c.pem\"\n", "signal.tls_key", 0, "go together"},
 		{"limit", "[signal]\nconcurrent_limit = 0\n", "signal.concurrent_limit", 2, ">= 1"},
 		{"message size", "[signal]\nmax_message_bytes = 10\n", "signal.max_message_bytes", 2, "1024"},
-		{"same port as turn", "[turn]\ntcp = [\"0.0.0.0:9001\"]\n[signal]\nlisten = \"0.0.0.0:9001\"\n", "signal.listen", 4, "TURN TCP/TLS listener"},
+		{"shared tls port, plain signaling", "[turn]\ntls = [\"0.0.0.0:9001\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[signal]\nlisten = \"0.0.0.0:9001\"\n", "signal.listen", 6, "also in turn.tls, but signaling serves plain http"},
+		{"shared tcp port, https signaling", "[turn]\ntcp = [\"0.0.0.0:9001\"]\n[signal]\nlisten = \"0.0.0.0:9001\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n", "signal.listen", 4, "put the address in turn.tls instead"},
+		{"same port, other host", "[turn]\ntcp = [\"0.0.0.0:9001\"]\n[signal]\nlisten = \":9001\"\n", "signal.listen", 4, "write the same address in both"},
 		{"unknown", "[signal]\nexpire_timout = \"5s\"\n", "signal.expire_timout", 2, "did you mean \"signal.expire_timeout\""},
 		{"queue bytes negative", "[signal]\nmax_queue_bytes = -1\n", "signal.max_queue_bytes", 2, "signal.max_queue_bytes = -1: expected bytes as an integer >= 0"},
 		{"queue bytes not a number", "[signal]\nmax_queue_bytes_per_ip = \"1MiB\"\n", "signal.max_queue_bytes_per_ip", 2, "e.g. 1048576"},

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -81,7 +83,7 @@ func (s *Signal) decode(t *table) {
 	t.integer("max_messages_per_second", "an integer >= 1", &s.MessagesPerSecond)
 }
 
-func (s *Signal) validate(ch *checker, turn *TURN) {
+func (s *Signal) validate(ch *checker, turn *TURN, acme bool) {
 	if s.Listen == "" {
 		return
 	}
@@ -89,10 +91,23 @@ func (s *Signal) validate(ch *checker, turn *TURN) {
 	if err != nil {
 		ch.errorf("signal.listen", s.Listen, "%s, or \"\" to disable signaling", err)
 	} else if norm != "" {
+		// The same address in both is one port serving both (internal/portmux), TLS or
+		// plain as signaling is.
+		tlsOn := s.TLSCert != "" || acme
+		for _, a := range turn.TCP {
+			if n, err := checkListen(a); err == nil && n == norm && tlsOn {
+				ch.errorf("signal.listen", s.Listen, "also in turn.tcp, a plain TCP listener, but signaling serves https: a shared port is TLS or plain for both; to share it, put the address in turn.tls instead, or use another port, e.g. 9001")
+			}
+		}
+		for _, a := range turn.TLS {
+			if n, err := checkListen(a); err == nil && n == norm && !tlsOn {
+				ch.errorf("signal.listen", s.Listen, "also in turn.tls, but signaling serves plain http: to share the port, give signal.tls_cert and signal.tls_key (the port presents them to TURN clients too) or [tls] acme_domains; else use another port, e.g. 9001")
+			}
+		}
 		for _, l := range [][]string{turn.TCP, turn.TLS} {
 			for _, a := range l {
-				if n, err := checkListen(a); err == nil && n == norm {
-					ch.errorf("signal.listen", s.Listen, "also a TURN TCP/TLS listener: use another port, e.g. 9001")
+				if n, err := checkListen(a); err == nil && n != norm && samePort(n, norm) {
+					ch.errorf("signal.listen", s.Listen, "and %q in the turn section name the same port with different hosts, which cannot both listen: to share the port write the same address in both", a)
 				}
 			}
 		}
@@ -195,6 +210,18 @@ func (s *Signal) validateQueueBytes(ch *checker) {
 		ch.errorf(key, value, "%s = %d is more than signal.max_queue_bytes = %d, the total: lower it (a fraction of the total, so that one source cannot take the whole budget) or raise max_queue_bytes",
 			v.key, v.n, s.MaxQueueBytes)
 	}
+}
+
+// samePort reports whether two normal listen addresses (checkListen) have the same
+// port and one of them is a wildcard host, so that binding both fails.
+func samePort(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	wild := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || (err == nil && ip.IsUnspecified())
+	}
+	return pa == pb && (wild(ha) || wild(hb)) && ha != hb
 }
 
 // normalisePath makes p start and end with "/", as the PeerJS server does.

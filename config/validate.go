@@ -45,9 +45,49 @@ func (c *Config) validate(loc locator) Errors {
 	c.Peers.validate(ch)
 	c.Metrics.validate(ch)
 	c.Log.validate(ch)
-	c.Signal.validate(ch, &c.TURN)
+	c.Signal.validate(ch, &c.TURN, c.TLS.ACME())
 	c.Cluster.validate(ch)
+	c.TLS.validate(ch, &c.TURN, &c.Signal)
+	c.validateTURNFiles(ch)
 	return ch.errs
+}
+
+// SharedPort reports whether the TURN listener addr ([turn] tcp or tls, as written)
+// is also signal.listen: one port serving both (internal/portmux).
+func (c *Config) SharedPort(addr string) bool {
+	if c.Signal.Listen == "" {
+		return false
+	}
+	a, err1 := checkListen(addr)
+	b, err2 := checkListen(c.Signal.Listen)
+	return err1 == nil && err2 == nil && a != "" && a == b
+}
+
+// validateTURNFiles checks that TURN's TLS listeners have a certificate: turn.tls_cert
+// for those of their own; one shared with signaling presents signaling's, and ACME
+// serves all.
+func (c *Config) validateTURNFiles(ch *checker) {
+	t := &c.TURN
+	own, shared := 0, 0
+	for _, a := range t.TLS {
+		if c.SharedPort(a) {
+			shared++
+		} else {
+			own++
+		}
+	}
+	if own > 0 && !c.TLS.ACME() && (t.TLSCert == "" || t.TLSKey == "") {
+		missing := "turn.tls_cert and turn.tls_key are"
+		if t.TLSCert != "" {
+			missing = "turn.tls_key is"
+		} else if t.TLSKey != "" {
+			missing = "turn.tls_cert is"
+		}
+		ch.errorf("turn.tls", t.TLS, "TLS listeners need turn.tls_cert and turn.tls_key, but %s empty: set both to PEM file paths, or [tls] acme_domains for certificates by ACME, or set tls = []", missing)
+	}
+	if shared > 0 && t.TLSCert != "" && c.Signal.TLSCert != "" && (t.TLSCert != c.Signal.TLSCert || t.TLSKey != c.Signal.TLSKey) {
+		ch.errorf("turn.tls_cert", t.TLSCert, "turn.tls shares signal.listen = %q, and one port presents one certificate (a client that sends no SNI, like Firefox on turns:, cannot ask for another): set turn.tls_cert and tls_key to signal's files, or leave them empty there", c.Signal.Listen)
+	}
 }
 
 func (t *TURN) validate(ch *checker) {
@@ -84,16 +124,6 @@ func (t *TURN) validate(ch *checker) {
 	if len(t.UDP)+len(t.TCP)+len(t.TLS) == 0 {
 		ch.errorf("turn", nil, "no listeners: set at least one address in turn.udp, turn.tcp or turn.tls, e.g. udp = [\"0.0.0.0:3478\"]")
 	}
-	if len(t.TLS) > 0 && (t.TLSCert == "" || t.TLSKey == "") {
-		missing := "turn.tls_cert and turn.tls_key are"
-		if t.TLSCert != "" {
-			missing = "turn.tls_key is"
-		} else if t.TLSKey != "" {
-			missing = "turn.tls_cert is"
-		}
-		ch.errorf("turn.tls", t.TLS, "TLS listeners need turn.tls_cert and turn.tls_key, but %s empty: set both to PEM file paths, or set tls = []", missing)
-	}
-
 	if a := t.RelayIP; a.IsValid() && (a.IsUnspecified() || a.IsMulticast()) {
 		ch.errorf("turn.relay_ip", a.String(), "expected a unicast IP address of this host, e.g. \"192.0.2.10\", or \"\" to choose automatically; a wildcard or multicast address cannot be advertised to clients")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/relayproject/relay/internal/rawudp"
+	"github.com/relayproject/relay/metrics"
 )
 
 // batchSize is how many datagrams one read of a UDP listener may return (recvmmsg(2)),
@@ -191,6 +193,9 @@ func (c *streamConn) read(p []byte) (int, error) {
 			return 0, err
 		}
 		c.handshaken = true
+		if c.tls.ConnectionState().NegotiatedProtocol == acmeALPN {
+			return 0, io.EOF // an ACME validation: the certificate was the answer
+		}
 	}
 	if c.buf == nil {
 		c.buf = make([]byte, 2*maxStreamFrameBytes)
@@ -252,7 +257,7 @@ func (c *streamConn) reply(b []byte, _ netip.AddrPort) {
 func (c *streamConn) Close() error {
 	c.closeOutbox()
 	err := c.Conn.Close()
-	if c.tls != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+	if c.l.transport == metrics.TransportTLS && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
 		// The client left first and the TLS close-notify found no one to tell: the
 		// connection is closed all the same, as it should be.
 		err = nil

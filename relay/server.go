@@ -30,6 +30,13 @@ type Options struct {
 	Auth    *auth.Authenticator
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+	// Listeners are listeners made elsewhere for some `[turn] tcp` and `tls` addresses
+	// (keyed as the configuration writes them): a port shared with signaling
+	// (internal/portmux), whose connections arrive with their TLS handshake done.
+	Listeners map[string]net.Listener
+	// GetCertificate, when set, serves every TURN TLS listener instead of turn.tls_cert
+	// (certificates by ACME); reloads then leave certificates to it.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // settings is what a request is checked against; swapped whole, so a reload never shows
@@ -59,6 +66,8 @@ type settings struct {
 type Server struct {
 	cfg      *config.Config
 	log      *slog.Logger
+	premade  map[string]net.Listener                              // Options.Listeners
+	getCert  func(*tls.ClientHelloInfo) (*tls.Certificate, error) // Options.GetCertificate
 	metrics  *metrics.Metrics
 	settings atomic.Pointer[settings]
 	draining atomic.Bool
@@ -96,7 +105,8 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	cfg := o.Config
-	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics, o.Logger), nonces: newNonceBook(), addrs: map[string][]net.Addr{}}
+	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics, o.Logger), nonces: newNonceBook(), addrs: map[string][]net.Addr{},
+		premade: o.Listeners, getCert: o.GetCertificate}
 
 	switch {
 	case cfg.TURN.RelayIP.IsValid():
@@ -178,7 +188,7 @@ func staticUserLimits(cfg *config.Config) map[string]*rate.Limiter {
 // changed keys that only a restart applies (listeners, relay addresses, realm); an error
 // (an unreadable certificate) leaves the running configuration as it was.
 func (s *Server) Reload(cfg *config.Config, a *auth.Authenticator) (needRestart []string, err error) {
-	if len(cfg.TURN.TLS) > 0 && len(s.cfg.TURN.TLS) > 0 {
+	if s.ownCertificate() && cfg.TURN.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TURN.TLSCert, cfg.TURN.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("turn.tls_cert %q / turn.tls_key %q: %w", cfg.TURN.TLSCert, cfg.TURN.TLSKey, err)
@@ -276,7 +286,7 @@ func (s *Server) Start() (err error) {
 	}
 
 	// Files first: a bad certificate should stop relay before any socket opens.
-	if len(s.cfg.TURN.TLS) > 0 {
+	if s.ownCertificate() {
 		if err := s.loadCertificate(); err != nil {
 			return err
 		}
@@ -318,6 +328,12 @@ func (s *Server) Start() (err error) {
 				return s.tlsCert.Load(), nil
 			},
 		}
+		if s.getCert != nil {
+			tlsConfig.GetCertificate = s.getCert
+			// TLS-ALPN-01 (RFC 8737) on a TURN listener of port 443: the ACME certificate
+			// source answers the validation's handshake; the connection then ends.
+			tlsConfig.NextProtos = []string{acmeALPN}
+		}
 	}
 	for _, l := range []struct {
 		transport string
@@ -329,11 +345,13 @@ func (s *Server) Start() (err error) {
 		{metrics.TransportTLS, "turn.tls", s.cfg.TURN.TLS, tlsConfig},
 	} {
 		for _, addr := range l.addrs {
-			ln, err := net.Listen(listen.Network("tcp", addr), addr)
-			if err != nil {
+			ln, tlsConfig := s.premade[addr], l.tls
+			if ln != nil {
+				tlsConfig = nil // shared with signaling: the port's router made the handshake
+			} else if ln, err = net.Listen(listen.Network("tcp", addr), addr); err != nil {
 				return fmt.Errorf("%s %q: %w", l.key, addr, err)
 			}
-			sl := &streamListener{Listener: ln, s: s, transport: l.transport, tlsConfig: l.tls, conns: map[*streamConn]struct{}{}}
+			sl := &streamListener{Listener: ln, s: s, transport: l.transport, tlsConfig: tlsConfig, conns: map[*streamConn]struct{}{}}
 			s.streams = append(s.streams, sl)
 			lcs = append(lcs, turn.ListenerConfig{Listener: sl, RelayAddressGenerator: s.relay, PermissionHandler: perm})
 			s.addrs[l.transport] = append(s.addrs[l.transport], ln.Addr())
@@ -367,6 +385,24 @@ func (s *Server) Start() (err error) {
 		"ports", s.cfg.TURN.RelayPorts.String(), "chosen_by", s.relaySource)
 	return nil
 }
+
+// ownCertificate reports whether the TURN TLS listeners present turn.tls_cert: some
+// listener is TURN's own (not shared with signaling, whose certificate a shared port
+// presents) and no GetCertificate (ACME) serves them.
+func (s *Server) ownCertificate() bool {
+	if s.getCert != nil {
+		return false
+	}
+	for _, addr := range s.cfg.TURN.TLS {
+		if s.premade[addr] == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// acmeALPN is the ALPN protocol of an ACME TLS-ALPN-01 validation (RFC 8737).
+const acmeALPN = "acme-tls/1"
 
 func (s *Server) loadCertificate() error {
 	if s.cfg.TURN.TLSCert == "" || s.cfg.TURN.TLSKey == "" {

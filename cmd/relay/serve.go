@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -17,6 +19,7 @@ import (
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/cluster"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/portmux"
 	"github.com/relayproject/relay/internal/sdnotify"
 	"github.com/relayproject/relay/metrics"
 	"github.com/relayproject/relay/relay"
@@ -38,6 +41,7 @@ type daemon struct {
 	fleetDB   io.Closer
 	draining  atomic.Bool // announced to the fleet: ICE answers leave this node
 	ep        *metrics.Endpoint
+	shared    *portmux.Mux // the port TURN and signaling share, if any
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
@@ -117,7 +121,12 @@ func (d *daemon) start() error {
 	ver, rev := buildVersion()
 	d.metrics = metrics.New(ver, rev)
 
-	if d.turn, err = relay.New(relay.Options{Config: cfg, Auth: a, Metrics: d.metrics, Logger: d.log}); err != nil {
+	var turnListeners map[string]net.Listener
+	sigCert := func(h *tls.ClientHelloInfo) (*tls.Certificate, error) { return d.sig.GetCertificate(h) }
+	if d.shared, turnListeners, err = openSharedPort(cfg, sigCert, nil, d); err != nil {
+		return err
+	}
+	if d.turn, err = relay.New(relay.Options{Config: cfg, Auth: a, Metrics: d.metrics, Logger: d.log, Listeners: turnListeners}); err != nil {
 		return err
 	}
 	if cfg.Metrics.Listen != "" {
@@ -137,9 +146,16 @@ func (d *daemon) start() error {
 		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining))
 	}
 	if cfg.Signal.Listen != "" {
-		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, d.log); err != nil {
+		var ln net.Listener
+		if d.shared != nil {
+			ln = d.shared.HTTP()
+		}
+		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, d.log, ln); err != nil {
 			return err
 		}
+	}
+	if d.shared != nil {
+		d.shared.Serve() // both sides are up, and signaling has its certificate
 	}
 	d.log.Info("version", "version", ver, "revision", rev)
 	return nil
@@ -266,6 +282,9 @@ func (d *daemon) stop() {
 	}
 	if d.turn != nil {
 		_ = d.turn.Close()
+	}
+	if d.shared != nil {
+		_ = d.shared.Close()
 	}
 	if d.ep != nil {
 		_ = d.ep.Shutdown(ctx)

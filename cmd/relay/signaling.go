@@ -17,7 +17,7 @@ import (
 
 // startSignal serves the signaling endpoint, the ICE endpoint and the pages, handing
 // out credentials for the TURN listeners srv actually bound.
-func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger) (*signaling.Server, error) {
+func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger, ln net.Listener) (*signaling.Server, error) {
 	own := func(host string) ([]string, []string) {
 		p := srv.Ports()
 		return p.STUN(host), p.TURN(host)
@@ -35,6 +35,7 @@ func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Cred
 		Pages:    web.Pages{Path: cfg.Signal.Path, Key: cfg.Signal.Key}.Handler(),
 		Metrics:  m,
 		Logger:   log,
+		Listener: ln, // nil, or the port shared with TURN
 	})
 	if err != nil {
 		return nil, err
