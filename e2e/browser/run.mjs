@@ -10,6 +10,11 @@
 //   node run.mjs demo        relay's own demo page ({path}demo) in two tabs
 //   node run.mjs demo-wss    the same over https and wss (SIGNAL_URL https://, a test certificate)
 //   node run.mjs diag        relay's diagnostics page ({path}diag): relay candidates over UDP and TCP
+//   node run.mjs peerjs-oneport  PeerJS 1.5.x with secure: true, everything on one https port
+//                (SIGNAL_URL): the page (given to the browser under that origin by request
+//                interception, since relay serves only its own pages), the wss socket,
+//                {path}ice and turns: on the same port; relayProtocol must be tls
+//   node run.mjs demo-oneport    relay's demo page on such a port, whose only TURN URL is turns:
 //
 // Every WebRTC connection uses iceTransportPolicy 'relay', so its data must cross the TURN
 // server; a scenario passes only if the nominated candidate pair is relay/relay.
@@ -76,6 +81,10 @@ const LAUNCH_ARGS = [
   '--allow-loopback-in-peer-connection',
 ];
 if (process.env.IGNORE_CERT_ERRORS === '1') LAUNCH_ARGS.push('--ignore-certificate-errors');
+// A page given by request interception (servePagesAt) has no address, so Chromium's
+// Local Network Access checks count it as public and block its WebSocket to 127.0.0.1;
+// a page really served from that port is local and is not blocked.
+if (process.argv[2] === 'peerjs-oneport') LAUNCH_ARGS.push('--disable-features=LocalNetworkAccessChecks');
 
 const env = process.env;
 const scenario = process.argv[2];
@@ -232,6 +241,34 @@ async function peerjsScenario(ctx, file, idleMs, turn, callerSignal) {
   return { pair: { local: pair.local, remote: pair.remote }, caller: pair, callee: calleePair, ...out };
 }
 
+// servePagesAt gives the browser pages/ at base + '_test/' and the PeerJS builds at
+// /lib/, under base's origin, by request interception: the test pages then share an
+// origin (and a port) with relay's signaling. Everything else still goes to the network.
+async function servePagesAt(ctx, base) {
+  const origin = new URL(base).origin;
+  const files = [
+    [new URL('_test/', base).href, path.join(here, 'pages')],
+    [origin + '/lib/peerjs/', path.join(here, 'node_modules/peerjs/dist')],
+  ];
+  const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
+  for (const [prefix, dir] of files) {
+    await ctx.route(prefix + '**', (route) => {
+      const rel = decodeURIComponent(new URL(route.request().url()).pathname.slice(new URL(prefix).pathname.length));
+      const file = path.join(dir, path.normalize('/' + rel));
+      if (!file.startsWith(dir) || !fs.existsSync(file)) return route.fulfill({ status: 404, body: 'not found' });
+      return route.fulfill({ status: 200, contentType: types[path.extname(file)] || 'application/octet-stream', body: fs.readFileSync(file) });
+    });
+  }
+  return new URL('_test/', base).href;
+}
+
+// requireProtocol checks a demo result: both tabs relay over want (udp, tcp or tls).
+function requireProtocol(result, want) {
+  const got = [result.relayProtocol, result.calleeRelayProtocol];
+  if (got.some((p) => p !== want)) throw new Failure(`relay candidates over ${got.join(' and ')}, want ${want} on both tabs`);
+  return result;
+}
+
 // ---- relay's demo page ----
 
 const demoState = (tab) => evalIn(tab, (g) => window[g] || null, DEMO.global);
@@ -279,6 +316,7 @@ async function demoScenario(ctx) {
     pair: sb.pairType,
     callee: sa.pairType,
     relayProtocol: sb.relayProtocol,
+    calleeRelayProtocol: sa.relayProtocol,
     path: pathText,
     dialog,
     chat: text,
@@ -357,6 +395,12 @@ const scenarios = {
     return peerjsScenario(ctx, 'peerjs.html', 0, undefined, withSlash(env.SIGNAL_URL_B));
   },
   legacy: (ctx) => peerjsScenario(ctx, 'legacy.html', IDLE_MS),
+  'peerjs-oneport': async (ctx) => {
+    if (!SIGNAL_URL.startsWith('https:')) throw new Failure('peerjs-oneport: SIGNAL_URL must be https://');
+    PAGES_URL = await servePagesAt(ctx, SIGNAL_URL);
+    return peerjsScenario(ctx, 'peerjs.html', 0, 'tls');
+  },
+  'demo-oneport': async (ctx) => requireProtocol(await demoScenario(ctx), 'tls'),
   demo: demoScenario,
   'demo-wss': demoScenario,
   diag: diagScenario,

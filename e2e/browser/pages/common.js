@@ -7,7 +7,7 @@
 //   id      this page's peer id
 //   call    the id to connect to once this page's peer is open (absent: only answer)
 //   manual  "1": do not connect on open; the harness calls window.testConnect() later
-//   turn    "udp" or "tcp": keep only the TURN URLs of that transport
+//   turn    "udp", "tcp" or "tls": keep only the TURN URLs of that transport (tls: turns:)
 //
 // The page exposes window.testState and window.testPair() (the nominated candidate pair's
 // local and remote candidate types) for run.mjs. The callee shows alert('Hello World!')
@@ -85,6 +85,11 @@
     });
   }
 
+  function turnTransport(u) {
+    if (/^turns:/i.test(u)) return 'tls';
+    return /transport=tcp/i.test(u) ? 'tcp' : 'udp';
+  }
+
   async function main() {
     if (typeof Peer !== 'function') throw new Error('the PeerJS library did not load');
     const signal = new URL(q.get('signal'));
@@ -95,7 +100,7 @@
     const only = q.get('turn');
     if (only) {
       ice.iceServers = ice.iceServers
-        .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => !/^turns?:/i.test(u) || (/transport=tcp/i.test(u) ? 'tcp' : 'udp') === only) }))
+        .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => !/^turns?:/i.test(u) || turnTransport(u) === only) }))
         .filter((s) => s.urls.length);
     }
     state.iceURLs = ice.iceServers.flatMap((s) => [].concat(s.urls));

@@ -1,0 +1,62 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/relayproject/relay/internal/testcert"
+)
+
+// TestBrowserOnePort: Chromium against relay with TURN over TLS and https/wss signaling
+// on one port (a free high port here, 443 in deploy/README.md), and no other TURN
+// listener: the page, the WebSocket, {path}ice and the turns: URL all name that port.
+//   - peerjs-oneport: PeerJS 1.5.5 with secure: true, relay-only, the test page served
+//     under the port's origin; the nominated pair is relay/relay over TLS on both sides.
+//   - demo-oneport: relay's demo page from that port, "Relay only": relay/relay over TLS.
+func TestBrowserOnePort(t *testing.T) {
+	chromium, node, dir, artifacts := browserSetup(t)
+	for _, scenario := range []string{"peerjs-oneport", "demo-oneport"} {
+		t.Run(scenario, func(t *testing.T) {
+			certFile, keyFile, _ := testcert.Write(t)
+			addr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+			cfg := browserRelayConfig(t, true) + fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", certFile, keyFile)
+			cfg = strings.Replace(cfg, "listen = \"127.0.0.1:0\"\npath", "listen = \""+addr+"\"\npath", 1)
+			cfg = strings.Replace(cfg, "udp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n", "udp = []\ntcp = []\ntls = [\""+addr+"\"]\n", 1)
+			p := startRelay(t, cfg)
+			if p.addr("tls") != addr || p.addr("signal") != addr {
+				t.Fatalf("TURN TLS on %s and signaling on %s, want both on %s:\n%s", p.addr("tls"), p.addr("signal"), addr, cfg)
+			}
+			before := p.metrics()
+			env := []string{
+				"SIGNAL_URL=https://" + addr + "/",
+				"ARTIFACTS=" + artifacts,
+				"CHROMIUM=" + chromium,
+				"IGNORE_CERT_ERRORS=1", // the test certificate, for the page, wss and turns:
+			}
+			res := runBrowserScenario(t, node, dir, scenario, env, p)
+			if res.Pair.Local != "relay" || res.Pair.Remote != "relay" {
+				t.Fatalf("nominated pair %+v, want relay/relay", res.Pair)
+			}
+			if scenario == "peerjs-oneport" {
+				want := "turns:" + addr + "?transport=tcp"
+				for _, side := range [][2]string{{res.Caller.URL, res.Caller.RelayProtocol}, {res.Callee.URL, res.Callee.RelayProtocol}} {
+					if side != [2]string{want, "tls"} {
+						t.Errorf("a page relays through %s over %s, want %s over tls", side[0], side[1], want)
+					}
+				}
+			}
+			after := p.metrics()
+			delta := func(name string) float64 { return after[name] - before[name] }
+			if n := delta(`relay_turn_allocations_total{result="success"}`); n < 2 {
+				t.Errorf("%v allocations during the scenario, want one per page at least", n)
+			}
+			if n := delta(`relay_turn_relayed_packets_total{direction="client_to_peer"}`); n < 4 {
+				t.Errorf("relay counted %v datagrams from clients to peers, want some", n)
+			}
+			if delta(`relay_signal_messages_total{type="OFFER"}`) < 1 {
+				t.Errorf("no OFFER went through relay's signaling")
+			}
+		})
+	}
+}
