@@ -193,6 +193,13 @@ func TestOnePortTLS(t *testing.T) {
 		t.Errorf("relay counted %v allocations during turnutils_uclient's 10 sessions over TLS", n)
 	}
 	offerBetween(t, b, a, "one-a", "still there after the TURN sessions")
+
+	// relay check, by the turns: URL and by the ICE endpoint, both on the shared port.
+	turns := "turns:127.0.0.1:" + port + "?transport=tcp"
+	out, code := runCheck(t, turns, "-secret", e2eSecret, "-ca", certFile)
+	wantPass(t, out, code, turns)
+	out, code = runCheck(t, "https://"+addr+"/ice", "-ca", certFile)
+	wantPass(t, out, code, turns)
 }
 
 // httpGetOver sends GET / on c and checks the PeerJS server's answer.
