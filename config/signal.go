@@ -37,7 +37,7 @@ type Signal struct {
 
 func defaultSignal() Signal {
 	return Signal{
-		Listen:               "0.0.0.0:9001",
+		Listen:               ":9001", // both IPv4 and IPv6
 		Path:                 "/",
 		Key:                  "peerjs",
 		AllowedOrigins:       []string{"*"},
@@ -60,7 +60,7 @@ func defaultSignal() Signal {
 const durationWant = `a positive duration such as "5s", "90m" or "1h"`
 
 func (s *Signal) decode(t *table) {
-	t.str("listen", listenForm+`, e.g. "0.0.0.0:9001", or "" to disable signaling`, &s.Listen)
+	t.str("listen", listenForm+`, e.g. ":9001" (IPv4 and IPv6), or "" to disable signaling`, &s.Listen)
 	t.str("path", `a URL path prefix, e.g. "/" or "/signal/"`, &s.Path)
 	t.str("key", `the PeerJS key, e.g. "peerjs"`, &s.Key)
 	t.str("public_host", `the host name browsers use for this server, e.g. "relay.example.org", or "" for the request's Host`, &s.PublicHost)

@@ -72,12 +72,15 @@ func (t *TLS) validate(ch *checker, turn *TURN, sig *Signal) {
 	}
 	// The managed certificate replaces the files: two sources for one listener would be
 	// one too many.
-	for _, f := range []struct{ key, value string }{
-		{"turn.tls_cert", turn.TLSCert}, {"turn.tls_key", turn.TLSKey},
-		{"signal.tls_cert", sig.TLSCert}, {"signal.tls_key", sig.TLSKey},
+	for _, f := range []struct{ section, cert, key string }{
+		{"turn", turn.TLSCert, turn.TLSKey}, {"signal", sig.TLSCert, sig.TLSKey},
 	} {
-		if f.value != "" {
-			ch.errorf(f.key, f.value, `tls.acme_domains turns ACME on, and every TLS listener then presents the certificate ACME gets: set %s = "" (or acme_domains = [] to keep the files)`, f.key[strings.Index(f.key, ".")+1:])
+		key, value := f.section+".tls_cert", f.cert
+		if value == "" {
+			key, value = f.section+".tls_key", f.key
+		}
+		if value != "" {
+			ch.errorf(key, value, `tls.acme_domains turns ACME on, and every TLS listener then presents the certificate ACME gets: set tls_cert = "" and tls_key = "" in [%s] (or acme_domains = [] to keep the files)`, f.section)
 		}
 	}
 	if len(turn.TLS) == 0 && sig.Listen == "" {

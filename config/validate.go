@@ -122,7 +122,7 @@ func (t *TURN) validate(ch *checker) {
 		}
 	}
 	if len(t.UDP)+len(t.TCP)+len(t.TLS) == 0 {
-		ch.errorf("turn", nil, "no listeners: set at least one address in turn.udp, turn.tcp or turn.tls, e.g. udp = [\"0.0.0.0:3478\"]")
+		ch.errorf("turn", nil, "no listeners: set at least one address in turn.udp, turn.tcp or turn.tls, e.g. udp = [\":3478\"]")
 	}
 	if a := t.RelayIP; a.IsValid() && (a.IsUnspecified() || a.IsMulticast()) {
 		ch.errorf("turn.relay_ip", a.String(), "expected a unicast IP address of this host, e.g. \"192.0.2.10\", or \"\" to choose automatically; a wildcard or multicast address cannot be advertised to clients")
@@ -137,11 +137,29 @@ func (t *TURN) validate(ch *checker) {
 		}
 		ch.errorf(key, value, "turn.public_ip = %q and turn.relay_ip = %q are different IP versions: public_ip is the NAT mapping of relay_ip, so both must be IPv4 or both IPv6", p.String(), r.String())
 	}
+	t.validateIP6(ch)
 	if !t.RelayPorts.valid() {
 		ch.errorf("turn.relay_ports", t.RelayPorts.String(), "expected %s", portRangeForm)
 	}
 	if t.UDPSockets < 0 || t.UDPSockets > 1024 {
 		ch.errorf("turn.udp_sockets", t.UDPSockets, "expected an integer from 0 to 1024 (0 = one socket per CPU)")
+	}
+}
+
+// validateIP6 checks relay_ip6 and public_ip6: IPv6 unicast addresses that can be
+// advertised (not link-local: a scope cannot be told to a client), public_ip6 only with
+// relay_ip6.
+func (t *TURN) validateIP6(ch *checker) {
+	for _, f := range []struct {
+		key string
+		a   netip.Addr
+	}{{"turn.relay_ip6", t.RelayIP6}, {"turn.public_ip6", t.PublicIP6}} {
+		if a := f.a; a.IsValid() && (!a.Is6() || a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.Zone() != "") {
+			ch.errorf(f.key, a.String(), "expected a global or unique-local IPv6 address of this host, e.g. \"2001:db8::10\" (not IPv4, not IPv4-mapped, not link-local or multicast), or \"\" for no IPv6 relayed addresses")
+		}
+	}
+	if t.PublicIP6.IsValid() && !t.RelayIP6.IsValid() {
+		ch.errorf("turn.public_ip6", t.PublicIP6.String(), "is set but turn.relay_ip6 is not: relay sockets for IPv6 allocations bind relay_ip6 (this host's own IPv6 address) and advertise public_ip6; set relay_ip6 too")
 	}
 }
 

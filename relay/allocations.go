@@ -102,6 +102,7 @@ type allocations struct {
 	m       *metrics.Metrics
 	log     *slog.Logger
 	ports   *relayPorts
+	ports6  *relayPorts // IPv6 relay sockets; nil without relay_ip6
 	mu      sync.Mutex
 	byKey   map[tupleKey]*allocation
 	perUser map[string]int // allocations plus reservations, per user id
@@ -190,8 +191,8 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			ra := addrPortOf(relayAddr)
 			a := &allocation{client: k.client, relayAddr: ra, created: time.Now()}
 			a.hot.Store(emptyHot)
-			if t.ports != nil {
-				a.conn = t.ports.lookup(ra.Port())
+			if ports := t.portsOf(ra.Addr()); ports != nil {
+				a.conn = ports.lookup(ra.Port())
 			}
 			t.mu.Lock()
 			r, ok := t.pending[k]
@@ -251,6 +252,14 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			}
 		},
 	}
+}
+
+// portsOf is the relay port set of relayed addresses of ip's family.
+func (t *allocations) portsOf(ip netip.Addr) *relayPorts {
+	if ip.Is6() {
+		return t.ports6
+	}
+	return t.ports
 }
 
 // remove takes the allocation at k out of the table and accounts for its end, once: pion

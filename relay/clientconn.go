@@ -65,6 +65,7 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	p = c.gate.withAddressError(p)
 	c.s.countOutgoing(p)
 	n, err := c.UDPConn.WriteTo(p, addr)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
@@ -98,6 +99,7 @@ type streamListener struct {
 	s         *Server
 	transport string
 	tlsConfig *tls.Config // nil for plain TCP
+	gen       *familyGen  // the relay address generator pion has for this listener
 
 	mu     sync.Mutex
 	conns  map[*streamConn]struct{}
@@ -123,6 +125,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 		local := addrPortOf(c.LocalAddr())
 		remote := addrPortOf(c.RemoteAddr())
 		sc := &streamConn{Conn: c, l: l, ctr: l.s.counters, remote: remote, gate: newGate(l.s, l.transport, local, true)}
+		sc.gate.gen = l.gen // one per listener: pion has one generator per listener
 		if l.tlsConfig != nil {
 			sc.tls = tls.Server(c, l.tlsConfig)
 			sc.Conn = sc.tls
@@ -241,6 +244,8 @@ func (c *streamConn) fill() error {
 }
 
 func (c *streamConn) Write(p []byte) (int, error) {
+	c.gate.releaseFamily() // pion is answering: before a write that may wait for the client
+	p = c.gate.withAddressError(p)
 	c.l.s.countOutgoing(p)
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -255,6 +260,7 @@ func (c *streamConn) reply(b []byte, _ netip.AddrPort) {
 }
 
 func (c *streamConn) Close() error {
+	c.gate.releaseFamily()
 	c.closeOutbox()
 	err := c.Conn.Close()
 	if c.l.transport == metrics.TransportTLS && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {

@@ -77,6 +77,7 @@ type Server struct {
 
 	relayBind, relayAdvertise netip.Addr
 	relaySource               string // how relayBind was chosen, for the startup log
+	relay6                    *relayPorts // IPv6 relayed addresses (relay_ip6); nil: none, 440
 
 	mu       sync.Mutex
 	pion     *turn.Server
@@ -128,11 +129,19 @@ func New(o Options) (*Server, error) {
 		o.Metrics.AuthFailures.WithLabelValues(r)
 	}
 	s.counters = newCounters(o.Metrics)
-	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max)
+	pollers := newRelayPollers()
+	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max, pollers)
 	if err := s.relay.Validate(); err != nil {
 		return nil, err
 	}
-	s.allocs.ports = s.relay
+	if ip6 := cfg.TURN.RelayIP6; ip6.IsValid() {
+		adv := ip6
+		if cfg.TURN.PublicIP6.IsValid() {
+			adv = cfg.TURN.PublicIP6
+		}
+		s.relay6 = newRelayPorts(s, ip6, adv, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max, pollers)
+	}
+	s.allocs.ports, s.allocs.ports6 = s.relay, s.relay6
 	for i, m := range responseMethods {
 		for j, c := range responseClasses {
 			s.requests[i][j] = o.Metrics.Requests.WithLabelValues(m.name, c)
@@ -156,7 +165,7 @@ func (s *Server) newSettings(cfg *config.Config, a *auth.Authenticator, realm st
 			DenyDefault: cfg.Peers.DenyDefault,
 			Deny:        cfg.Peers.DenyPrefixes,
 			Allow:       cfg.Peers.AllowPrefixes,
-			Self:        []netip.Addr{s.relayBind, s.relayAdvertise},
+			Self:        s.selfAddrs(),
 			SelfPorts:   [2]uint16{s.cfg.TURN.RelayPorts.Min, s.cfg.TURN.RelayPorts.Max},
 		}),
 		userAllocations:  cfg.Limits.UserAllocations,
@@ -169,6 +178,15 @@ func (s *Server) newSettings(cfg *config.Config, a *auth.Authenticator, realm st
 		failIP:           newHashedBuckets(float64(cfg.Limits.AuthFailuresPerIP)/60, float64(cfg.Limits.AuthFailuresPerIP)),
 		failUser:         staticUserLimits(cfg),
 	}
+}
+
+// selfAddrs are the server's own relay addresses, bound and advertised, of both families.
+func (s *Server) selfAddrs() []netip.Addr {
+	self := []netip.Addr{s.relayBind, s.relayAdvertise}
+	if s.relay6 != nil {
+		self = append(self, s.relay6.bind, s.relay6.advertise)
+	}
+	return self
 }
 
 // staticUserLimits gives each static user a budget of auth_failures_per_user wrong
@@ -206,6 +224,8 @@ func (s *Server) Reload(cfg *config.Config, a *auth.Authenticator) (needRestart 
 		{"turn.tls", !slices.Equal(cfg.TURN.TLS, old.TURN.TLS)},
 		{"turn.relay_ip", cfg.TURN.RelayIP != old.TURN.RelayIP},
 		{"turn.public_ip", cfg.TURN.PublicIP != old.TURN.PublicIP},
+		{"turn.relay_ip6", cfg.TURN.RelayIP6 != old.TURN.RelayIP6},
+		{"turn.public_ip6", cfg.TURN.PublicIP6 != old.TURN.PublicIP6},
 		{"turn.relay_ports", cfg.TURN.RelayPorts != old.TURN.RelayPorts},
 		{"turn.udp_sockets", cfg.TURN.UDPSockets != old.TURN.UDPSockets},
 	} {
@@ -314,7 +334,7 @@ func (s *Server) Start() (err error) {
 			s.udpLoops.Add(1)
 			pc.done = s.udpLoops.Done
 			s.udp = append(s.udp, pc)
-			pcs = append(pcs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: s.relay, PermissionHandler: perm})
+			pcs = append(pcs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: pc.gate.gen, PermissionHandler: perm})
 		}
 		s.addrs[metrics.TransportUDP] = append(s.addrs[metrics.TransportUDP], conns[0].LocalAddr())
 		s.log.Info("listening", "transport", "udp", "addr", conns[0].LocalAddr().String(), "sockets", len(conns))
@@ -351,9 +371,9 @@ func (s *Server) Start() (err error) {
 			} else if ln, err = net.Listen(listen.Network("tcp", addr), addr); err != nil {
 				return fmt.Errorf("%s %q: %w", l.key, addr, err)
 			}
-			sl := &streamListener{Listener: ln, s: s, transport: l.transport, tlsConfig: tlsConfig, conns: map[*streamConn]struct{}{}}
+			sl := &streamListener{Listener: ln, s: s, transport: l.transport, tlsConfig: tlsConfig, conns: map[*streamConn]struct{}{}, gen: newFamilyGen(s)}
 			s.streams = append(s.streams, sl)
-			lcs = append(lcs, turn.ListenerConfig{Listener: sl, RelayAddressGenerator: s.relay, PermissionHandler: perm})
+			lcs = append(lcs, turn.ListenerConfig{Listener: sl, RelayAddressGenerator: sl.gen, PermissionHandler: perm})
 			s.addrs[l.transport] = append(s.addrs[l.transport], ln.Addr())
 			s.log.Info("listening", "transport", l.transport, "addr", ln.Addr().String())
 		}
@@ -383,6 +403,10 @@ func (s *Server) Start() (err error) {
 	s.pion = pion
 	s.log.Info("relay address", "bind", s.relayBind.String(), "advertise", s.relayAdvertise.String(),
 		"ports", s.cfg.TURN.RelayPorts.String(), "chosen_by", s.relaySource)
+	if s.relay6 != nil {
+		s.log.Info("relay address", "family", "ipv6", "bind", s.relay6.bind.String(), "advertise", s.relay6.advertise.String(),
+			"ports", s.cfg.TURN.RelayPorts.String(), "chosen_by", "turn.relay_ip6")
+	}
 	return nil
 }
 
@@ -440,15 +464,24 @@ func (s *Server) Close() error {
 	// that a restart in the same process finds the ports free and every allocation is
 	// logged before the process exits.
 	deadline := time.Now().Add(5 * time.Second)
-	for (s.relay.openCount() > 0 || !s.allocs.settled()) && time.Now().Before(deadline) {
+	for (s.openRelays() > 0 || !s.allocs.settled()) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n := s.relay.openCount(); n > 0 {
+	if n := s.openRelays(); n > 0 {
 		s.log.Warn("relay sockets still open after close", "count", n)
 	}
 	s.allocs.endAll() // any pion did not report (it stops closing allocations at the first error)
 	s.relay.pollers.Stop()
 	return err
+}
+
+// openRelays counts the relay sockets open, of both families.
+func (s *Server) openRelays() int {
+	n := s.relay.openCount()
+	if s.relay6 != nil {
+		n += s.relay6.openCount()
+	}
+	return n
 }
 
 // countOutgoing counts what pion sends to a client: peer data as it passes, responses by

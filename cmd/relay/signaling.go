@@ -20,7 +20,15 @@ import (
 func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger, ln net.Listener) (*signaling.Server, error) {
 	own := func(host string) ([]string, []string) {
 		p := srv.Ports()
-		return p.STUN(host), p.TURN(host)
+		stun, turn := p.STUN(host), p.TURN(host)
+		if h6 := relay.AdvertisedHost6(cfg); h6.IsValid() && host != h6.String() {
+			// IPv6 URLs for networks with IPv6 only. turns: keeps the name, which a
+			// certificate carries and an IPv6 literal does not.
+			p6 := srv.Ports6()
+			p6.TLS = 0
+			stun, turn = append(stun, p6.STUN(h6.String())...), append(turn, p6.TURN(h6.String())...)
+		}
+		return stun, turn
 	}
 	uris := own
 	var reg signaling.Registry // nil: signaling's in-process registry
