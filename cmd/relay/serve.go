@@ -42,6 +42,7 @@ type daemon struct {
 	draining  atomic.Bool // announced to the fleet: ICE answers leave this node
 	ep        *metrics.Endpoint
 	shared    *portmux.Mux // the port TURN and signaling share, if any
+	certs     *certSource  // certificates by ACME; nil without
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
@@ -122,11 +123,15 @@ func (d *daemon) start() error {
 	d.metrics = metrics.New(ver, rev)
 
 	var turnListeners map[string]net.Listener
-	sigCert := func(h *tls.ClientHelloInfo) (*tls.Certificate, error) { return d.sig.GetCertificate(h) }
-	if d.shared, turnListeners, err = openSharedPort(cfg, sigCert, nil, d); err != nil {
+	if d.certs, err = newCertSource(cfg, d.log); err != nil {
 		return err
 	}
-	if d.turn, err = relay.New(relay.Options{Config: cfg, Auth: a, Metrics: d.metrics, Logger: d.log, Listeners: turnListeners}); err != nil {
+	sigCert := func(h *tls.ClientHelloInfo) (*tls.Certificate, error) { return d.sig.GetCertificate(h) }
+	if d.shared, turnListeners, err = openSharedPort(cfg, sigCert, d.certs.protos(), d); err != nil {
+		return err
+	}
+	if d.turn, err = relay.New(relay.Options{Config: cfg, Auth: a, Metrics: d.metrics, Logger: d.log, Listeners: turnListeners,
+		GetCertificate: d.certs.getCert()}); err != nil {
 		return err
 	}
 	if cfg.Metrics.Listen != "" {
@@ -150,12 +155,15 @@ func (d *daemon) start() error {
 		if d.shared != nil {
 			ln = d.shared.HTTP()
 		}
-		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, d.log, ln); err != nil {
+		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, d.log, ln, d.certs); err != nil {
 			return err
 		}
 	}
 	if d.shared != nil {
 		d.shared.Serve() // both sides are up, and signaling has its certificate
+	}
+	if err := d.certs.start(cfg, d.log); err != nil {
+		return err
 	}
 	d.log.Info("version", "version", ver, "revision", rev)
 	return nil
@@ -209,6 +217,7 @@ func (d *daemon) reload() {
 		restart = append(restart, "metrics.listen")
 	}
 	restart = append(restart, clusterRestart(&d.cfg.Cluster, &cfg.Cluster)...)
+	restart = append(restart, tlsRestart(&d.cfg.TLS, &cfg.TLS)...)
 	if cfg.Log.Format != d.cfg.Log.Format {
 		restart = append(restart, "log.format")
 	}
@@ -286,6 +295,7 @@ func (d *daemon) stop() {
 	if d.shared != nil {
 		_ = d.shared.Close()
 	}
+	d.certs.stop(ctx)
 	if d.ep != nil {
 		_ = d.ep.Shutdown(ctx)
 	}

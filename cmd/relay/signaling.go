@@ -17,7 +17,7 @@ import (
 
 // startSignal serves the signaling endpoint, the ICE endpoint and the pages, handing
 // out credentials for the TURN listeners srv actually bound.
-func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger, ln net.Listener) (*signaling.Server, error) {
+func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger, ln net.Listener, certs *certSource) (*signaling.Server, error) {
 	own := func(host string) ([]string, []string) {
 		p := srv.Ports()
 		stun, turn := p.STUN(host), p.TURN(host)
@@ -44,6 +44,9 @@ func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Cred
 		Metrics:  m,
 		Logger:   log,
 		Listener: ln, // nil, or the port shared with TURN
+		// With ACME: https, its certificate, and its TLS-ALPN-01 validations answered.
+		GetCertificate: certs.getCert(),
+		NextProtos:     certs.protos(),
 	})
 	if err != nil {
 		return nil, err

@@ -335,6 +335,7 @@ func (m *Mux) routeTLS(c net.Conn, deadline time.Time) (net.Conn, Route, error) 
 		return tc, RouteTURN, nil
 	case ProtoACME:
 		// The certificate was the answer (RFC 8737 §3): the validator closes now.
+		m.log.Info("ACME TLS-ALPN-01 validation answered", "from", c.RemoteAddr().String(), "name", tc.ConnectionState().ServerName)
 		return tc, RouteNone, nil
 	}
 	_ = tc.SetReadDeadline(deadline)
