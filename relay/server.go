@@ -76,7 +76,7 @@ type Server struct {
 	nonces   *nonceBook // the nonces pion handed out (nonces.go)
 
 	relayBind, relayAdvertise netip.Addr
-	relaySource               string // how relayBind was chosen, for the startup log
+	relaySource               string      // how relayBind was chosen, for the startup log
 	relay6                    *relayPorts // IPv6 relayed addresses (relay_ip6); nil: none, 440
 
 	mu       sync.Mutex
