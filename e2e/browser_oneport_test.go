@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"fmt"
-	"strings"
 	"testing"
-
-	"github.com/relayproject/relay/internal/testcert"
 )
 
 // TestBrowserOnePort: Chromium against relay with TURN over TLS and https/wss signaling
@@ -18,15 +14,7 @@ func TestBrowserOnePort(t *testing.T) {
 	chromium, node, dir, artifacts := browserSetup(t)
 	for _, scenario := range []string{"peerjs-oneport", "demo-oneport"} {
 		t.Run(scenario, func(t *testing.T) {
-			certFile, keyFile, _ := testcert.Write(t)
-			addr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-			cfg := browserRelayConfig(t, true) + fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", certFile, keyFile)
-			cfg = strings.Replace(cfg, "listen = \"127.0.0.1:0\"\npath", "listen = \""+addr+"\"\npath", 1)
-			cfg = strings.Replace(cfg, "udp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n", "udp = []\ntcp = []\ntls = [\""+addr+"\"]\n", 1)
-			p := startRelay(t, cfg)
-			if p.addr("tls") != addr || p.addr("signal") != addr {
-				t.Fatalf("TURN TLS on %s and signaling on %s, want both on %s:\n%s", p.addr("tls"), p.addr("signal"), addr, cfg)
-			}
+			p, addr := startOnePortBrowserRelay(t)
 			before := p.metrics()
 			env := []string{
 				"SIGNAL_URL=https://" + addr + "/",

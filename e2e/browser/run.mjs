@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Browser end-to-end scenarios for relay, driven through playwright-core and Debian's
-// /usr/bin/chromium (never a downloaded browser). One scenario per run:
+// /usr/bin/chromium, and through puppeteer-core (WebDriver BiDi) and Debian's
+// /usr/bin/firefox-esr (browsers.mjs; never a downloaded browser). One scenario per run:
 //
 //   node run.mjs peerjs      two pages with the PeerJS 1.5.x client
 //   node run.mjs peerjs-tcp  the same with TURN over TCP only (relayProtocol must be tcp)
@@ -29,17 +30,20 @@
 //   IDLE_MS      legacy scenario: idle time between registering and connecting (default 7000)
 //   STEP_MS      deadline of each wait (default 30000)
 //   CHROMIUM     browser executable (default /usr/bin/chromium)
+//   FIREFOX      firefox-esr executable (default /usr/bin/firefox-esr)
+//   CALLEE_BROWSER, CALLER_BROWSER  chromium (default) or firefox: the browser of the
+//                called page (callee, demo tab A, diag) and of the calling one (caller,
+//                demo tab B); a Chromium page may call a Firefox one and the other way
 //   IGNORE_CERT_ERRORS  1: accept the signaling server's self-signed test certificate
 //
 // Output: one JSON line on stdout, {"scenario":..,"ok":true,"pair":{"local":"relay",
 // "remote":"relay"},"ms":..}; on failure {"scenario":..,"ok":false,"error":..} with page
 // logs on stderr, and exit status 1.
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Browsers } from './browsers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -92,6 +96,9 @@ const STEP_MS = Number(env.STEP_MS || 30000);
 const IDLE_MS = Number(env.IDLE_MS || 7000);
 const ARTIFACTS = path.resolve(env.ARTIFACTS || path.join(here, 'artifacts'));
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
+const FIREFOX = env.FIREFOX || '/usr/bin/firefox-esr';
+const CALLEE_BROWSER = env.CALLEE_BROWSER || 'chromium';
+const CALLER_BROWSER = env.CALLER_BROWSER || 'chromium';
 
 class Failure extends Error {}
 
@@ -127,9 +134,12 @@ const randomId = (prefix) => prefix + Math.random().toString(36).slice(2, 10);
 
 const tabs = [];
 
+// openTab opens url in a new page of the callee's browser, or of the caller's for the
+// calling tabs (caller, demo-b).
 async function openTab(ctx, name, url) {
-  const page = await ctx.newPage();
-  const tab = { name, page, dialogs: [], logs: [] };
+  const kind = name === 'caller' || name === 'demo-b' ? CALLER_BROWSER : CALLEE_BROWSER;
+  const page = await ctx.newPage(kind);
+  const tab = { name, kind, page, dialogs: [], logs: [] };
   tabs.push(tab);
   page.on('dialog', async (d) => {
     tab.dialogs.push({ type: d.type(), message: d.message() });
@@ -252,11 +262,11 @@ async function servePagesAt(ctx, base) {
   ];
   const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
   for (const [prefix, dir] of files) {
-    await ctx.route(prefix + '**', (route) => {
-      const rel = decodeURIComponent(new URL(route.request().url()).pathname.slice(new URL(prefix).pathname.length));
+    await ctx.route(prefix, (url) => {
+      const rel = decodeURIComponent(new URL(url).pathname.slice(new URL(prefix).pathname.length));
       const file = path.join(dir, path.normalize('/' + rel));
-      if (!file.startsWith(dir) || !fs.existsSync(file)) return route.fulfill({ status: 404, body: 'not found' });
-      return route.fulfill({ status: 200, contentType: types[path.extname(file)] || 'application/octet-stream', body: fs.readFileSync(file) });
+      if (!file.startsWith(dir) || !fs.existsSync(file)) return { status: 404, contentType: 'text/plain', body: 'not found' };
+      return { status: 200, contentType: types[path.extname(file)] || 'application/octet-stream', body: fs.readFileSync(file) };
     });
   }
   return new URL('_test/', base).href;
@@ -415,9 +425,8 @@ async function main() {
     return 2;
   }
   const t0 = Date.now();
-  let ctx;
   let server;
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-e2e-chromium-'));
+  const ctx = new Browsers({ chromiumPath: CHROMIUM, chromiumArgs: LAUNCH_ARGS, firefoxPath: FIREFOX, insecure: env.IGNORE_CERT_ERRORS === '1' });
   try {
     if (!env.SIGNAL_URL) throw new Failure('SIGNAL_URL is not set (the signaling base URL, e.g. http://127.0.0.1:9001/)');
     SIGNAL_URL = withSlash(env.SIGNAL_URL);
@@ -427,18 +436,13 @@ async function main() {
       server = await serveStatic();
       PAGES_URL = `http://127.0.0.1:${server.address().port}/`;
     }
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: LAUNCH_ARGS,
-      viewport: { width: 1000, height: 760 },
-    });
     const result = await scenarios[scenario](ctx);
-    console.log(JSON.stringify({ scenario, ok: true, ...result, ms: Date.now() - t0 }));
+    const browsers = { callee: CALLEE_BROWSER, caller: CALLER_BROWSER };
+    console.log(JSON.stringify({ scenario, ok: true, browsers, ...result, ms: Date.now() - t0 }));
     return 0;
   } catch (e) {
     for (const tab of tabs) {
-      console.error(`---- ${tab.name} tab log (last 60 lines) ----`);
+      console.error(`---- ${tab.name} tab (${tab.kind}) log (last 60 lines) ----`);
       for (const l of tab.logs.slice(-60)) console.error(l);
     }
     const error = e instanceof Failure ? e.message : e.stack || String(e);
@@ -446,9 +450,8 @@ async function main() {
     console.log(JSON.stringify({ scenario, ok: false, error, ms: Date.now() - t0 }));
     return 1;
   } finally {
-    if (ctx) await ctx.close().catch((e) => console.error('closing the browser:', e.message));
+    await ctx.close().catch((e) => console.error('closing the browsers:', e.message));
     if (server) server.close();
-    fs.rmSync(profile, { recursive: true, force: true });
   }
 }
 

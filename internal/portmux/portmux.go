@@ -326,6 +326,8 @@ func (m *Mux) routeTLS(c net.Conn, deadline time.Time) (net.Conn, Route, error) 
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
+		// A client that refuses the certificate ends here (bad_certificate alert).
+		m.log.Debug("shared port: TLS handshake failed", "from", c.RemoteAddr().String(), "err", err)
 		return tc, RouteNone, err
 	}
 	switch tc.ConnectionState().NegotiatedProtocol {
