@@ -300,6 +300,14 @@ func (m *Mux) route(c net.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	if m.log.Enabled(context.Background(), slog.LevelDebug) {
+		attrs := []any{"from", c.RemoteAddr().String(), "to", map[Route]string{RouteTURN: "turn", RouteHTTP: "http"}[to]}
+		if tc := tlsConnOf(conn); tc != nil {
+			cs := tc.ConnectionState()
+			attrs = append(attrs, "sni", cs.ServerName, "alpn", cs.NegotiatedProtocol)
+		}
+		m.log.Debug("shared port: routed", attrs...)
+	}
 	target := m.web
 	if to == RouteTURN {
 		target = m.turn
