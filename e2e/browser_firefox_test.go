@@ -63,16 +63,7 @@ func TestBrowserFirefox(t *testing.T) {
 				"IGNORE_CERT_ERRORS=1",
 			}
 			res := runBrowserScenario(t, node, dir, c.scenario, env, p)
-			if res.Pair.Local != "relay" || res.Pair.Remote != "relay" {
-				t.Fatalf("nominated pair %+v, want relay/relay", res.Pair)
-			}
-			after := p.metrics()
-			if n := after[`relay_turn_relayed_packets_total{direction="client_to_peer"}`] - before[`relay_turn_relayed_packets_total{direction="client_to_peer"}`]; n < 4 {
-				t.Errorf("relay counted %v datagrams from clients to peers, want some", n)
-			}
-			if after[`relay_signal_messages_total{type="OFFER"}`]-before[`relay_signal_messages_total{type="OFFER"}`] < 1 {
-				t.Errorf("no OFFER went through relay's signaling")
-			}
+			wantRelayedCall(t, res, before, p.metrics())
 		})
 	}
 }

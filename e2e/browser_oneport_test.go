@@ -23,9 +23,7 @@ func TestBrowserOnePort(t *testing.T) {
 				"IGNORE_CERT_ERRORS=1", // the test certificate, for the page, wss and turns:
 			}
 			res := runBrowserScenario(t, node, dir, scenario, env, p)
-			if res.Pair.Local != "relay" || res.Pair.Remote != "relay" {
-				t.Fatalf("nominated pair %+v, want relay/relay", res.Pair)
-			}
+			wantRelayedCall(t, res, before, p.metrics())
 			if scenario == "peerjs-oneport" {
 				want := "turns:" + addr + "?transport=tcp"
 				for _, side := range [][2]string{{res.Caller.URL, res.Caller.RelayProtocol}, {res.Callee.URL, res.Callee.RelayProtocol}} {
@@ -34,17 +32,26 @@ func TestBrowserOnePort(t *testing.T) {
 					}
 				}
 			}
-			after := p.metrics()
-			delta := func(name string) float64 { return after[name] - before[name] }
-			if n := delta(`relay_turn_allocations_total{result="success"}`); n < 2 {
-				t.Errorf("%v allocations during the scenario, want one per page at least", n)
-			}
-			if n := delta(`relay_turn_relayed_packets_total{direction="client_to_peer"}`); n < 4 {
-				t.Errorf("relay counted %v datagrams from clients to peers, want some", n)
-			}
-			if delta(`relay_signal_messages_total{type="OFFER"}`) < 1 {
-				t.Errorf("no OFFER went through relay's signaling")
-			}
 		})
+	}
+}
+
+// wantRelayedCall checks a browser scenario's call through relay: a relay/relay pair,
+// an allocation per page, datagrams relayed, the OFFER through relay's signaling
+// (metrics before and after the scenario).
+func wantRelayedCall(t *testing.T, res browserResult, before, after map[string]float64) {
+	t.Helper()
+	if res.Pair.Local != "relay" || res.Pair.Remote != "relay" {
+		t.Fatalf("nominated pair %+v, want relay/relay", res.Pair)
+	}
+	delta := func(name string) float64 { return after[name] - before[name] }
+	if n := delta(`relay_turn_allocations_total{result="success"}`); n < 2 {
+		t.Errorf("%v allocations during the scenario, want one per page at least", n)
+	}
+	if n := delta(`relay_turn_relayed_packets_total{direction="client_to_peer"}`); n < 4 {
+		t.Errorf("relay counted %v datagrams from clients to peers, want some", n)
+	}
+	if delta(`relay_signal_messages_total{type="OFFER"}`) < 1 {
+		t.Errorf("no OFFER went through relay's signaling")
 	}
 }

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"fmt"
 	"net"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,7 +26,6 @@ func needIPv6(t *testing.T) {
 func TestIPv6Uclient(t *testing.T) {
 	needIPv6(t)
 	uclient := need(t, "turnutils_uclient", "coturn")
-	peerBin := need(t, "turnutils_peer", "coturn")
 	cfg := strings.Replace(baseConfig("[limits]\nuser_allocations = 20\n"), "udp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\n",
 		"udp = [\"127.0.0.1:0\", \"[::1]:0\"]\ntcp = [\"127.0.0.1:0\", \"[::1]:0\"]\nrelay_ip6 = \"::1\"\n", 1)
 	cfg = strings.Replace(cfg, "allow = [\"127.0.0.0/8\"]", "allow = [\"127.0.0.0/8\", \"::1\"]", 1)
@@ -59,13 +56,7 @@ func TestIPv6Uclient(t *testing.T) {
 		t.Errorf("STUN URLs %q lack stun:[::1]:%s", stun, udp6)
 	}
 
-	peerPort := freeUDPPortPair(t)
-	peer := exec.Command(peerBin, "-L", "::1", "-p", strconv.Itoa(peerPort))
-	if err := peer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = peer.Process.Kill(); _ = peer.Wait() })
-	waitForEcho(t, fmt.Sprintf("[::1]:%d", peerPort))
+	peerPort := startEchoPeerOn(t, "::1")
 	for _, c := range []struct{ transport, port string }{{"udp", udp6}, {"tcp", tcp6}} {
 		t.Run(c.transport, func(t *testing.T) {
 			args := []string{"-x", "-W", e2eSecret, "-u", "v6-" + c.transport, "-e", "::1", "-r", strconv.Itoa(peerPort),

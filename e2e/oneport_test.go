@@ -100,17 +100,20 @@ func offerBetween(t *testing.T, from, to *websocket.Conn, dst, text string) {
 	}
 }
 
-// startEchoPeer runs turnutils_peer on a free port pair and returns its port.
-func startEchoPeer(t *testing.T) int {
+// startEchoPeer runs turnutils_peer on 127.0.0.1 on a free port pair and returns its port.
+func startEchoPeer(t *testing.T) int { return startEchoPeerOn(t, "127.0.0.1") }
+
+// startEchoPeerOn runs turnutils_peer on host (127.0.0.1 or ::1).
+func startEchoPeerOn(t *testing.T, host string) int {
 	t.Helper()
 	peerBin := need(t, "turnutils_peer", "coturn")
 	port := freeUDPPortPair(t)
-	peer := exec.Command(peerBin, "-L", "127.0.0.1", "-p", strconv.Itoa(port))
+	peer := exec.Command(peerBin, "-L", host, "-p", strconv.Itoa(port))
 	if err := peer.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = peer.Process.Kill(); _ = peer.Wait() })
-	waitForEcho(t, fmt.Sprintf("127.0.0.1:%d", port))
+	waitForEcho(t, net.JoinHostPort(host, strconv.Itoa(port)))
 	return port
 }
 
@@ -164,25 +167,18 @@ func TestOnePortTLS(t *testing.T) {
 	b := dialPeerURL(t, base, "one-b", client)
 	offerBetween(t, a, b, "one-b", "over the shared port")
 
-	for _, protos := range [][]string{nil, {"h2"}, {"stun.turn"}} {
+	for _, c := range []struct {
+		protos []string
+		talk   func(*testing.T, net.Conn)
+	}{{nil, stunOver}, {[]string{"h2"}, stunOver}, {[]string{"stun.turn"}, stunOver}, {nil, httpGetOver}, {[]string{"h2"}, httpGetOver}} {
 		conf := client.Clone()
-		conf.NextProtos = protos
-		c, err := tls.Dial("tcp", addr, conf)
+		conf.NextProtos = c.protos
+		conn, err := tls.Dial("tcp", addr, conf)
 		if err != nil {
-			t.Fatalf("TLS with ALPN %q: %v", protos, err)
+			t.Fatalf("TLS with ALPN %q: %v", c.protos, err)
 		}
-		stunOver(t, c)
-		_ = c.Close()
-	}
-	for _, protos := range [][]string{nil, {"h2"}} {
-		conf := client.Clone()
-		conf.NextProtos = protos
-		c, err := tls.Dial("tcp", addr, conf)
-		if err != nil {
-			t.Fatalf("TLS with ALPN %q: %v", protos, err)
-		}
-		httpGetOver(t, c)
-		_ = c.Close()
+		c.talk(t, conn)
+		_ = conn.Close()
 	}
 
 	peerPort := startEchoPeer(t)

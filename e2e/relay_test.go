@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -73,27 +72,13 @@ var uclientLoss = regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\), t
 // unless it finished and lost nothing; it returns the loss summary line.
 func uclientNoLoss(t *testing.T, uclient string, args []string, p *relayProc) string {
 	t.Helper()
-	cmd := exec.Command(uclient, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	out, err := runFor(t, 2*time.Minute, uclient, args...)
+	if err != nil {
+		t.Fatalf("turnutils_uclient: %v\n%s\nrelay log:\n%s", err, tail(out, 30), p.log())
 	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("turnutils_uclient: %v\n%s\nrelay log:\n%s", err, tail(out.String(), 30), p.log())
-		}
-	case <-time.After(2 * time.Minute):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("turnutils_uclient did not finish in 2 minutes\n%s", tail(out.String(), 30))
-	}
-	m := uclientLoss.FindStringSubmatch(out.String())
+	m := uclientLoss.FindStringSubmatch(out)
 	if m == nil {
-		t.Fatalf("no loss summary in turnutils_uclient output:\n%s", tail(out.String(), 30))
+		t.Fatalf("no loss summary in turnutils_uclient output:\n%s", tail(out, 30))
 	}
 	t.Logf("turnutils_uclient %s: %s", strings.Join(args, " "), m[0])
 	if m[1] != "0" || m[3] != "0" {
