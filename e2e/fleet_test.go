@@ -93,6 +93,16 @@ func dialPeer(t *testing.T, p *relayProc, id, token string) *websocket.Conn {
 	return ws
 }
 
+// openPeer is dialPeer for a peer that must get OPEN.
+func openPeer(t *testing.T, p *relayProc, id, token string) *websocket.Conn {
+	t.Helper()
+	ws := dialPeer(t, p, id, token)
+	if m := readPeer(t, ws); m.Type != "OPEN" {
+		t.Fatalf("%s got %+v, want OPEN", id, m)
+	}
+	return ws
+}
+
 func readPeer(t *testing.T, ws *websocket.Conn) peerMsg {
 	t.Helper()
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -116,18 +126,12 @@ func TestFleetTwoNodes(t *testing.T) {
 	n2 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
 	n1.waitLog(`"msg":"fleet"`)
 
-	a := dialPeer(t, n1, "alice", "ta")
-	if m := readPeer(t, a); m.Type != "OPEN" {
-		t.Fatalf("alice on node 1 got %+v", m)
-	}
+	a := openPeer(t, n1, "alice", "ta")
 	dup := dialPeer(t, n2, "alice", "someone-else")
 	if m := readPeer(t, dup); m.Type != "ID-TAKEN" {
 		t.Fatalf("alice's id registered again on node 2: %+v", m)
 	}
-	b := dialPeer(t, n2, "bob", "tb")
-	if m := readPeer(t, b); m.Type != "OPEN" {
-		t.Fatalf("bob on node 2 got %+v", m)
-	}
+	b := openPeer(t, n2, "bob", "tb")
 	offer := `{"type":"OFFER","dst":"bob","src":"mallory","payload":{"sdp":{"type":"offer","sdp":"v=0"},"type":"media","connectionId":"mc_1"}}`
 	if err := a.WriteMessage(websocket.TextMessage, []byte(offer)); err != nil {
 		t.Fatal(err)
@@ -170,10 +174,7 @@ func TestFleetQueueAndNodeKilled(t *testing.T) {
 	n1 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n1\"\n"))
 	n2 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
 
-	a := dialPeer(t, n1, "alice", "ta")
-	if m := readPeer(t, a); m.Type != "OPEN" {
-		t.Fatalf("alice got %+v", m)
-	}
+	a := openPeer(t, n1, "alice", "ta")
 	send := func(ws *websocket.Conn, msg string) {
 		t.Helper()
 		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
@@ -187,10 +188,7 @@ func TestFleetQueueAndNodeKilled(t *testing.T) {
 	waitFor(t, "the OFFER for carol to be held in Redis", func() bool {
 		return rdb.LLen(context.Background(), "relay:q:carol").Val() == 1
 	})
-	c := dialPeer(t, n2, "carol", "tc")
-	if m := readPeer(t, c); m.Type != "OPEN" {
-		t.Fatalf("carol got %+v", m)
-	}
+	c := openPeer(t, n2, "carol", "tc")
 	if m := readPeer(t, c); m.Type != "OFFER" || m.Src != "alice" || string(m.Payload) != `{"n":1}` {
 		t.Fatalf("carol got %+v, want alice's held OFFER", m)
 	}
@@ -417,14 +415,8 @@ func TestFleetRedisTLSAndPasswordFile(t *testing.T) {
 		m := n1.metrics()
 		return m[`relay_cluster_backend_up`] == 1 && m[`relay_cluster_nodes{state="up"}`] == 2
 	})
-	a := dialPeer(t, n1, "alice", "ta")
-	if m := readPeer(t, a); m.Type != "OPEN" {
-		t.Fatalf("alice got %+v", m)
-	}
-	b := dialPeer(t, n2, "bob", "tb")
-	if m := readPeer(t, b); m.Type != "OPEN" {
-		t.Fatalf("bob got %+v", m)
-	}
+	a := openPeer(t, n1, "alice", "ta")
+	b := openPeer(t, n2, "bob", "tb")
 	if err := a.WriteMessage(websocket.TextMessage, []byte(`{"type":"OFFER","dst":"bob","payload":{"n":1}}`)); err != nil {
 		t.Fatal(err)
 	}
