@@ -54,7 +54,7 @@ type Options struct {
 type Registry struct {
 	rdb     *redis.Client
 	node    string
-	region  string
+	region  atomic.Pointer[string] // shown in metrics; a reload may change it
 	prefix  string
 	lim     atomic.Pointer[signaling.Limits] // a reload may change them
 	ttl     time.Duration
@@ -124,12 +124,13 @@ func New(o Options) (*Registry, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	r := &Registry{rdb: o.Client, node: o.Node, region: o.Region, prefix: o.Prefix, ttl: o.LeaseTTL,
+	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, ttl: o.LeaseTTL,
 		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]entry), owners: make(map[string]ownerEntry), kick: make(chan struct{}, 1), out: newOutbox()}
 	// go-redis logs every failed dial on its own (many lines a second while Redis is
 	// down); note logs the outage once instead.
 	silenceOnce.Do(func() { redis.SetLogger(quiet{}) })
 	r.lim.Store(&o.Limits)
+	r.SetRegion(o.Region)
 	var inst [8]byte
 	_, _ = rand.Read(inst[:])
 	r.instance = hex.EncodeToString(inst[:])
@@ -186,6 +187,10 @@ func (quiet) Printf(context.Context, string, ...any) {}
 // SetLimits changes the limits for registrations and queueing from now on (a reload of
 // [signal]); what is held already stays until drained or expired.
 func (r *Registry) SetLimits(l signaling.Limits) { r.lim.Store(&l) }
+
+// SetRegion changes the region this node's metrics name (a reload of [cluster] region;
+// what the node announces comes from its SetSelf function).
+func (r *Registry) SetRegion(region string) { r.region.Store(&region) }
 
 // BackendUp reports whether the last Redis call succeeded.
 func (r *Registry) BackendUp() bool { return r.up.Load() }

@@ -434,3 +434,42 @@ func TestFleetRedisTLSAndPasswordFile(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetReloadSteering: [cluster] ice_nodes and region change with SIGHUP, without a
+// restart: node 1's ICE answers go from both nodes to one, and its region label and
+// announcement change; the other [cluster] keys are still logged as needing a restart.
+func TestFleetReloadSteering(t *testing.T) {
+	url := startRedisServer(t)
+	sig := "[signal]\nlisten = \"127.0.0.1:0\"\nice_requests_per_minute = 100000\n"
+	cl := func(node, extra string) string {
+		return baseConfig(sig + "[cluster]\nredis = \"" + url + "\"\nnode = \"" + node + "\"\n" + extra)
+	}
+	n1 := startRelay(t, cl("n1", "ice_nodes = 2\n"))
+	n2 := startRelay(t, cl("n2", ""))
+	n1TURN := "turn:127.0.0.1:" + n1.port("udp") + "?transport=udp"
+	n2TURN := "turn:127.0.0.1:" + n2.port("udp") + "?transport=udp"
+	waitFor(t, "both nodes in node 1's ICE answer", func() bool {
+		urls, _, _ := iceTURN(t, n1)
+		return slices.Contains(urls, n1TURN) && slices.Contains(urls, n2TURN)
+	})
+	n1.rewrite(cl("n1", "ice_nodes = 1\nregion = \"eu-west\"\n"))
+	if err := n1.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	n1.waitLog("config reloaded")
+	waitFor(t, "one node in node 1's ICE answer", func() bool {
+		urls, _, _ := iceTURN(t, n1)
+		return slices.Contains(urls, n1TURN) != slices.Contains(urls, n2TURN)
+	})
+	waitFor(t, "the new region in node 1's metrics", func() bool {
+		return n1.metrics()[`relay_cluster_node_info{node="n1",region="eu-west"}`] == 1
+	})
+	if strings.Contains(n1.log(), "cluster.ice_nodes") || strings.Contains(n1.log(), "cluster.region") {
+		t.Errorf("ice_nodes or region logged as needing a restart:\n%s", n1.log())
+	}
+	n1.rewrite(cl("n1-renamed", "ice_nodes = 1\nregion = \"eu-west\"\n"))
+	if err := n1.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	n1.waitLog("cluster.node")
+}

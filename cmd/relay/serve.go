@@ -36,7 +36,8 @@ type daemon struct {
 	sig       *signaling.Server
 	fleet     *cluster.Registry // nil without [cluster] redis
 	fleetDB   io.Closer
-	draining  atomic.Bool // announced to the fleet: ICE answers leave this node
+	draining  atomic.Bool                    // announced to the fleet: ICE answers leave this node
+	cluster   atomic.Pointer[config.Cluster] // as last loaded: region and ice_nodes change live
 	ep        *metrics.Endpoint
 
 	// -require-secret: a config without [auth] secrets is refused, at start and on reload.
@@ -143,10 +144,11 @@ func (d *daemon) start() error {
 			return err
 		}
 		d.metrics.Registry.MustRegister(d.fleet.Collectors()...)
-		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining))
+		d.cluster.Store(&cfg.Cluster)
+		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining, &d.cluster))
 	}
 	if cfg.Signal.Listen != "" {
-		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, d.log); err != nil {
+		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, &d.cluster, d.log); err != nil {
 			return err
 		}
 	}
@@ -208,6 +210,12 @@ func (d *daemon) reload() {
 		restart = append(restart, "metrics.listen")
 	}
 	restart = append(restart, clusterRestart(&d.cfg.Cluster, &cfg.Cluster)...)
+	if d.fleet != nil {
+		c := cfg.Cluster
+		d.cluster.Store(&c)
+		d.fleet.SetRegion(c.Region)
+		d.fleet.Announce() // the new region reaches the fleet now
+	}
 	if cfg.Log.Format != d.cfg.Log.Format {
 		restart = append(restart, "log.format")
 	}
