@@ -167,8 +167,8 @@ func (c *relayConn) counts() relayCounts {
 	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load()}
 }
 
-// received handles a datagram a poller read into buf[4:4+n] from an IPv4 source (relay
-// sockets are IPv4, so from is never a mapped address).
+// received handles a datagram a poller read into buf[4:4+n] from a source of the relay
+// socket's family (IPv4 sockets, and IPv6-only ones: from is never a mapped address).
 func (c *relayConn) received(buf []byte, n int, from netip.AddrPort, out *sendBatch) {
 	if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
 		// Another allocation of ours delivered this locally: it comes from the public

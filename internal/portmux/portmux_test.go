@@ -383,3 +383,33 @@ func TestCloseEndsPending(t *testing.T) {
 		t.Fatal(m.Addr())
 	}
 }
+
+// FuzzClassify: any first bytes are routed or wait for more, and wait only while they
+// are a proper prefix of a method; routing never changes as bytes are added after a
+// decision.
+func FuzzClassify(f *testing.F) {
+	for _, s := range []string{"GET / HTTP/1.1", "\x00\x01", "@\x00", "PRI * HTTP/2.0", "OPTION", "x"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := Classify(b)
+		if got == RouteNone {
+			if len(b) == 0 {
+				return
+			}
+			prefix := false
+			for _, m := range httpMethods {
+				prefix = prefix || (len(b) < len(m) && m[:len(b)] == string(b))
+			}
+			if !prefix {
+				t.Fatalf("Classify(%q) waits, but it is no method's prefix", b)
+			}
+			return
+		}
+		for i := 1; i <= len(b); i++ {
+			if r := Classify(b[:i]); r != RouteNone && r != got {
+				t.Fatalf("Classify(%q) = %v but Classify(%q) = %v", b, got, b[:i], r)
+			}
+		}
+	})
+}
