@@ -44,6 +44,7 @@ type Config struct {
 	Log      Log
 	Signal   Signal
 	Cluster  Cluster
+	Admin    Admin
 	Source   string // file name it was loaded from, or DefaultSource
 }
 
@@ -100,6 +101,7 @@ type Limits struct {
 	UnauthPerIP              int   // replies per second to unauthenticated requests, per source IP
 	AuthFailuresPerIP        int   // wrong passwords per minute per source IP before silence
 	AuthFailuresPerUser      int   // wrong passwords per minute per static user before silence
+	UserBytesPerDay          int64 // relayed bytes per user id per UTC day, both directions; 0 = no budget
 }
 
 // Peers is the [peers] section: which peer addresses clients may relay to.
@@ -207,6 +209,7 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Signal:  defaultSignal(),
 		Cluster: defaultCluster(),
+		Admin:   defaultAdmin(),
 		Source:  DefaultSource,
 	}
 	// Validate also fills the parsed Peers fields; a failure here is a bug
@@ -290,6 +293,7 @@ func (c *Config) decode(t *table) {
 	c.Log.decode(t.section("log"))
 	c.Signal.decode(t.section("signal"))
 	c.Cluster.decode(t.section("cluster"))
+	c.Admin.decode(t.section("admin"))
 }
 
 // listenForm describes a listen address; checkListen enforces it.
@@ -362,6 +366,9 @@ func (l *Limits) decode(t *table) {
 	t.integer("unauth_per_ip", "an integer >= 1 (replies per second)", &l.UnauthPerIP)
 	t.integer("auth_failures_per_ip", "an integer >= 1 (failures per minute)", &l.AuthFailuresPerIP)
 	t.integer("auth_failures_per_user", "an integer >= 1 (failures per minute)", &l.AuthFailuresPerUser)
+	budget := int(l.UserBytesPerDay)
+	t.integer("user_bytes_per_day", "bytes as an integer >= 0 (0 = no budget), e.g. 2000000000 (2 GB)", &budget)
+	l.UserBytesPerDay = int64(budget)
 }
 
 func (p *Peers) decode(t *table) {

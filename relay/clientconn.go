@@ -64,6 +64,9 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	c.s.countOutgoing(p)
+	if secs, ok := responseLifetime(p); ok {
+		c.s.allocs.setExpiry(tupleKey{client: addrPortOf(addr), local: c.gate.local}, secs)
+	}
 	n, err := c.UDPConn.WriteTo(p, addr)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		c.ctr.listenerError(c.gate.transport)
@@ -237,6 +240,9 @@ func (c *streamConn) fill() error {
 
 func (c *streamConn) Write(p []byte) (int, error) {
 	c.l.s.countOutgoing(p)
+	if secs, ok := responseLifetime(p); ok {
+		c.l.s.allocs.setExpiry(tupleKey{client: c.remote, local: c.gate.local, stream: true}, secs)
+	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	return c.Conn.Write(p)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/relayproject/relay/admin"
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/cluster"
 	"github.com/relayproject/relay/config"
@@ -38,6 +39,8 @@ type daemon struct {
 	fleetDB   io.Closer
 	draining  atomic.Bool // announced to the fleet: ICE answers leave this node
 	ep        *metrics.Endpoint
+	state     *admin.State  // revocations, usage, refusals, events (operate.go)
+	adminAPI  *admin.Server // nil without [admin] listen
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
@@ -120,6 +123,9 @@ func (d *daemon) start() error {
 	if d.turn, err = relay.New(relay.Options{Config: cfg, Auth: a, Metrics: d.metrics, Logger: d.log}); err != nil {
 		return err
 	}
+	if err := d.newState(); err != nil {
+		return err
+	}
 	if cfg.Metrics.Listen != "" {
 		if d.ep, err = metrics.Listen(cfg.Metrics.Listen, d.metrics); err != nil {
 			return fmt.Errorf("metrics.listen %q: %w", cfg.Metrics.Listen, err)
@@ -127,6 +133,9 @@ func (d *daemon) start() error {
 		d.log.Info("listening", "transport", "http", "addr", d.ep.Addr().String(), "serves", "/metrics")
 	}
 	if err := d.turn.Start(); err != nil {
+		return err
+	}
+	if err := d.startAdmin(); err != nil {
 		return err
 	}
 	if cfg.Signal.Listen != "" && cfg.Cluster.Enabled() {
@@ -193,6 +202,7 @@ func (d *daemon) reload() {
 		restart = append(restart, "metrics.listen")
 	}
 	restart = append(restart, clusterRestart(&d.cfg.Cluster, &cfg.Cluster)...)
+	restart = append(restart, d.reloadAdmin(cfg)...)
 	if cfg.Log.Format != d.cfg.Log.Format {
 		restart = append(restart, "log.format")
 	}
@@ -267,6 +277,7 @@ func (d *daemon) stop() {
 	if d.turn != nil {
 		_ = d.turn.Close()
 	}
+	d.stopAdmin(ctx)
 	if d.ep != nil {
 		_ = d.ep.Shutdown(ctx)
 	}
