@@ -457,12 +457,22 @@ func (s *State) SetBudget(n int64) {
 	}
 }
 
-// entry returns userID's counts, made if needed; s.useMu is held.
+// entry returns userID's counts, made if needed; s.useMu is held. A store that holds
+// the day in memory (a single node's) tells at once what the user relayed before this
+// process counted it; another's total comes with the next sync.
 func (s *State) entry(userID string) *userUsage {
 	e := s.users[userID]
 	if e == nil {
 		e = &userUsage{}
 		e.u.SetLimit(s.budget)
+		if c, ok := s.store.(interface {
+			cachedUsage(day, user string) (int64, bool)
+		}); ok {
+			if n, ok := c.cachedUsage(s.day, userID); ok {
+				e.u.SetOthers(n)
+				e.known = true
+			}
+		}
 		s.users[userID] = e
 	}
 	return e

@@ -315,6 +315,12 @@ func (s *fileStore) AddUsage(_ context.Context, day string, add map[string]int64
 	return out, s.writeUsage(false)
 }
 
+// cachedUsage answers Usage without blocking: a fileStore holds the day in memory.
+func (s *fileStore) cachedUsage(day, user string) (int64, bool) {
+	n, _ := s.Usage(context.Background(), day, user)
+	return n, true
+}
+
 func (s *fileStore) Usage(_ context.Context, day, user string) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -25,7 +25,7 @@ type Signal struct {
 	// for CredentialGrace without the same token coming back).
 	BindCredentials bool
 	CredentialGrace time.Duration
-	TLSCert, TLSKey string        // PEM files: serve https/wss instead of http/ws
+	TLSCert, TLSKey string // PEM files: serve https/wss instead of http/ws
 
 	// Limits beyond the PeerJS reference server.
 	MaxMessageBytes      int // largest WebSocket message a peer may send
