@@ -35,6 +35,9 @@ type reader struct {
 	bytes   int
 	dropped bool          // fell behind: the stream ends
 	wake    chan struct{} // one token: something was queued, or dropped
+	// onDrop, if set, is called once when the reader is dropped: it ends a write the
+	// stream's handler may be blocked in, so the connection goes at once.
+	onDrop func()
 }
 
 func newHub() *hub { return &hub{readers: map[*reader]struct{}{}} }
@@ -97,26 +100,39 @@ func (h *hub) publish(typ string, v any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for r := range h.readers {
-		r.push(msg)
+		if !r.push(msg) {
+			delete(h.readers, r) // its place is free at once
+		}
 	}
 }
 
-// push queues msg, or drops the reader if its outbox would pass the cap.
-func (r *reader) push(msg []byte) {
+// setOnDrop sets the reader's onDrop.
+func (r *reader) setOnDrop(f func()) {
 	r.mu.Lock()
-	if !r.dropped {
-		if r.bytes+len(msg) > maxEventOutboxBytes {
-			r.dropped, r.out, r.bytes = true, nil, 0
-		} else {
-			r.out = append(r.out, msg)
-			r.bytes += len(msg)
+	r.onDrop = f
+	r.mu.Unlock()
+}
+
+// push queues msg, or drops the reader if its outbox would pass the cap; false when
+// the reader is dropped.
+func (r *reader) push(msg []byte) bool {
+	r.mu.Lock()
+	if !r.dropped && r.bytes+len(msg) > maxEventOutboxBytes {
+		r.dropped, r.out, r.bytes = true, nil, 0
+		if r.onDrop != nil {
+			r.onDrop()
 		}
+	} else if !r.dropped {
+		r.out = append(r.out, msg)
+		r.bytes += len(msg)
 	}
+	dropped := r.dropped
 	r.mu.Unlock()
 	select {
 	case r.wake <- struct{}{}:
 	default:
 	}
+	return !dropped
 }
 
 // take returns what is queued, and whether the reader was dropped.

@@ -233,6 +233,9 @@ func loopbackHost(host string) bool {
 
 func (s *Server) listAllocations(w http.ResponseWriter, r *http.Request) {
 	list := s.turn.Allocations(r.URL.Query().Get("user"))
+	if list == nil {
+		list = []relay.AllocationInfo{} // [], not null
+	}
 	slices.SortFunc(list, func(a, b relay.AllocationInfo) int {
 		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
 	})
@@ -335,6 +338,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.state.events.unsubscribe(rd)
 	rc := http.NewResponseController(w)
+	rd.setOnDrop(func() { _ = rc.SetWriteDeadline(time.Now()) })
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
