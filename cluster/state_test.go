@@ -54,7 +54,9 @@ func stateNode(t *testing.T, s *redisServer, allocs ...relay.AllocationInfo) (*a
 	return st, e
 }
 
-func restCreds(user string) string { return fmt.Sprintf("%d:%s", time.Now().Add(time.Hour).Unix(), user) }
+func restCreds(user string) string {
+	return fmt.Sprintf("%d:%s", time.Now().Add(time.Hour).Unix(), user)
+}
 
 // TestStateRevocationAcrossNodes: a revocation made on one node ends the allocation it
 // covers on another within a second, and that node refuses the credentials; lifting it
