@@ -621,3 +621,46 @@ func writeTemp(t *testing.T, s string) string {
 	writeConfig(t, path, s)
 	return path
 }
+
+// TestAdminFleetRevocation: two relay nodes sharing a redis-server. A revocation made
+// through node 1's admin API ends an allocation on node 2 within a second (its flow
+// stops, its log says reason=revoked) and node 2 refuses the user's next Allocate;
+// node 1 reports the bytes node 2 relayed for the user.
+func TestAdminFleetRevocation(t *testing.T) {
+	url := startRedisServer(t)
+	n1 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n1\"\n"))
+	n2 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
+	a, _ := auth.New(auth.Options{Secrets: []string{e2eSecret}, MaxTTL: time.Hour})
+	_, got := flowThrough(t, n2, a, "grace")
+	waitFor(t, "node 1 to see the bytes node 2 relayed for grace", func() bool {
+		var rep struct{ Users []struct{ Bytes int64 } }
+		n1.adminJSON(t, "/v1/usage?user=grace", &rep)
+		return len(rep.Users) == 1 && rep.Users[0].Bytes > 0
+	})
+
+	start := time.Now()
+	if out := n1.admin(t, "revoke", "grace"); !strings.Contains(out, "0 allocations ended on this node") {
+		t.Errorf("relay admin revoke on node 1: %q", out)
+	}
+	waitFor(t, "node 2 to end grace's allocation", func() bool { return len(n2.allocations(t, "grace")) == 0 })
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("node 2 ended the allocation %v after the revocation on node 1, want within 1 s", d)
+	}
+	n := got.Load()
+	time.Sleep(200 * time.Millisecond) // 20 datagrams at the flow's pace
+	if got.Load() != n {
+		t.Errorf("node 2 still relayed for grace after its allocation ended")
+	}
+	if !regexp.MustCompile(`"msg":"allocation ended".*"user":"grace".*"reason":"revoked"`).MatchString(n2.log()) {
+		t.Errorf("node 2's allocation log:\n%s", tail(n2.log(), 10))
+	}
+	c, _ := a.Mint("grace", time.Hour)
+	if _, err := dialTURN(t, n2.addr("udp"), c.Username, c.Password); stunCode(err) != 401 {
+		t.Errorf("Allocate of revoked grace on node 2: %v, want 401", err)
+	}
+	var revs []struct{ User string }
+	n2.adminJSON(t, "/v1/revocations", &revs)
+	if len(revs) != 1 || revs[0].User != "grace" {
+		t.Errorf("node 2's revocations: %+v", revs)
+	}
+}
