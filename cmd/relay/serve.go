@@ -146,7 +146,7 @@ func (d *daemon) start() error {
 		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining))
 	}
 	if cfg.Signal.Listen != "" {
-		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, d.log); err != nil {
+		if d.sig, err = startSignal(cfg, d.mint, d.revokeSession, d.metrics, d.turn, d.fleet, d.log); err != nil {
 			return err
 		}
 	}

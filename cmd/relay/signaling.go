@@ -17,7 +17,7 @@ import (
 
 // startSignal serves the signaling endpoint, the ICE endpoint and the pages, handing
 // out credentials for the TURN listeners srv actually bound.
-func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger) (*signaling.Server, error) {
+func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), revoke func(string, time.Time), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger) (*signaling.Server, error) {
 	own := func(host string) ([]string, []string) {
 		p := srv.Ports()
 		return p.STUN(host), p.TURN(host)
@@ -31,6 +31,7 @@ func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Cred
 		Config:   cfg.Signal,
 		Registry: reg,
 		Mint:     mint,
+		Revoke:   revoke,
 		URIs:     uris,
 		Pages:    web.Pages{Path: cfg.Signal.Path, Key: cfg.Signal.Key}.Handler(),
 		Metrics:  m,
