@@ -315,7 +315,7 @@ func TestEventsSlowReaderDropped(t *testing.T) {
 	ev := map[string]string{"pad": strings.Repeat("x", 1000)}
 	start := time.Now()
 	for range 1000 { // about 1 MB: four times the outbox
-		h.publish(EventAuthFailure, ev)
+		h.publish(EventAuthFailure, ev, false)
 		msgs, dropped := fast.take()
 		if dropped {
 			t.Fatal("a reader that keeps up was dropped")

@@ -67,9 +67,9 @@ func (h *hub) active() bool {
 	return len(h.readers) > 0
 }
 
-// publish sends an event of type typ with v's fields (and "type" and "time") to every
-// reader, in the server-sent events format.
-func (h *hub) publish(typ string, v any) {
+// publish sends an event of type typ with v's fields, "type" and, unless v has a "time"
+// field of its own (stamped), "time", to every reader, in the server-sent events format.
+func (h *hub) publish(typ string, v any, stamped bool) {
 	if !h.active() {
 		return
 	}
@@ -77,10 +77,17 @@ func (h *hub) publish(typ string, v any) {
 	if err != nil || len(data) < 2 || data[0] != '{' {
 		return
 	}
-	head, err := json.Marshal(struct {
-		Type string    `json:"type"`
-		Time time.Time `json:"time"`
-	}{typ, time.Now().UTC()})
+	var head []byte
+	if stamped {
+		head, err = json.Marshal(struct {
+			Type string `json:"type"`
+		}{typ})
+	} else {
+		head, err = json.Marshal(struct {
+			Type string    `json:"type"`
+			Time time.Time `json:"time"`
+		}{typ, time.Now().UTC()})
+	}
 	if err != nil {
 		return
 	}

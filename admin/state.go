@@ -271,7 +271,7 @@ func (s *State) put(r Revocation) int {
 	s.revMu.Lock()
 	s.revs[r.Key()] = r
 	s.revMu.Unlock()
-	s.events.publish(EventRevoked, r)
+	s.events.publish(EventRevoked, r, false)
 	return s.endRevoked([]Revocation{r})
 }
 
@@ -409,7 +409,7 @@ func (s *State) Refused(r relay.Refusal) {
 	s.failNext = (s.failNext + 1) % maxFailures
 	s.failN = min(s.failN+1, maxFailures)
 	s.failMu.Unlock()
-	s.events.publish(EventAuthFailure, r)
+	s.events.publish(EventAuthFailure, r, true) // at the refusal's own time
 }
 
 // Failures lists the last refusals, newest first, of user only if it is not "".
@@ -430,12 +430,12 @@ func (s *State) Failures(user string) []relay.Refusal {
 
 // AllocationCreated implements relay.Control.
 func (s *State) AllocationCreated(a relay.AllocationInfo) {
-	s.events.publish(EventAllocationCreated, a)
+	s.events.publish(EventAllocationCreated, a, false)
 }
 
 // AllocationEnded implements relay.Control.
 func (s *State) AllocationEnded(e relay.AllocationEnd) {
-	s.events.publish(EventAllocationEnded, e)
+	s.events.publish(EventAllocationEnded, e, false)
 }
 
 // ---- usage and budgets ----

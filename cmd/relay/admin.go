@@ -98,11 +98,17 @@ func adminCmd(args []string, stdout, stderr io.Writer) error {
 	arity := map[string][2]int{"allocations": {0, 1}, "events": {0, 0}, "kill": {1, 1}, "revoke": {1, 1},
 		"unrevoke": {1, 1}, "revocations": {0, 0}, "failures": {0, 1}, "usage": {0, 1}}
 	n, ok := arity[verb]
-	if !ok {
-		return usageErrorf("relay admin: unknown command %q (relay admin -h lists them)", verb)
+	bad := ""
+	switch {
+	case !ok:
+		bad = fmt.Sprintf("relay admin: unknown command %q", verb)
+	case len(params) < n[0] || len(params) > n[1]:
+		bad = fmt.Sprintf("relay admin %s takes %s", verb, map[[2]int]string{{0, 0}: "no argument", {0, 1}: "at most one argument", {1, 1}: "one argument"}[n])
 	}
-	if len(params) < n[0] || len(params) > n[1] {
-		return usageErrorf("relay admin %s takes %s", verb, map[bool]string{true: "one argument", false: "at most one argument"}[n[0] == 1])
+	if bad != "" {
+		fmt.Fprintf(stderr, "relay: %s\n\n", bad)
+		adminUsage(stderr)
+		return &usageError{msg: bad, printed: true}
 	}
 	arg := ""
 	if len(params) > 0 {
