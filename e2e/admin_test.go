@@ -313,8 +313,8 @@ func TestAdminUclient(t *testing.T) {
 }
 
 // TestAdminRevokeSurvivesRestart: a revoked user's live allocation (pion's client,
-// streaming) ends within a second; new Allocates get 401, also after relay restarts
-// with the same state_dir; unrevoke lets the user in again.
+// streaming) ends within a second; new Allocates get 401, also after SIGHUP and after
+// relay restarts with the same state_dir; unrevoke lets the user in again.
 func TestAdminRevokeSurvivesRestart(t *testing.T) {
 	cfg := baseConfig(fmt.Sprintf("[admin]\nlisten = \"127.0.0.1:0\"\nstate_dir = %q\n", t.TempDir()+"/state"))
 	p := startRelay(t, cfg)
@@ -347,6 +347,14 @@ func TestAdminRevokeSurvivesRestart(t *testing.T) {
 	}
 	if code := allocate(p); code != 401 {
 		t.Errorf("Allocate with fresh credentials of revoked eve: %d, want 401", code)
+	}
+	// A reload keeps it.
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(`"msg":"config reloaded"`)
+	if code := allocate(p); code != 401 {
+		t.Errorf("after SIGHUP, Allocate of revoked eve: %d, want 401", code)
 	}
 	p.stop(syscall.SIGTERM)
 
