@@ -46,6 +46,7 @@ type StateStore struct {
 	own     map[int64]bool // versions of this node's own changes, not applied yet from the channel
 	watch   func(admin.Change)
 
+	sub    *redis.PubSub
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 	once   sync.Once
@@ -196,25 +197,16 @@ func (s *StateStore) PruneRevocations(ctx context.Context, now time.Time) error 
 // Watch subscribes to the fleet's changes and polls the version, until Close.
 func (s *StateStore) Watch(f func(admin.Change)) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s.mu.Lock()
-	s.watch, s.cancel = f, cancel
-	s.mu.Unlock()
 	sub := s.rdb.Subscribe(ctx, s.prefix+keyRevChan)
+	s.mu.Lock()
+	s.watch, s.cancel, s.sub = f, cancel, sub
+	s.mu.Unlock()
 	s.done.Add(2)
 	go func() {
 		defer s.done.Done()
-		defer sub.Close()
-		ch := sub.Channel(redis.WithChannelSize(256))
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m, ok := <-ch:
-				if !ok {
-					return
-				}
-				s.received(m.Payload)
-			}
+		// The channel closes with the subscription (Close).
+		for m := range sub.Channel(redis.WithChannelSize(256)) {
+			s.received(m.Payload)
 		}
 	}()
 	go func() {
@@ -321,10 +313,11 @@ func (s *StateStore) Usage(ctx context.Context, day, user string) (int64, error)
 func (s *StateStore) Close() error {
 	s.once.Do(func() {
 		s.mu.Lock()
-		cancel := s.cancel
+		cancel, sub := s.cancel, s.sub
 		s.mu.Unlock()
 		if cancel != nil {
 			cancel()
+			_ = sub.Close()
 		}
 		s.done.Wait()
 	})

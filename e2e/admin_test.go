@@ -23,6 +23,7 @@ import (
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/internal/testpeer"
+	"github.com/relayproject/relay/relay"
 )
 
 // The operator's tests (issue 13): the built binary's admin API driven with `relay
@@ -63,30 +64,9 @@ func (p *relayProc) adminJSON(t *testing.T, path string, out any) {
 	}
 }
 
-// apiAllocation is what the tests read of GET /v1/allocations.
-type apiAllocation struct {
-	ID                string     `json:"id"`
-	User              string     `json:"user"`
-	Username          string     `json:"username"`
-	ExpiresCredential *time.Time `json:"expires_credential"`
-	Client            string     `json:"client"`
-	Transport         string     `json:"transport"`
-	Relay             string     `json:"relay"`
-	Created           time.Time  `json:"created"`
-	LifetimeLeftS     int64      `json:"lifetime_left_s"`
-	Permissions       int        `json:"permissions"`
-	Channels          int        `json:"channels"`
-	BytesClientToPeer uint64     `json:"bytes_client_to_peer"`
-	BytesPeerToClient uint64     `json:"bytes_peer_to_client"`
-	PacketsToPeer     uint64     `json:"packets_client_to_peer"`
-	PacketsToClient   uint64     `json:"packets_peer_to_client"`
-	BPSClientToPeer   uint64     `json:"bps_client_to_peer"`
-	BPSPeerToClient   uint64     `json:"bps_peer_to_client"`
-}
-
-func (p *relayProc) allocations(t *testing.T, user string) []apiAllocation {
+func (p *relayProc) allocations(t *testing.T, user string) []relay.AllocationInfo {
 	t.Helper()
-	var list []apiAllocation
+	var list []relay.AllocationInfo
 	p.adminJSON(t, "/v1/allocations?user="+user, &list)
 	return list
 }
@@ -193,7 +173,7 @@ func TestAdminAllocationsAndKill(t *testing.T) {
 	a, _ := auth.New(auth.Options{Secrets: []string{e2eSecret}, MaxTTL: time.Hour})
 	sess, got := flowThrough(t, p, a, "carol")
 
-	var list []apiAllocation
+	var list []relay.AllocationInfo
 	waitFor(t, "carol's allocation listed with its traffic", func() bool {
 		list = p.allocations(t, "carol")
 		return len(list) == 1 && list[0].BytesClientToPeer > 0 && list[0].BytesPeerToClient > 0 && list[0].BPSClientToPeer > 0
@@ -202,6 +182,16 @@ func TestAdminAllocationsAndKill(t *testing.T) {
 	if al.Transport != "udp" || al.Client != sess.conn.LocalAddr().String() || al.Permissions != 1 || al.Channels != 1 ||
 		al.ExpiresCredential == nil || al.LifetimeLeftS <= 0 || !strings.HasSuffix(al.Username, ":carol") {
 		t.Errorf("listed %+v", al)
+	}
+	// The issue's names, as an outside client reads them.
+	var raw []map[string]any
+	p.adminJSON(t, "/v1/allocations?user=carol", &raw)
+	for _, k := range []string{"id", "user", "expires_credential", "client", "transport", "relay", "created", "lifetime_left_s",
+		"permissions", "channels", "bytes_client_to_peer", "bytes_peer_to_client", "packets_client_to_peer",
+		"packets_peer_to_client", "bps_client_to_peer", "bps_peer_to_client"} {
+		if _, ok := raw[0][k]; !ok {
+			t.Errorf("GET /v1/allocations has no %q: %v", k, raw[0])
+		}
 	}
 	table := p.admin(t, "allocations")
 	if !strings.HasPrefix(table, "ID ") || !regexp.MustCompile(`(?m)^`+al.ID+` +carol +udp +`+al.Client+` `).MatchString(table) {
@@ -245,13 +235,7 @@ func TestAdminUclient(t *testing.T) {
 	uclient := need(t, "turnutils_uclient", "coturn")
 	peerBin := need(t, "turnutils_peer", "coturn")
 	p := startRelay(t, baseConfig("[limits]\nuser_allocations = 20\n"))
-	peerPort := freeUDPPortPair(t)
-	peer := exec.Command(peerBin, "-L", "127.0.0.1", "-p", strconv.Itoa(peerPort))
-	if err := peer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = peer.Process.Kill(); _ = peer.Wait() })
-	waitForEcho(t, fmt.Sprintf("127.0.0.1:%d", peerPort))
+	peerPort := startTurnutilsPeer(t, peerBin)
 
 	run := func(n string) (*exec.Cmd, *bytes.Buffer, chan struct{}) {
 		cmd := exec.Command(uclient, "-W", e2eSecret, "-u", "dave", "-e", "127.0.0.1", "-r", strconv.Itoa(peerPort),
@@ -268,7 +252,7 @@ func TestAdminUclient(t *testing.T) {
 	}
 	// uclient sends about 30 messages a second: 400 take some 14 s, revoked after 2.
 	_, out, done := run("400")
-	var list []apiAllocation
+	var list []relay.AllocationInfo
 	waitFor(t, "dave's allocations relaying", func() bool {
 		list = p.allocations(t, "dave")
 		n := 0

@@ -47,14 +47,7 @@ func TestUclientInterop(t *testing.T) {
 	// turnutils_uclient holds two allocations per session for a moment (an EVEN-PORT one
 	// it then releases), so 10 sessions of one user id need a quota of 20.
 	p := startRelay(t, baseConfig("[limits]\nuser_allocations = 20\n"))
-
-	peerPort := freeUDPPortPair(t)
-	peer := exec.Command(peerBin, "-L", "127.0.0.1", "-p", strconv.Itoa(peerPort))
-	if err := peer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = peer.Process.Kill(); _ = peer.Wait() })
-	waitForEcho(t, fmt.Sprintf("127.0.0.1:%d", peerPort))
+	peerPort := startTurnutilsPeer(t, peerBin)
 
 	lost := regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\), total send dropped (\d+)`)
 	for _, transport := range []string{"udp", "tcp"} {
@@ -98,6 +91,20 @@ func TestUclientInterop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startTurnutilsPeer runs coturn's turnutils_peer (an echo peer) on 127.0.0.1 for the
+// test and returns its port once it answers.
+func startTurnutilsPeer(t *testing.T, bin string) int {
+	t.Helper()
+	port := freeUDPPortPair(t)
+	peer := exec.Command(bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port))
+	if err := peer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = peer.Process.Kill(); _ = peer.Wait() })
+	waitForEcho(t, fmt.Sprintf("127.0.0.1:%d", port))
+	return port
 }
 
 // waitForEcho polls a UDP echo peer until it answers.

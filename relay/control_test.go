@@ -299,13 +299,19 @@ func TestControlBudget(t *testing.T) {
 	waitFor(t, "the end logged", func() bool { return strings.Contains(log.String(), "dropped_budget=2") })
 }
 
+// withBudget gives rc's allocation a Usage with a budget it never reaches.
+func withBudget(rc *relayConn) *Usage {
+	u := &Usage{}
+	u.SetLimit(1 << 62)
+	rc.alloc.Load().usage = u
+	return u
+}
+
 // TestFastPathBudgetAllocationFree: counting a user's bytes against its budget adds no
 // allocation per packet, either way.
 func TestFastPathBudgetAllocationFree(t *testing.T) {
 	g, cd, from, rc, peer := fastPathFixture(t)
-	u := &Usage{}
-	u.SetLimit(1 << 62)
-	rc.alloc.Load().usage = u
+	u := withBudget(rc)
 	rep := &nopReplier{}
 	buf := make([]byte, relayBufSize)
 	if n := testing.AllocsPerRun(500, func() { g.inspect(cd, from, rep) }); n != 0 {
@@ -323,9 +329,7 @@ func TestFastPathBudgetAllocationFree(t *testing.T) {
 // check and count against.
 func BenchmarkChannelDataBudget(b *testing.B) {
 	g, cd, from, rc, _ := fastPathFixture(b)
-	u := &Usage{}
-	u.SetLimit(1 << 62)
-	rc.alloc.Load().usage = u
+	withBudget(rc)
 	rep := &nopReplier{}
 	b.ReportAllocs()
 	b.SetBytes(160)

@@ -73,7 +73,7 @@ func TestBindCredentials(t *testing.T) {
 	// Gone for good: revoked after the grace.
 	start := time.Now()
 	_ = p1.ws.Close()
-	waitUntil(t, "p1's credentials revoked", func() bool { return r.users() == "p1" })
+	waitFor(t, "p1's credentials revoked", func() bool { return r.users() == "p1" })
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Errorf("revoked %v after the socket went, before the grace of 300 ms", d)
 	}
@@ -86,7 +86,7 @@ func TestBindCredentials(t *testing.T) {
 	p2.expect("OPEN")
 	iceGet(t, s.base+"ice?peer=p2&token=t2", nil, nil)
 	p2.send(map[string]any{"type": "LEAVE"})
-	waitUntil(t, "p2's credentials revoked", func() bool { return r.users() == "p1 p2" })
+	waitFor(t, "p2's credentials revoked", func() bool { return r.users() == "p1 p2" })
 
 	// A peer that never asked for credentials has none to revoke; one whose socket is
 	// open when the server closes is not revoked.
@@ -116,16 +116,5 @@ func TestBindCredentialsTrustedCaller(t *testing.T) {
 	}
 	if resp := iceGet(t, s.base+"ice", map[string]string{"Authorization": "Bearer backend-token-0123456789"}, nil); resp.StatusCode != 403 {
 		t.Errorf("trusted caller naming nobody: %d, want 403", resp.StatusCode)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

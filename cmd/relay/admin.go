@@ -59,24 +59,24 @@ func adminCmd(args []string, stdout, stderr io.Writer) error {
 	token := fs.String("token", "", "bearer token")
 	asJSON := fs.Bool("json", false, "print JSON")
 	// Flags may come before the command or after it (relay admin allocations -json).
-	var rest []string
-	for {
-		fs.SetOutput(io.Discard)
-		fs.Usage = func() {}
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				adminUsage(stdout)
-				return errHelpShown
+	var flags, rest []string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--":
+			rest = append(rest, args[i+1:]...)
+			i = len(args)
+		case strings.HasPrefix(a, "-"):
+			flags = append(flags, a)
+			if name := strings.TrimLeft(a, "-"); (name == "url" || name == "token") && i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
 			}
-			fmt.Fprintf(stderr, "relay: %v\n\n", err)
-			adminUsage(stderr)
-			return &usageError{msg: err.Error(), printed: true}
+		default:
+			rest = append(rest, a)
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		rest = append(rest, fs.Arg(0))
-		args = fs.Args()[1:]
+	}
+	if err := parseFlags(fs, flags, adminUsage, stdout, stderr); err != nil {
+		return err
 	}
 	if len(rest) == 0 {
 		fmt.Fprintf(stderr, "relay: relay admin needs a command\n\n")
@@ -183,11 +183,7 @@ func (c *adminClient) table() *tabwriter.Writer {
 
 func (c *adminClient) allocations(user string) error {
 	var list []relay.AllocationInfo
-	path := "/v1/allocations"
-	if user != "" {
-		path += "?user=" + url.QueryEscape(user)
-	}
-	if err := c.call(http.MethodGet, path, nil, &list); err != nil || c.json {
+	if err := c.call(http.MethodGet, withUser("/v1/allocations", user), nil, &list); err != nil || c.json {
 		return err
 	}
 	if len(list) == 0 {
@@ -260,11 +256,7 @@ func (c *adminClient) revocations() error {
 
 func (c *adminClient) failures(user string) error {
 	var list []relay.Refusal
-	path := "/v1/auth-failures"
-	if user != "" {
-		path += "?user=" + url.QueryEscape(user)
-	}
-	if err := c.call(http.MethodGet, path, nil, &list); err != nil || c.json {
+	if err := c.call(http.MethodGet, withUser("/v1/auth-failures", user), nil, &list); err != nil || c.json {
 		return err
 	}
 	if len(list) == 0 {
@@ -281,11 +273,7 @@ func (c *adminClient) failures(user string) error {
 
 func (c *adminClient) usage(user string) error {
 	var rep admin.UsageReport
-	path := "/v1/usage"
-	if user != "" {
-		path += "?user=" + url.QueryEscape(user)
-	}
-	if err := c.call(http.MethodGet, path, nil, &rep); err != nil || c.json {
+	if err := c.call(http.MethodGet, withUser("/v1/usage", user), nil, &rep); err != nil || c.json {
 		return err
 	}
 	budget := "no budget ([limits] user_bytes_per_day = 0)"
@@ -380,6 +368,14 @@ func eventLine(data string) string {
 		}
 	}
 	return b.String()
+}
+
+// withUser adds ?user= to a list route when a user is given.
+func withUser(path, user string) string {
+	if user == "" {
+		return path
+	}
+	return path + "?user=" + url.QueryEscape(user)
 }
 
 func dash(s string) string {
