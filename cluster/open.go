@@ -19,7 +19,7 @@ func Open(c *config.Cluster, lim signaling.Limits, log *slog.Logger) (*Registry,
 	if err != nil {
 		return nil, nil, err
 	}
-	r, err := New(Options{Client: rdb, Node: c.NodeName(), Limits: lim, Logger: log})
+	r, err := New(Options{Client: rdb, Node: c.NodeName(), Region: c.Region, Limits: lim, Logger: log})
 	if err != nil {
 		rdb.Close()
 		return nil, nil, err
@@ -27,7 +27,8 @@ func Open(c *config.Cluster, lim signaling.Limits, log *slog.Logger) (*Registry,
 	return r, rdb, nil
 }
 
-// newClient makes a client for [cluster] redis.
+// newClient makes a client for [cluster] redis (the Registry's, and the operator
+// state's: StateStore).
 func newClient(c *config.Cluster) (*redis.Client, error) {
 	opts, err := redis.ParseURL(c.Redis)
 	if err != nil {
@@ -41,5 +42,13 @@ func newClient(c *config.Cluster) (*redis.Client, error) {
 	// hang a peer's connection.
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = time.Second, time.Second, time.Second
 	opts.MaxRetries = 1
+	// Few connections with small buffers: one node's calls are short (a lease claim, a
+	// queue script), the publisher pipelines on one connection and the subscription has
+	// its own. go-redis's defaults (10 connections per CPU with 64 KiB of buffers each,
+	// pipeline connections with 256 KiB) grew a node by 1-2 MiB in a burst of new peers.
+	opts.PoolSize = 4
+	opts.ReadBufferSize, opts.WriteBufferSize = 8<<10, 8<<10
+	opts.PipelinePoolSize = 2
+	opts.PipelineReadBufferSize, opts.PipelineWriteBufferSize = 32<<10, 32<<10
 	return redis.NewClient(opts), nil
 }

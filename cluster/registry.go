@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -40,6 +39,7 @@ const (
 type Options struct {
 	Client *redis.Client
 	Node   string           // this node's name, unique in the fleet
+	Region string           // its region label, "" for none (shown in metrics)
 	Limits signaling.Limits // Peers is per node; the queue caps are fleet-wide
 	Prefix string           // key prefix; "" = "relay:"
 	// LeaseTTL is how long an id stays claimed after its node stops refreshing it;
@@ -54,6 +54,7 @@ type Options struct {
 type Registry struct {
 	rdb     *redis.Client
 	node    string
+	region  atomic.Pointer[string] // shown in metrics; a reload may change it
 	prefix  string
 	lim     atomic.Pointer[signaling.Limits] // a reload may change them
 	ttl     time.Duration
@@ -64,7 +65,7 @@ type Registry struct {
 	// are one step, while registrations of different ids run side by side.
 	regMu [64]sync.Mutex
 	mu    sync.Mutex
-	local map[string]*entry
+	local map[string]entry
 
 	up      atomic.Bool // the backend answered the last call
 	sub     *redis.PubSub
@@ -81,15 +82,26 @@ type Registry struct {
 	owners    map[string]ownerEntry // id -> node holding it, as last read
 	nodesMu   sync.Mutex
 	nodes     []Announcement // the fleet as last read
+	out       outbox         // messages for other nodes, sent by publisher
+	// The refresher's buffers, reused every round (only its goroutine uses them).
+	refreshHeld []held
+	refreshBuf  []byte
 
 	// Counters for metrics and tests.
 	CrossNodeSent, CrossNodeReceived, BackendErrors atomic.Int64
 }
 
+// entry is a peer on this node. Held by value with the token's hash as an array: two
+// allocations fewer per idle peer than a pointer and a hex string.
 type entry struct {
-	tokenHash string
+	tokenHash sum
 	peer      signaling.Peer
 }
+
+type sum [16]byte
+
+// hex is how a token's hash appears in Redis.
+func (s sum) hex() string { return hex.EncodeToString(s[:]) }
 
 var _ signaling.Registry = (*Registry)(nil)
 
@@ -113,11 +125,12 @@ func New(o Options) (*Registry, error) {
 		o.Logger = slog.Default()
 	}
 	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, ttl: o.LeaseTTL,
-		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]*entry), owners: make(map[string]ownerEntry), kick: make(chan struct{}, 1)}
+		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]entry), owners: make(map[string]ownerEntry), kick: make(chan struct{}, 1), out: newOutbox()}
 	// go-redis logs every failed dial on its own (many lines a second while Redis is
 	// down); note logs the outage once instead.
 	silenceOnce.Do(func() { redis.SetLogger(quiet{}) })
 	r.lim.Store(&o.Limits)
+	r.SetRegion(o.Region)
 	var inst [8]byte
 	_, _ = rand.Read(inst[:])
 	r.instance = hex.EncodeToString(inst[:])
@@ -125,8 +138,9 @@ func New(o Options) (*Registry, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.sub = r.rdb.Subscribe(ctx, r.prefix+keyChannel+r.node)
-	r.done.Add(3)
+	r.done.Add(4)
 	go r.receive(ctx)
+	go r.publisher(ctx)
 	go r.refresh(ctx)
 	go r.announce(ctx)
 	return r, nil
@@ -139,12 +153,15 @@ func (r *Registry) Close() {
 		r.cancel()
 		_ = r.sub.Close()
 		r.done.Wait()
+		if bs := r.out.take(); len(bs) > 0 && r.up.Load() {
+			r.flush(bs) // what peers sent just before: one last round trip, best effort
+		}
 		r.mu.Lock()
 		ids := make([]string, 0, len(r.local))
 		mine := make([]string, 0, len(r.local))
 		for id, e := range r.local {
 			ids = append(ids, id)
-			mine = append(mine, r.node+"\x00"+e.tokenHash)
+			mine = append(mine, r.node+"\x00"+e.tokenHash.hex())
 		}
 		r.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
@@ -170,6 +187,10 @@ func (quiet) Printf(context.Context, string, ...any) {}
 // SetLimits changes the limits for registrations and queueing from now on (a reload of
 // [signal]); what is held already stays until drained or expired.
 func (r *Registry) SetLimits(l signaling.Limits) { r.lim.Store(&l) }
+
+// SetRegion changes the region this node's metrics name (a reload of [cluster] region;
+// what the node announces comes from its SetSelf function).
+func (r *Registry) SetRegion(region string) { r.region.Store(&region) }
 
 // BackendUp reports whether the last Redis call succeeded.
 func (r *Registry) BackendUp() bool { return r.up.Load() }
@@ -210,9 +231,9 @@ func (r *Registry) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), r.timeout)
 }
 
-func hashToken(t string) string {
+func hashToken(t string) sum {
 	h := sha256.Sum256([]byte(t))
-	return hex.EncodeToString(h[:16])
+	return sum(h[:16])
 }
 
 // scriptClaim claims KEYS[1] for ARGV[1] ("node\0tokenhash") for ARGV[3] ms: "N" if it
@@ -228,13 +249,30 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 'N'`
 
-// scriptRefresh extends a lease this node holds (1), claims it again when it is gone,
-// as after a Redis restart (2), or reports it lost to someone else (0).
-const scriptRefresh = `
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
-return 0`
+// scriptRefresh extends the leases this node holds, claims again those that are gone
+// (as after a Redis restart), and returns the positions (from 1) of those someone else
+// holds now. ARGV: the TTL (ms), the id key prefix, "node\0", and the leases packed as
+// "<len(id)>:<id><token hash, 32 hex digits>" each: one string built in a reused buffer,
+// so a refresh makes almost no garbage (a key, a value and an argument per lease made
+// 255 bytes each, every 2 s, and an idle node's heap rose to its GC goal from that
+// alone). The keys are built in the script: a fleet's Redis is one instance, not a
+// Redis Cluster.
+var scriptRefresh = redis.NewScript(`
+local ttl, prefix, pre, s = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local out, pos, i = {}, 1, 0
+while pos <= #s do
+  local colon = string.find(s, ':', pos, true)
+  local n = tonumber(string.sub(s, pos, colon - 1))
+  local k = prefix .. string.sub(s, colon + 1, colon + n)
+  local want = pre .. string.sub(s, colon + n + 1, colon + n + 32)
+  pos = colon + n + 33
+  i = i + 1
+  local v = redis.call('GET', k)
+  if v == want then redis.call('PEXPIRE', k, ttl)
+  elseif not v then redis.call('SET', k, want, 'PX', ttl)
+  else out[#out + 1] = i end
+end
+return out`)
 
 // scriptRelease frees a lease if this node still holds it.
 const scriptRelease = `
@@ -247,12 +285,12 @@ func (r *Registry) Register(id, token string, p signaling.Peer) (signaling.Peer,
 	mu.Lock()
 	defer mu.Unlock()
 	r.mu.Lock()
-	cur := r.local[id]
+	cur, had := r.local[id]
 	switch {
-	case cur != nil && cur.tokenHash != th:
+	case had && cur.tokenHash != th:
 		r.mu.Unlock()
 		return nil, signaling.ErrIDTaken
-	case cur == nil && len(r.local) >= r.lim.Load().Peers:
+	case !had && len(r.local) >= r.lim.Load().Peers:
 		r.mu.Unlock()
 		return nil, signaling.ErrFull
 	}
@@ -261,7 +299,7 @@ func (r *Registry) Register(id, token string, p signaling.Peer) (signaling.Peer,
 	res, err := "", errDown
 	if r.up.Load() {
 		ctx, cancel := r.ctx()
-		res, err = r.rdb.Eval(ctx, scriptClaim, []string{r.prefix + keyID + id}, r.node+"\x00"+th, th, r.ttl.Milliseconds()).Text()
+		res, err = r.rdb.Eval(ctx, scriptClaim, []string{r.prefix + keyID + id}, r.node+"\x00"+th.hex(), th.hex(), r.ttl.Milliseconds()).Text()
 		cancel()
 		r.note(err)
 	}
@@ -272,12 +310,12 @@ func (r *Registry) Register(id, token string, p signaling.Peer) (signaling.Peer,
 	case res == "T":
 		return nil, signaling.ErrIDTaken
 	case strings.HasPrefix(res, "R") && res[1:] != r.node:
-		r.publish(res[1:], 'k', id, []byte(th)) // the same token moved here: its old node closes it
+		r.post(res[1:], 'k', id, []byte(th.hex()), netip.Addr{}) // the same token moved here: its old node closes it
 	}
 	r.mu.Lock()
-	r.local[id] = &entry{tokenHash: th, peer: p}
+	r.local[id] = entry{tokenHash: th, peer: p}
 	r.mu.Unlock()
-	if cur != nil {
+	if had {
 		return cur.peer, nil
 	}
 	return nil, nil
@@ -285,8 +323,8 @@ func (r *Registry) Register(id, token string, p signaling.Peer) (signaling.Peer,
 
 func (r *Registry) Unregister(id string, p signaling.Peer) bool {
 	r.mu.Lock()
-	e := r.local[id]
-	if e == nil || e.peer != p {
+	e, ok := r.local[id]
+	if !ok || e.peer != p {
 		r.mu.Unlock()
 		return false
 	}
@@ -296,7 +334,7 @@ func (r *Registry) Unregister(id string, p signaling.Peer) bool {
 		return true // the lease expires by itself
 	}
 	ctx, cancel := r.ctx()
-	err := r.rdb.Eval(ctx, scriptRelease, []string{r.prefix + keyID + id}, r.node+"\x00"+e.tokenHash).Err()
+	err := r.rdb.Eval(ctx, scriptRelease, []string{r.prefix + keyID + id}, r.node+"\x00"+e.tokenHash.hex()).Err()
 	cancel()
 	r.note(err) // on failure the lease expires by itself
 	return true
@@ -306,9 +344,9 @@ func (r *Registry) Unregister(id string, p signaling.Peer) bool {
 // holding it, or nil.
 func (r *Registry) Lookup(id string) signaling.Peer {
 	r.mu.Lock()
-	e := r.local[id]
+	e, ok := r.local[id]
 	r.mu.Unlock()
-	if e != nil {
+	if ok {
 		return e.peer
 	}
 	if !r.up.Load() {
@@ -338,11 +376,13 @@ func (r *Registry) owner(id string) string {
 	return node
 }
 
-// The owner cache spares a Redis round trip per message during a call. A stale entry
-// (the peer left or moved) costs nothing but a hop: the node it points at forwards the
-// message to the id's node now, or holds it as for an absent id.
+// The owner cache spares a Redis round trip per message during a call: a lookup on a
+// poller waits, and every peer of that poller with it. A stale entry (the peer left or
+// moved) costs nothing but a hop: the node it points at forwards the message to the
+// id's node now, or holds it as for an absent id; a node that is gone received nothing,
+// and the message is held for the id (flush). So entries may live long.
 const (
-	ownerTTL      = 2 * time.Second
+	ownerTTL      = 30 * time.Second
 	ownerCacheMax = 1 << 16 // entries; past it the cache starts over
 )
 
@@ -397,16 +437,22 @@ func (r *Registry) IDs() []string {
 	return slices.Collect(maps.Keys(r.local))
 }
 
-// remotePeer is a peer on another node: Send publishes to that node's channel.
+// remotePeer is a peer on another node: Send posts to the outbox for that node.
 type remotePeer struct {
 	r        *Registry
 	node, id string
 }
 
-// Send is false when the message cannot reach the node (no subscriber: the node is
-// gone; or Redis is down): the sender is told the peer left.
-func (p *remotePeer) Send(b []byte) bool {
-	if p.r.publish(p.node, 'm', p.id, b) {
+var _ signaling.SourcedSender = (*remotePeer)(nil)
+
+// Send is false when the outbox is full or Redis is down: the sender is told the peer
+// left. A message accepted here that finds no node at the other end is held for id
+// (see flush).
+func (p *remotePeer) Send(b []byte) bool { return p.SendFrom(b, netip.Addr{}) }
+
+// SendFrom is Send counting b against the sender's address's share of the outbox.
+func (p *remotePeer) SendFrom(b []byte, from netip.Addr) bool {
+	if p.r.post(p.node, 'm', p.id, b, from.Unmap()) {
 		return true
 	}
 	p.r.forget(p.id)
@@ -415,28 +461,6 @@ func (p *remotePeer) Send(b []byte) bool {
 
 // Close does nothing: a slow peer on another node is that node's to drop.
 func (p *remotePeer) Close() {}
-
-// publish sends one frame to node's channel: kind, the id's length as a uvarint, the
-// id, then body. The length, not a separator, ends the id: ids are the clients' own
-// strings and may hold any byte, and one must never shift where the body starts.
-func (r *Registry) publish(node string, kind byte, id string, body []byte) bool {
-	if !r.up.Load() {
-		return false
-	}
-	msg := make([]byte, 0, 1+binary.MaxVarintLen64+len(id)+len(body))
-	msg = append(msg, kind)
-	msg = binary.AppendUvarint(msg, uint64(len(id)))
-	msg = append(msg, id...)
-	msg = append(msg, body...)
-	ctx, cancel := r.ctx()
-	n, err := r.rdb.Publish(ctx, r.prefix+keyChannel+node, msg).Result()
-	cancel()
-	r.note(err)
-	if err == nil && kind == 'm' {
-		r.CrossNodeSent.Add(1)
-	}
-	return err == nil && n > 0
-}
 
 // receive delivers what other nodes publish for this node's peers.
 func (r *Registry) receive(ctx context.Context) {
@@ -450,37 +474,30 @@ func (r *Registry) receive(ctx context.Context) {
 			if !ok {
 				return
 			}
-			r.deliver(m.Payload)
+			if len(m.Payload) > 0 && m.Payload[0] == kindBatch {
+				eachFrame(m.Payload[1:], r.deliver)
+			}
 		}
 	}
 }
 
-func (r *Registry) deliver(payload string) {
-	if len(payload) < 2 {
-		return
-	}
-	kind := payload[0]
-	n, w := binary.Uvarint([]byte(payload[1:min(len(payload), 1+binary.MaxVarintLen64)]))
-	if w <= 0 || n > uint64(len(payload)-1-w) {
-		return
-	}
-	id, body := payload[1+w:1+w+int(n)], payload[1+w+int(n):]
+func (r *Registry) deliver(kind byte, id, body string) {
 	r.mu.Lock()
-	e := r.local[id]
+	e, ok := r.local[id]
 	r.mu.Unlock()
 	switch kind {
 	case 'k': // the same token registered id on another node
-		if e != nil && e.tokenHash == body {
+		if ok && e.tokenHash.hex() == body {
 			e.peer.Close()
 		}
 	case 'm', 'f':
 		r.CrossNodeReceived.Add(1)
-		if e == nil {
+		if !ok {
 			// The sender's node thought id was here (its owner cache, or the peer left a
 			// moment ago). If it is on another node now, forward once ('f' is never
 			// forwarded again, so a race cannot loop); else hold it as for an absent id.
 			if kind == 'm' {
-				if node := r.owner(id); node != "" && node != r.node && r.publish(node, 'f', id, []byte(body)) {
+				if node := r.owner(id); node != "" && node != r.node && r.post(node, 'f', id, []byte(body), netip.Addr{}) {
 					return
 				}
 			}
@@ -490,9 +507,26 @@ func (r *Registry) deliver(payload string) {
 			return
 		}
 		if !e.peer.Send([]byte(body)) {
-			e.peer.Close() // too far behind, as the server drops a slow local peer
+			// Too far behind: dropped as the server drops a slow local peer, and the
+			// sender, wherever it is, is told the peer left, as a local sender would be.
+			e.peer.Close()
+			if src := srcOf([]byte(body)); src != "" {
+				if p := r.Lookup(src); p != nil {
+					p.Send(leave(id, src))
+				}
+			}
 		}
 	}
+}
+
+// leave is the LEAVE a sender gets for a peer dropped on the way.
+func leave(src, dst string) []byte {
+	b, _ := json.Marshal(struct {
+		Type string `json:"type"`
+		Src  string `json:"src"`
+		Dst  string `json:"dst"`
+	}{"LEAVE", src, dst})
+	return b
 }
 
 // srcOf reads the src of an encoded outbound message, so that a message held after
@@ -522,16 +556,16 @@ func (r *Registry) refresh(ctx context.Context) {
 }
 
 func (r *Registry) refreshOnce() {
-	type held struct {
-		id string
-		e  *entry
-	}
 	r.mu.Lock()
-	all := make([]held, 0, len(r.local))
+	all := r.refreshHeld[:0]
 	for id, e := range r.local {
 		all = append(all, held{id, e})
 	}
 	r.mu.Unlock()
+	defer func() {
+		clear(all) // keep the buffer, not the peers
+		r.refreshHeld = all[:0]
+	}()
 	if len(all) == 0 {
 		ctx, cancel := r.ctx()
 		r.note(r.rdb.Ping(ctx).Err())
@@ -541,31 +575,42 @@ func (r *Registry) refreshOnce() {
 	const batch = 500
 	for start := 0; start < len(all); start += batch {
 		part := all[start:min(start+batch, len(all))]
-		ctx, cancel := r.ctx()
-		pipe := r.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(part))
-		for i, h := range part {
-			cmds[i] = pipe.Eval(ctx, scriptRefresh, []string{r.prefix + keyID + h.id}, r.node+"\x00"+h.e.tokenHash, r.ttl.Milliseconds())
+		buf := r.refreshBuf[:0]
+		for _, h := range part {
+			buf = strconv.AppendInt(buf, int64(len(h.id)), 10)
+			buf = append(buf, ':')
+			buf = append(buf, h.id...)
+			buf = hex.AppendEncode(buf, h.e.tokenHash[:])
 		}
-		_, err := pipe.Exec(ctx)
+		r.refreshBuf = buf
+		ctx, cancel := r.ctx()
+		lost, err := scriptRefresh.Run(ctx, r.rdb, nil, r.ttl.Milliseconds(), r.prefix+keyID, r.node+"\x00", buf).Int64Slice()
 		cancel()
 		r.note(err)
 		if err != nil {
 			return
 		}
-		for i, c := range cmds {
-			if n, _ := c.Int(); n == 0 {
-				r.mu.Lock()
-				still := r.local[part[i].id] == part[i].e
-				r.mu.Unlock()
-				if still {
-					r.log.Info("cluster: id taken over elsewhere while this node could not reach the backend; closing its peer here",
-						"node", r.node, "id", part[i].id)
-					part[i].e.peer.Close()
-				}
+		for _, i := range lost {
+			if i < 1 || int(i) > len(part) {
+				continue
+			}
+			h := part[i-1]
+			r.mu.Lock()
+			still := r.local[h.id].peer == h.e.peer
+			r.mu.Unlock()
+			if still {
+				r.log.Info("cluster: id taken over elsewhere while this node could not reach the backend; closing its peer here",
+					"node", r.node, "id", h.id)
+				h.e.peer.Close()
 			}
 		}
 	}
+}
+
+// held is a lease as the refresher reads it.
+type held struct {
+	id string
+	e  entry
 }
 
 // Queued messages. An entry is "<at ms> <cost> <source key> <len(src)> " then src, then
@@ -679,9 +724,9 @@ func (r *Registry) Enqueue(q signaling.Queued) bool {
 // expireNow tells a sender on this node that dst cannot be reached.
 func (r *Registry) expireNow(src, dst string) {
 	r.mu.Lock()
-	e := r.local[src]
+	e, ok := r.local[src]
 	r.mu.Unlock()
-	if e == nil {
+	if !ok {
 		return
 	}
 	b, _ := json.Marshal(struct {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -335,20 +336,27 @@ func TestClusterRedisStoppedAndRestarted(t *testing.T) {
 	if n1.Lookup("b") != signaling.Peer(b) || !b.Send([]byte("hi")) {
 		t.Fatal("same-node routing needs Redis")
 	}
+	// Sends never wait on the dead backend; what was accepted before the node noticed
+	// comes back to its sender as EXPIRE, and after that sends fail at once.
+	offer := []byte(`{"type":"OFFER","src":"a","dst":"c","payload":{}}`)
 	for range 20 {
 		start := time.Now()
-		if remote.Send([]byte("x")) {
-			t.Fatal("cross-node send reported success with Redis down")
-		}
-		if d := time.Since(start); d > 2*time.Second {
+		remote.Send(offer)
+		if d := time.Since(start); d > 50*time.Millisecond {
 			t.Fatalf("cross-node send took %v with Redis down", d)
 		}
 	}
+	waitFor(t, "node 1 to notice the backend is down", func() bool { return !n1.BackendUp() })
+	if remote.Send(offer) {
+		t.Fatal("cross-node send reported success with Redis down")
+	}
+	expire := `{"type":"EXPIRE","src":"c","dst":"a"}`
+	waitFor(t, "the sender to get EXPIRE for what was in flight", func() bool { return slices.Contains(a.messages(), expire) })
 	if n1.Enqueue(signaling.Queued{Src: "a", Dst: "zz", Data: []byte("m"), At: time.Now()}) {
 		t.Fatal("held a message with Redis down")
 	}
-	if got := a.messages(); len(got) != 1 || got[0] != `{"type":"EXPIRE","src":"zz","dst":"a"}` {
-		t.Errorf("sender got %q, want one EXPIRE", got)
+	if got := a.messages(); !slices.Contains(got, `{"type":"EXPIRE","src":"zz","dst":"a"}`) || slices.ContainsFunc(got, func(m string) bool { return m != expire && !strings.Contains(m, `"zz"`) }) {
+		t.Errorf("sender got %q, want EXPIREs only", got)
 	}
 	if n1.BackendUp() {
 		t.Errorf("backend reported up")
@@ -500,4 +508,51 @@ func TestClusterStaleOwnerForwarded(t *testing.T) {
 	if got := n2.Drain("b"); len(got) != 0 {
 		t.Errorf("message held instead of forwarded: %+v", got)
 	}
+}
+
+// The owner cache points at a node that has stopped, and the peer is on another node
+// now: nothing subscribes to the old node's channel, so the message is routed to the
+// id's node as it is now, not held for a peer that is live elsewhere.
+func TestClusterStaleOwnerGone(t *testing.T) {
+	s := startRedis(t)
+	n1, n3 := node(t, s, "n1", 3*time.Second), node(t, s, "n3", 3*time.Second)
+	n2 := node(t, s, "n2", 3*time.Second)
+	b := &testPeer{}
+	n2.Register("b", "tb", b)
+	if !n1.Lookup("b").Send([]byte("one")) {
+		t.Fatal("send failed")
+	}
+	waitFor(t, "b on node 2 getting one", func() bool { return len(b.messages()) == 1 })
+	n2.Close() // its leases go with it
+	b3 := &testPeer{}
+	if _, err := n3.Register("b", "tb", b3); err != nil {
+		t.Fatal(err)
+	}
+	if node, ok := n1.cached("b"); !ok || node != "n2" {
+		t.Fatalf("node 1's cache: %q %v, want n2 (the test needs a stale entry)", node, ok)
+	}
+	if !n1.Lookup("b").Send([]byte("two")) {
+		t.Fatal("send to the stale owner failed")
+	}
+	waitFor(t, "b on node 3 getting two", func() bool { m := b3.messages(); return len(m) == 1 && m[0] == "two" })
+	if got := n1.Drain("b"); len(got) != 0 {
+		t.Errorf("message held instead of routed: %+v", got)
+	}
+}
+
+// A peer dropped because it could not keep up with what arrives from another node:
+// the sender there is told it left, as a sender on the same node would be.
+func TestClusterSlowRemotePeerLeaveToSender(t *testing.T) {
+	s := startRedis(t)
+	n1, n2 := node(t, s, "n1", 3*time.Second), node(t, s, "n2", 3*time.Second)
+	a, b := &testPeer{}, &testPeer{}
+	n1.Register("a", "ta", a)
+	n2.Register("b", "tb", b)
+	b.Close() // its outbox is full: Send says no
+	if !n1.Lookup("b").Send([]byte(`{"type":"OFFER","src":"a","dst":"b","payload":{}}`)) {
+		t.Fatal("send failed")
+	}
+	waitFor(t, "a getting LEAVE", func() bool {
+		return slices.Contains(a.messages(), `{"type":"LEAVE","src":"b","dst":"a"}`)
+	})
 }

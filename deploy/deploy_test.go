@@ -60,6 +60,9 @@ func TestMain(m *testing.M) {
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
 	}
+	if releasesDir != "" { // deb_test.go
+		_ = os.RemoveAll(releasesDir)
+	}
 	skipnote.Report("deploy")
 	os.Exit(code)
 }
@@ -95,6 +98,11 @@ func verify(t *testing.T, analyze, unit string) (string, bool) {
 	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return verifyFile(analyze, path)
+}
+
+// verifyFile is verify of the unit file at path, as it is.
+func verifyFile(analyze, path string) (string, bool) {
 	args := []string{"verify", "--man=no"}
 	if help, _ := exec.Command(analyze, "--help").Output(); bytes.Contains(help, []byte("--recursive-errors")) {
 		// Judge this unit, not whatever other units the host has installed.
@@ -192,7 +200,7 @@ func TestSystemdUnitContract(t *testing.T) {
 	svc := s["Service"]
 	for key, want := range map[string]string{
 		"Type":                    "notify",
-		"ExecStart":               "/usr/local/bin/relay -config /etc/relay/relay.toml",
+		"ExecStart":               "/usr/local/bin/relay -config /etc/relay/relay.toml -require-secret",
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"User":                    "relay",
 		"Group":                   "relay",
@@ -218,10 +226,16 @@ func TestSystemdUnitContract(t *testing.T) {
 		"SystemCallArchitectures": "native",
 		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
 		"ReadOnlyPaths":           "/etc/relay",
+		"StateDirectory":          "relay",
+		"StateDirectoryMode":      "0750",
 	} {
 		if got := svc[key]; len(got) != 1 || got[0] != want {
 			t.Errorf("[Service] %s = %q, want %q", key, got, want)
 		}
+	}
+	// relay -require-secret exits 78 without a secret: restarting cannot help.
+	if got := svc["RestartPreventExitStatus"]; len(got) != 1 || got[0] != "78" {
+		t.Errorf("[Service] RestartPreventExitStatus = %q, want 78", got)
 	}
 	stop, err := time.ParseDuration(strings.Join(svc["TimeoutStopSec"], ""))
 	if err != nil {

@@ -40,7 +40,7 @@ func copyTree(t *testing.T, src, dst string) {
 			case ".git", "node_modules", "artifacts":
 				return filepath.SkipDir
 			}
-			if rel == "bin" {
+			if rel == "bin" || rel == "dist" { // build output (dist/: deploy/release.sh)
 				return filepath.SkipDir
 			}
 			return os.MkdirAll(filepath.Join(dst, rel), 0o755)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 // startRedisServer runs a redis-server on a free loopback port with nothing saved to
@@ -89,6 +93,16 @@ func dialPeer(t *testing.T, p *relayProc, id, token string) *websocket.Conn {
 	return ws
 }
 
+// openPeer is dialPeer for a peer that must get OPEN.
+func openPeer(t *testing.T, p *relayProc, id, token string) *websocket.Conn {
+	t.Helper()
+	ws := dialPeer(t, p, id, token)
+	if m := readPeer(t, ws); m.Type != "OPEN" {
+		t.Fatalf("%s got %+v, want OPEN", id, m)
+	}
+	return ws
+}
+
 func readPeer(t *testing.T, ws *websocket.Conn) peerMsg {
 	t.Helper()
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -112,18 +126,12 @@ func TestFleetTwoNodes(t *testing.T) {
 	n2 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
 	n1.waitLog(`"msg":"fleet"`)
 
-	a := dialPeer(t, n1, "alice", "ta")
-	if m := readPeer(t, a); m.Type != "OPEN" {
-		t.Fatalf("alice on node 1 got %+v", m)
-	}
+	a := openPeer(t, n1, "alice", "ta")
 	dup := dialPeer(t, n2, "alice", "someone-else")
 	if m := readPeer(t, dup); m.Type != "ID-TAKEN" {
 		t.Fatalf("alice's id registered again on node 2: %+v", m)
 	}
-	b := dialPeer(t, n2, "bob", "tb")
-	if m := readPeer(t, b); m.Type != "OPEN" {
-		t.Fatalf("bob on node 2 got %+v", m)
-	}
+	b := openPeer(t, n2, "bob", "tb")
 	offer := `{"type":"OFFER","dst":"bob","src":"mallory","payload":{"sdp":{"type":"offer","sdp":"v=0"},"type":"media","connectionId":"mc_1"}}`
 	if err := a.WriteMessage(websocket.TextMessage, []byte(offer)); err != nil {
 		t.Fatal(err)
@@ -166,10 +174,7 @@ func TestFleetQueueAndNodeKilled(t *testing.T) {
 	n1 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n1\"\n"))
 	n2 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
 
-	a := dialPeer(t, n1, "alice", "ta")
-	if m := readPeer(t, a); m.Type != "OPEN" {
-		t.Fatalf("alice got %+v", m)
-	}
+	a := openPeer(t, n1, "alice", "ta")
 	send := func(ws *websocket.Conn, msg string) {
 		t.Helper()
 		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
@@ -183,10 +188,7 @@ func TestFleetQueueAndNodeKilled(t *testing.T) {
 	waitFor(t, "the OFFER for carol to be held in Redis", func() bool {
 		return rdb.LLen(context.Background(), "relay:q:carol").Val() == 1
 	})
-	c := dialPeer(t, n2, "carol", "tc")
-	if m := readPeer(t, c); m.Type != "OPEN" {
-		t.Fatalf("carol got %+v", m)
-	}
+	c := openPeer(t, n2, "carol", "tc")
 	if m := readPeer(t, c); m.Type != "OFFER" || m.Src != "alice" || string(m.Payload) != `{"n":1}` {
 		t.Fatalf("carol got %+v, want alice's held OFFER", m)
 	}
@@ -358,4 +360,116 @@ func TestFleetRedisStoppedAndRestarted(t *testing.T) {
 	c.Close()
 	for range got {
 	}
+}
+
+// TestFleetRedisTLSAndPasswordFile: the deploy guide's Redis, with TLS (rediss://) and
+// a password that only the redis_password_file holds. Both nodes join, route a message
+// across, and neither logs nor exports the password. The test CA reaches relay the way
+// an operator's private CA would: SSL_CERT_FILE (or the system's trust store).
+func TestFleetRedisTLSAndPasswordFile(t *testing.T) {
+	bin := need(t, "redis-server", "redis-server")
+	dir := t.TempDir()
+	certFile, keyFile, _ := testcert.WriteFor(t, dir, net.IPv4(127, 0, 0, 1))
+	const password = "s3cret-redis-pass"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", "0", "--tls-port", port, "--bind", "127.0.0.1",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", certFile,
+		"--tls-auth-clients", "no", "--requirepass", password, "--save", "", "--appendonly", "no", "--dir", dir)
+	var redisOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &redisOut, &redisOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	waitFor(t, "redis-server listening with TLS", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		select {
+		case <-done:
+			t.Fatalf("redis-server exited: %s", redisOut.String())
+		default:
+		}
+		return err == nil
+	})
+	pwFile := filepath.Join(dir, "redis-password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cluster := func(node string) string {
+		return baseConfig("[cluster]\nredis = \"rediss://" + addr + "/0\"\nredis_password_file = \"" + pwFile + "\"\nnode = \"" + node + "\"\n")
+	}
+	env := []string{"SSL_CERT_FILE=" + certFile}
+	n1 := startRelayEnv(t, cluster("n1"), env)
+	n2 := startRelayEnv(t, cluster("n2"), env)
+	waitFor(t, "both nodes in the fleet", func() bool {
+		m := n1.metrics()
+		return m[`relay_cluster_backend_up`] == 1 && m[`relay_cluster_nodes{state="up"}`] == 2
+	})
+	a := openPeer(t, n1, "alice", "ta")
+	b := openPeer(t, n2, "bob", "tb")
+	if err := a.WriteMessage(websocket.TextMessage, []byte(`{"type":"OFFER","dst":"bob","payload":{"n":1}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := readPeer(t, b); m.Type != "OFFER" || m.Src != "alice" {
+		t.Fatalf("bob got %+v, want alice's OFFER over the TLS backend", m)
+	}
+	for _, n := range []*relayProc{n1, n2} {
+		if strings.Contains(n.log(), password) {
+			t.Errorf("the Redis password is in a node's log")
+		}
+		for k := range n.metrics() {
+			if strings.Contains(k, password) {
+				t.Errorf("the Redis password is in metric %s", k)
+			}
+		}
+	}
+}
+
+// TestFleetReloadSteering: [cluster] ice_nodes and region change with SIGHUP, without a
+// restart: node 1's ICE answers go from both nodes to one, and its region label and
+// announcement change; the other [cluster] keys are still logged as needing a restart.
+func TestFleetReloadSteering(t *testing.T) {
+	url := startRedisServer(t)
+	sig := "[signal]\nlisten = \"127.0.0.1:0\"\nice_requests_per_minute = 100000\n"
+	cl := func(node, extra string) string {
+		return baseConfig(sig + "[cluster]\nredis = \"" + url + "\"\nnode = \"" + node + "\"\n" + extra)
+	}
+	n1 := startRelay(t, cl("n1", "ice_nodes = 2\n"))
+	n2 := startRelay(t, cl("n2", ""))
+	n1TURN := "turn:127.0.0.1:" + n1.port("udp") + "?transport=udp"
+	n2TURN := "turn:127.0.0.1:" + n2.port("udp") + "?transport=udp"
+	waitFor(t, "both nodes in node 1's ICE answer", func() bool {
+		urls, _, _ := iceTURN(t, n1)
+		return slices.Contains(urls, n1TURN) && slices.Contains(urls, n2TURN)
+	})
+	n1.rewrite(cl("n1", "ice_nodes = 1\nregion = \"eu-west\"\n"))
+	if err := n1.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	n1.waitLog("config reloaded")
+	waitFor(t, "one node in node 1's ICE answer", func() bool {
+		urls, _, _ := iceTURN(t, n1)
+		return slices.Contains(urls, n1TURN) != slices.Contains(urls, n2TURN)
+	})
+	waitFor(t, "the new region in node 1's metrics", func() bool {
+		return n1.metrics()[`relay_cluster_node_info{node="n1",region="eu-west"}`] == 1
+	})
+	if strings.Contains(n1.log(), "cluster.ice_nodes") || strings.Contains(n1.log(), "cluster.region") {
+		t.Errorf("ice_nodes or region logged as needing a restart:\n%s", n1.log())
+	}
+	n1.rewrite(cl("n1-renamed", "ice_nodes = 1\nregion = \"eu-west\"\n"))
+	if err := n1.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	n1.waitLog("cluster.node")
 }

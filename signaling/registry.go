@@ -34,6 +34,13 @@ type Queued struct {
 	From     netip.Addr // the sender's address: whose byte budget the message counts against
 }
 
+// SourcedSender is a Peer that holds what it is sent in a buffer shared by many senders
+// (a peer on another node, reached through a node-wide outbox): the server hands it the
+// sender's address too, so that the buffer can cap each address's share.
+type SourcedSender interface {
+	SendFrom(b []byte, from netip.Addr) bool
+}
+
 // Registry maps peer ids to connections and holds messages for absent ids. The
 // in-memory implementation serves one node; an implementation over a shared store can
 // route between nodes behind the same interface.

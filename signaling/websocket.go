@@ -116,7 +116,13 @@ func (s *Server) handle(p *peer, data []byte) {
 	out := appendOutbound(make([]byte, 0, outboundSize(m.typ, p.id, m.dst, m.payload)), m.typ, p.id, m.dst, m.payload)
 	if m.dst != "" {
 		if dst := s.reg.Lookup(m.dst); dst != nil {
-			if dst.Send(out) {
+			sent := false
+			if ss, ok := dst.(SourcedSender); ok {
+				sent = ss.SendFrom(out, p.ip)
+			} else {
+				sent = dst.Send(out)
+			}
+			if sent {
 				return
 			}
 			// The destination cannot keep up: drop it, as the reference server does when a

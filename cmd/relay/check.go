@@ -15,6 +15,7 @@ import (
 
 const checkUsage = `Usage:
   relay check turn:HOST[:PORT][?transport=udp|tcp] -secret S [-user ID]
+  relay check turn:HOST[:PORT][?transport=udp|tcp] -config FILE [-user ID]
   relay check turn:HOST[:PORT][?transport=udp|tcp] -user U -pass P
   relay check turns:HOST[:PORT][?transport=tcp] (-secret S | -user U -pass P) [-ca FILE | -insecure]
   relay check stun:HOST[:PORT]
@@ -36,6 +37,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Secret, "secret", "", "shared secret to mint TURN REST credentials with (username <now+1h>:<user id>)")
 	fs.StringVar(&o.User, "user", "", "with -secret: the user id (default \""+check.DefaultUser+"\"); else the static username")
 	fs.StringVar(&o.Password, "pass", "", "static password, with -user")
+	configPath := fs.String("config", "", "instead of -secret: the server's config file, whose first [auth] secret signs (as relay creds does)")
 	fs.StringVar(&o.Token, "token", "", "ICE endpoint API token, sent as Authorization: Bearer")
 	fs.StringVar(&o.CAFile, "ca", "", "PEM file of a private CA to trust for turns: and https:")
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification")
@@ -68,6 +70,14 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	o.URL = urls[0]
 	o.Out = stdout
+	if *configPath != "" {
+		secret, err := secretFrom(*configPath, o)
+		if err != nil {
+			fmt.Fprintf(stderr, "relay check: %v\n", err)
+			return 2
+		}
+		o.Secret = secret
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -80,4 +90,21 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// secretFrom reads the secret relay check -config signs with: the first of the file's
+// [auth] secrets. A file without one is refused in the words relay -require-secret (the
+// service) uses, so that checking the config and starting the service agree.
+func secretFrom(path string, o check.Options) (string, error) {
+	if o.Secret != "" || o.Password != "" {
+		return "", errors.New("-config takes the place of -secret and -pass: give one of them")
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return "", err
+	}
+	if err := requireSecret(cfg); err != nil {
+		return "", err
+	}
+	return cfg.Auth.Secrets[0], nil
 }

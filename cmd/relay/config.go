@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 
@@ -27,4 +28,17 @@ func newLogger(c config.Log, level *slog.LevelVar) *slog.Logger {
 
 func newAuthenticator(c *config.Config) (*auth.Authenticator, error) {
 	return auth.New(auth.Options{Secrets: c.Auth.Secrets, MaxTTL: c.Auth.MaxTTL, Users: c.Auth.Users})
+}
+
+// requireSecret refuses a config without [auth] secrets, for relay -require-secret (the
+// systemd unit) and relay check -config: a service must not sign credentials with a
+// secret that dies with the process, which is what relay does for `go run`. One line,
+// because it is what the journal shows; exit status exitConfig, so that systemd does not
+// restart relay in a loop over a file only the operator can fix.
+func requireSecret(cfg *config.Config) error {
+	if len(cfg.Auth.Secrets) > 0 {
+		return nil
+	}
+	return &exitError{code: exitConfig, err: fmt.Errorf(
+		"no [auth] secrets in %s: put secrets = [\"<output of: openssl rand -hex 32>\"] under [auth], then start relay again", cfg.Source)}
 }

@@ -1,6 +1,6 @@
 // Command relay runs the relay STUN/TURN server, and mints credentials for it.
 //
-//	relay [-config FILE]                        serve (no file: embedded defaults)
+//	relay [-config FILE] [-require-secret]      serve (no file: embedded defaults)
 //	relay creds [-config FILE] [-user ID] [-ttl 1h]
 //	relay check URL [flags]
 //	relay admin [-url U] [-token T] [-json] COMMAND   (the admin API's client)
@@ -50,9 +50,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = usageErrorf("unknown command %q", verb)
 	}
 	var ue *usageError
+	var xe *exitError
 	switch {
 	case err == nil, errors.Is(err, errHelpShown):
 		return 0
+	case errors.As(err, &xe):
+		fmt.Fprintf(stderr, "relay: %v\n", err)
+		return xe.code
 	case errors.As(err, &ue):
 		if !ue.printed {
 			fmt.Fprintf(stderr, "relay: %s\n\n", ue.msg)
@@ -76,12 +80,28 @@ func usage(w io.Writer) {
   relay help                                      print this help (also -h, --help)
 
 Flags of relay (serve):
-  -config FILE   TOML config file; empty: embedded defaults, which work on a laptop
-  -version       print the version and exit
+  -config FILE     TOML config file; empty: embedded defaults, which work on a laptop
+  -require-secret  refuse to start without [auth] secrets (exit status 78) instead of
+                   generating a secret for the run; the systemd unit passes it
+  -version         print the version and exit
 
 See config.example.toml for every configuration key.
 `)
 }
+
+// exitConfig is sysexits.h's EX_CONFIG (systemd shows it as status=78/CONFIG): the
+// configuration cannot work as it is, so restarting would not help; the unit's
+// RestartPreventExitStatus=78 says so.
+const exitConfig = 78
+
+// exitError is a failure with an exit status of its own, for systemd to tell apart.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 // errHelpShown: -h printed the help; the command line was fine and did nothing else.
 var errHelpShown = errors.New("help shown")

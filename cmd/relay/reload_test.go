@@ -44,3 +44,19 @@ func TestSecurity5APITokensNotInReloadLog(t *testing.T) {
 		t.Errorf("failed reloads counted %v, want 3", got)
 	}
 }
+
+// TestRequireSecretOnReload: under -require-secret a reload that would leave relay
+// without secrets is refused like any bad file: logged, counted, running config kept.
+func TestRequireSecretOnReload(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	var logs bytes.Buffer
+	d := &daemon{path: noSecretConfig(t), level: new(slog.LevelVar), metrics: metrics.New("test", "test"),
+		log: slog.New(slog.NewTextHandler(&logs, nil)), needSecret: true}
+	d.reload()
+	if !strings.Contains(logs.String(), "reload: keeping the running configuration") || !strings.Contains(logs.String(), "no [auth] secrets") {
+		t.Errorf("reload without secrets logged %q", &logs)
+	}
+	if got := testutil.ToFloat64(d.metrics.ConfigReloads.WithLabelValues(metrics.ReloadFailure)); got != 1 {
+		t.Errorf("failed reloads counted %v, want 1", got)
+	}
+}

@@ -37,16 +37,21 @@ type daemon struct {
 	sig       *signaling.Server
 	fleet     *cluster.Registry // nil without [cluster] redis
 	fleetDB   io.Closer
-	draining  atomic.Bool // announced to the fleet: ICE answers leave this node
+	draining  atomic.Bool                    // announced to the fleet: ICE answers leave this node
+	cluster   atomic.Pointer[config.Cluster] // as last loaded: region and ice_nodes change live
 	ep        *metrics.Endpoint
 	state     *admin.State  // revocations, usage, refusals, events (operate.go)
 	adminAPI  *admin.Server // nil without [admin] listen
+
+	// -require-secret: a config without [auth] secrets is refused, at start and on reload.
+	needSecret bool
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
 	configPath := fs.String("config", "", "TOML config file (see config.example.toml); empty: embedded defaults, which work on a laptop")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	needSecret := fs.Bool("require-secret", false, "refuse to start without [auth] secrets instead of generating one for the run (the systemd unit passes it)")
 	if err := parseFlags(fs, args, usage, stdout, stderr); err != nil {
 		return err
 	}
@@ -64,7 +69,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d := &daemon{path: *configPath, cfg: cfg, level: new(slog.LevelVar)}
+	if *needSecret {
+		if err := requireSecret(cfg); err != nil {
+			return err
+		}
+	}
+	d := &daemon{path: *configPath, cfg: cfg, level: new(slog.LevelVar), needSecret: *needSecret}
 	d.level.Set(cfg.Log.SlogLevel())
 	d.log = newLogger(cfg.Log, d.level)
 	procs := setProcs()
@@ -143,10 +153,11 @@ func (d *daemon) start() error {
 			return err
 		}
 		d.metrics.Registry.MustRegister(d.fleet.Collectors()...)
-		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining))
+		d.cluster.Store(&cfg.Cluster)
+		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining, &d.cluster))
 	}
 	if cfg.Signal.Listen != "" {
-		if d.sig, err = startSignal(cfg, d.mint, d.revokeSession, d.metrics, d.turn, d.fleet, d.log); err != nil {
+		if d.sig, err = startSignal(cfg, d.mint, d.revokeSession, d.metrics, d.turn, d.fleet, &d.cluster, d.log); err != nil {
 			return err
 		}
 	}
@@ -172,6 +183,12 @@ func (d *daemon) reload() {
 	if err != nil {
 		fail(err)
 		return
+	}
+	if d.needSecret {
+		if err := requireSecret(cfg); err != nil {
+			fail(err)
+			return
+		}
 	}
 	if len(cfg.Auth.Secrets) == 0 && d.generated != "" {
 		cfg.Auth.Secrets = []string{d.generated} // credentials already handed out stay valid
@@ -203,6 +220,12 @@ func (d *daemon) reload() {
 	}
 	restart = append(restart, clusterRestart(&d.cfg.Cluster, &cfg.Cluster)...)
 	restart = append(restart, d.reloadAdmin(cfg)...)
+	if d.fleet != nil {
+		c := cfg.Cluster
+		d.cluster.Store(&c)
+		d.fleet.SetRegion(c.Region)
+		d.fleet.Announce() // the new region reaches the fleet now
+	}
 	if cfg.Log.Format != d.cfg.Log.Format {
 		restart = append(restart, "log.format")
 	}

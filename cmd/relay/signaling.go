@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayproject/relay/auth"
@@ -17,7 +18,7 @@ import (
 
 // startSignal serves the signaling endpoint, the ICE endpoint and the pages, handing
 // out credentials for the TURN listeners srv actually bound.
-func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), revoke func(string, time.Time), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, log *slog.Logger) (*signaling.Server, error) {
+func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), revoke func(string, time.Time), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, live *atomic.Pointer[config.Cluster], log *slog.Logger) (*signaling.Server, error) {
 	own := func(host string) ([]string, []string) {
 		p := srv.Ports()
 		return p.STUN(host), p.TURN(host)
@@ -25,7 +26,7 @@ func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Cred
 	uris := own
 	var reg signaling.Registry // nil: signaling's in-process registry
 	if fleet != nil {
-		reg, uris = fleet, steeredURIs(fleet, &cfg.Cluster, own)
+		reg, uris = fleet, steeredURIs(fleet, live, own)
 	}
 	sig, err := signaling.New(signaling.Options{
 		Config:   cfg.Signal,

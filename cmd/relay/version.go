@@ -3,30 +3,13 @@ package main
 import (
 	"fmt"
 	"runtime"
-	"runtime/debug"
+
+	"github.com/relayproject/relay/internal/version"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3"; otherwise it
-// comes from the module's build information.
-var version = ""
-
-func buildVersion() (ver, revision string) {
-	ver, revision = version, "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if ver == "" {
-			ver = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
-	if ver == "" || ver == "(devel)" {
-		ver = "dev"
-	}
-	return ver, revision
-}
+// buildVersion is the version and revision stamped in by deploy/release.sh, else what
+// the go command recorded (internal/version).
+func buildVersion() (ver, revision string) { return version.Get() }
 
 func versionString() string {
 	v, r := buildVersion()
