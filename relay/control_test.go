@@ -356,3 +356,19 @@ func TestControlRates(t *testing.T) {
 		t.Errorf("rate %d bit/s after a quiet second", a.BPSClientToPeer)
 	}
 }
+
+// BenchmarkChannelDataBudgetPeerToClient is BenchmarkChannelDataPeerToClient with a
+// byte budget to check and count against.
+func BenchmarkChannelDataBudgetPeerToClient(b *testing.B) {
+	_, _, _, rc, peer := fastPathFixture(b)
+	withBudget(rc)
+	buf := make([]byte, relayBufSize)
+	b.ReportAllocs()
+	b.SetBytes(160)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if !rc.fromPeer(buf, 160, peer, nil) {
+			b.Fatal("not relayed on the fast path")
+		}
+	}
+}
