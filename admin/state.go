@@ -517,10 +517,10 @@ func (s *State) syncUsage() {
 	add := make(map[string]int64)
 	local := make(map[string]int64)
 	for id, e := range s.users {
-		// New bytes to hand over, a total not learnt yet, or a user with allocations
-		// here whose total other nodes may be moving.
+		// New bytes to hand over, a total not learnt yet, or, with a budget to enforce,
+		// a user with allocations here whose total other nodes may be moving.
 		l := e.u.Local()
-		if l != e.flushed || !e.known || e.refs > 0 {
+		if l != e.flushed || !e.known || (e.refs > 0 && s.budget > 0) {
 			add[id] = l - e.flushed
 			local[id] = l
 		}
