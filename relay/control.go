@@ -14,8 +14,8 @@ import (
 // what it is told. The server knows nothing of HTTP, files or Redis; it calls a Control
 // at control-plane moments (credentials checked, Allocate, an allocation made or gone)
 // and exposes its allocations to list and end. The data path touches only a *Usage,
-// which an allocation holds from its creation: one atomic load to check a byte budget
-// and one atomic add to count, with no lock and no lookup per packet.
+// which an allocation holds from its creation: atomic loads to check a byte budget and
+// one atomic add to count, with no lock and no lookup per packet.
 
 // Control is the operator's hand on the server: revocations, byte budgets, and a feed
 // of refusals and allocations. Its methods run on the server's read loops and must not
@@ -48,7 +48,8 @@ type Usage struct {
 	others atomic.Int64 // relayed today elsewhere: other nodes, earlier runs of this one
 }
 
-// allow reports whether the user may relay more today. One or two atomic loads.
+// allow reports whether the user may relay more today: one atomic load without a
+// budget, three with one.
 func (u *Usage) allow() bool {
 	lim := u.limit.Load()
 	return lim <= 0 || u.local.Load()+u.others.Load() < lim
