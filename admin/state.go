@@ -356,15 +356,17 @@ func (s *State) reloadRevocations() error {
 	}
 	now := s.now()
 	m := make(map[string]Revocation, len(list))
+	live := list[:0]
 	for _, r := range list {
-		if !r.Until.Before(now) {
+		if !r.Until.Before(now) { // a lapsed one no longer covers anything
 			m[r.Key()] = r
+			live = append(live, r)
 		}
 	}
 	s.revMu.Lock()
 	s.revs = m
 	s.revMu.Unlock()
-	s.endRevoked(list)
+	s.endRevoked(live)
 	return nil
 }
 
