@@ -45,6 +45,7 @@ type Config struct {
 	Signal   Signal
 	Cluster  Cluster
 	Admin    Admin
+	TLS      TLS    // [tls]: certificates by ACME
 	Source   string // file name it was loaded from, or DefaultSource
 }
 
@@ -60,6 +61,9 @@ type TURN struct {
 	// the address advertised to clients when the host is behind a 1:1 NAT.
 	// Both are the zero netip.Addr (IsValid() == false) when unset.
 	RelayIP, PublicIP netip.Addr
+	// RelayIP6 and PublicIP6 are the same for IPv6 relayed addresses (REQUESTED-ADDRESS-
+	// FAMILY IPv6, RFC 8656); unset, such an Allocate gets 440.
+	RelayIP6, PublicIP6 netip.Addr
 	// RelayPorts is the port range for relayed transport addresses.
 	RelayPorts PortRange
 	// UDPSockets is the number of sockets per UDP listener; 0 means one per
@@ -189,8 +193,8 @@ func Default() *Config {
 		Realm:    "relay",
 		Software: "",
 		TURN: TURN{
-			UDP:          []string{"0.0.0.0:3478"},
-			TCP:          []string{"0.0.0.0:3478"},
+			UDP:          []string{":3478"}, // both IPv4 and IPv6
+			TCP:          []string{":3478"},
 			TLS:          []string{},
 			RelayPorts:   PortRange{Min: 49152, Max: 65535},
 			DrainTimeout: 30 * time.Second,
@@ -210,6 +214,7 @@ func Default() *Config {
 		Signal:  defaultSignal(),
 		Cluster: defaultCluster(),
 		Admin:   defaultAdmin(),
+		TLS:     defaultTLS(),
 		Source:  DefaultSource,
 	}
 	// Validate also fills the parsed Peers fields; a failure here is a bug
@@ -294,12 +299,13 @@ func (c *Config) decode(t *table) {
 	c.Signal.decode(t.section("signal"))
 	c.Cluster.decode(t.section("cluster"))
 	c.Admin.decode(t.section("admin"))
+	c.TLS.decode(t.section("tls"))
 }
 
 // listenForm describes a listen address; checkListen enforces it.
 const (
 	listenForm = `"host:port" where host is empty or an IP address (names are not resolved) and port is 0-65535`
-	listenWant = listenForm + `, e.g. "0.0.0.0:3478" or "[::]:3478"`
+	listenWant = listenForm + `, e.g. ":3478" (IPv4 and IPv6), "0.0.0.0:3478" (IPv4 only) or "[::]:3478" (IPv6 only)`
 )
 
 func (s *TURN) decode(t *table) {
@@ -314,6 +320,12 @@ func (s *TURN) decode(t *table) {
 	})
 	t.parse("public_ip", `the public IP address clients see, e.g. "203.0.113.7", or "" when the host is not behind NAT`, func(v string) error {
 		return parseOptionalIP(v, &s.PublicIP)
+	})
+	t.parse("relay_ip6", `an IPv6 address of this host, e.g. "2001:db8::10", or "" for no IPv6 relayed addresses`, func(v string) error {
+		return parseOptionalIP(v, &s.RelayIP6)
+	})
+	t.parse("public_ip6", `the public IPv6 address clients see, e.g. "2001:db8::10", or "" when it is relay_ip6 itself`, func(v string) error {
+		return parseOptionalIP(v, &s.PublicIP6)
 	})
 	t.parse("relay_ports", portRangeForm, func(v string) error {
 		r, err := ParsePortRange(v)

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -40,7 +42,7 @@ type Signal struct {
 
 func defaultSignal() Signal {
 	return Signal{
-		Listen:               "0.0.0.0:9001",
+		Listen:               ":9001", // both IPv4 and IPv6
 		Path:                 "/",
 		Key:                  "peerjs",
 		AllowedOrigins:       []string{"*"},
@@ -64,7 +66,7 @@ func defaultSignal() Signal {
 const durationWant = `a positive duration such as "5s", "90m" or "1h"`
 
 func (s *Signal) decode(t *table) {
-	t.str("listen", listenForm+`, e.g. "0.0.0.0:9001", or "" to disable signaling`, &s.Listen)
+	t.str("listen", listenForm+`, e.g. ":9001" (IPv4 and IPv6), or "" to disable signaling`, &s.Listen)
 	t.str("path", `a URL path prefix, e.g. "/" or "/signal/"`, &s.Path)
 	t.str("key", `the PeerJS key, e.g. "peerjs"`, &s.Key)
 	t.str("public_host", `the host name browsers use for this server, e.g. "relay.example.org", or "" for the request's Host`, &s.PublicHost)
@@ -89,7 +91,7 @@ func (s *Signal) decode(t *table) {
 	t.integer("max_messages_per_second", "an integer >= 1", &s.MessagesPerSecond)
 }
 
-func (s *Signal) validate(ch *checker, turn *TURN) {
+func (s *Signal) validate(ch *checker, turn *TURN, acme bool) {
 	if s.Listen == "" {
 		return
 	}
@@ -97,10 +99,23 @@ func (s *Signal) validate(ch *checker, turn *TURN) {
 	if err != nil {
 		ch.errorf("signal.listen", s.Listen, "%s, or \"\" to disable signaling", err)
 	} else if norm != "" {
+		// The same address in both is one port serving both (internal/portmux), TLS or
+		// plain as signaling is.
+		tlsOn := s.TLSCert != "" || acme
+		for _, a := range turn.TCP {
+			if n, err := checkListen(a); err == nil && n == norm && tlsOn {
+				ch.errorf("signal.listen", s.Listen, "also in turn.tcp, a plain TCP listener, but signaling serves https: a shared port is TLS or plain for both; to share it, put the address in turn.tls instead, or use another port, e.g. 9001")
+			}
+		}
+		for _, a := range turn.TLS {
+			if n, err := checkListen(a); err == nil && n == norm && !tlsOn {
+				ch.errorf("signal.listen", s.Listen, "also in turn.tls, but signaling serves plain http: to share the port, give signal.tls_cert and signal.tls_key (the port presents them to TURN clients too) or [tls] acme_domains; else use another port, e.g. 9001")
+			}
+		}
 		for _, l := range [][]string{turn.TCP, turn.TLS} {
 			for _, a := range l {
-				if n, err := checkListen(a); err == nil && n == norm {
-					ch.errorf("signal.listen", s.Listen, "also a TURN TCP/TLS listener: use another port, e.g. 9001")
+				if n, err := checkListen(a); err == nil && n != norm && samePort(n, norm) {
+					ch.errorf("signal.listen", s.Listen, "and %q in the turn section name the same port with different hosts, which cannot both listen: to share the port write the same address in both", a)
 				}
 			}
 		}
@@ -204,6 +219,18 @@ func (s *Signal) validateQueueBytes(ch *checker) {
 		ch.errorf(key, value, "%s = %d is more than signal.max_queue_bytes = %d, the total: lower it (a fraction of the total, so that one source cannot take the whole budget) or raise max_queue_bytes",
 			v.key, v.n, s.MaxQueueBytes)
 	}
+}
+
+// samePort reports whether two normal listen addresses (checkListen) have the same
+// port and one of them is a wildcard host, so that binding both fails.
+func samePort(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	wild := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || (err == nil && ip.IsUnspecified())
+	}
+	return pa == pb && (wild(ha) || wild(hb)) && ha != hb
 }
 
 // normalisePath makes p start and end with "/", as the PeerJS server does.

@@ -233,9 +233,8 @@ func TestAdminAllocationsAndKill(t *testing.T) {
 // (it loses the rest of its packets), and its next Allocate is refused as revoked.
 func TestAdminUclient(t *testing.T) {
 	uclient := need(t, "turnutils_uclient", "coturn")
-	peerBin := need(t, "turnutils_peer", "coturn")
 	p := startRelay(t, baseConfig("[limits]\nuser_allocations = 20\n"))
-	peerPort := startTurnutilsPeer(t, peerBin)
+	peerPort := startEchoPeer(t)
 
 	run := func(n string) (*exec.Cmd, *bytes.Buffer, chan struct{}) {
 		cmd := exec.Command(uclient, "-W", e2eSecret, "-u", "dave", "-e", "127.0.0.1", "-r", strconv.Itoa(peerPort),

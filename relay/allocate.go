@@ -26,6 +26,11 @@ func (g *gate) allocate(set *settings, b []byte, from netip.AddrPort, rep replie
 		g.respond(set, from, rep, stun.CodeUnsupportedTransProto, key)
 		return false
 	}
+	v6, addrErr, ok := g.allocFamily(set, from, rep, key)
+	if !ok {
+		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocError).Inc()
+		return false
+	}
 	if g.s.draining.Load() {
 		// Draining: send new clients elsewhere (300 with ALTERNATE-SERVER) or refuse
 		// with 508, which clients treat as "try another server".
@@ -60,6 +65,15 @@ func (g *gate) allocate(set *settings, b []byte, from netip.AddrPort, rep replie
 		g.refused(from, []byte(cred.username), ReasonCapacity)
 		g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
 		return false
+	}
+	if !g.holdFamily(v6) {
+		g.s.allocs.settle(k)
+		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
+		g.respondReason(set, from, rep, stun.CodeInsufficientCapacity, "busy: try again", key)
+		return false
+	}
+	if addrErr {
+		g.addrErr.Store(&addressErrorNote{txid: m.TransactionID, key: key})
 	}
 	g.pending, g.hasPending = k, true
 	return true

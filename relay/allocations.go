@@ -116,7 +116,8 @@ type allocations struct {
 	m       *metrics.Metrics
 	log     *slog.Logger
 	ports   *relayPorts
-	ctl     Control // nil: no operator control (control.go)
+	ports6  *relayPorts // IPv6 relay sockets; nil without relay_ip6
+	ctl     Control     // nil: no operator control (control.go)
 	mu      sync.Mutex
 	byKey   map[tupleKey]*allocation
 	perUser map[string]int // allocations plus reservations, per user id
@@ -208,8 +209,8 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			a.hot.Store(emptyHot)
 			// pion's default until the success response says what it granted (setExpiry).
 			a.expires.Store(now.Add(pionDefaultLifetime).UnixNano())
-			if t.ports != nil {
-				a.conn = t.ports.lookup(ra.Port())
+			if ports := t.portsOf(ra.Addr()); ports != nil {
+				a.conn = ports.lookup(ra.Port())
 			}
 			t.mu.Lock()
 			r, ok := t.pending[k]
@@ -275,6 +276,14 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			}
 		},
 	}
+}
+
+// portsOf is the relay port set of relayed addresses of ip's family.
+func (t *allocations) portsOf(ip netip.Addr) *relayPorts {
+	if ip.Is6() {
+		return t.ports6
+	}
+	return t.ports
 }
 
 // remove takes the allocation at k out of the table and accounts for its end, once: pion

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Browser end-to-end scenarios for relay, driven through playwright-core and Debian's
-// /usr/bin/chromium (never a downloaded browser). One scenario per run:
+// /usr/bin/chromium, and through puppeteer-core (WebDriver BiDi) and Debian's
+// /usr/bin/firefox-esr (browsers.mjs; never a downloaded browser). One scenario per run:
 //
 //   node run.mjs peerjs      two pages with the PeerJS 1.5.x client
 //   node run.mjs peerjs-tcp  the same with TURN over TCP only (relayProtocol must be tcp)
@@ -16,6 +17,11 @@
 //   node run.mjs demo        relay's own demo page ({path}demo) in two tabs
 //   node run.mjs demo-wss    the same over https and wss (SIGNAL_URL https://, a test certificate)
 //   node run.mjs diag        relay's diagnostics page ({path}diag): relay candidates over UDP and TCP
+//   node run.mjs peerjs-oneport  PeerJS 1.5.x with secure: true, everything on one https port
+//                (SIGNAL_URL): the page (given to the browser under that origin by request
+//                interception, since relay serves only its own pages), the wss socket,
+//                {path}ice and turns: on the same port; relayProtocol must be tls
+//   node run.mjs demo-oneport    relay's demo page on such a port, whose only TURN URL is turns:
 //
 // Every WebRTC connection uses iceTransportPolicy 'relay', so its data must cross the TURN
 // server; a scenario passes only if the nominated candidate pair is relay/relay.
@@ -30,6 +36,10 @@
 //   IDLE_MS      legacy scenario: idle time between registering and connecting (default 7000)
 //   STEP_MS      deadline of each wait (default 30000)
 //   CHROMIUM     browser executable (default /usr/bin/chromium)
+//   FIREFOX      firefox-esr executable (default /usr/bin/firefox-esr)
+//   CALLEE_BROWSER, CALLER_BROWSER  chromium (default) or firefox: the browser of the
+//                called page (callee, demo tab A, diag) and of the calling one (caller,
+//                demo tab B); a Chromium page may call a Firefox one and the other way
 //   IGNORE_CERT_ERRORS  1: accept the signaling server's self-signed test certificate
 //   ADMIN_URL    peerjs-revoke: relay's admin API (e.g. http://127.0.0.1:9642)
 //   GRACE_MS     peerjs-bind: relay's [signal] credential_grace in ms (default 2000)
@@ -37,12 +47,11 @@
 // Output: one JSON line on stdout, {"scenario":..,"ok":true,"pair":{"local":"relay",
 // "remote":"relay"},"ms":..}; on failure {"scenario":..,"ok":false,"error":..} with page
 // logs on stderr, and exit status 1.
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Browsers } from './browsers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -84,6 +93,10 @@ const LAUNCH_ARGS = [
   '--allow-loopback-in-peer-connection',
 ];
 if (process.env.IGNORE_CERT_ERRORS === '1') LAUNCH_ARGS.push('--ignore-certificate-errors');
+// A page given by request interception (servePagesAt) has no address, so Chromium's
+// Local Network Access checks count it as public and block its WebSocket to 127.0.0.1;
+// a page really served from that port is local and is not blocked.
+if (process.argv[2] === 'peerjs-oneport') LAUNCH_ARGS.push('--disable-features=LocalNetworkAccessChecks');
 
 const env = process.env;
 const scenario = process.argv[2];
@@ -91,6 +104,9 @@ const STEP_MS = Number(env.STEP_MS || 30000);
 const IDLE_MS = Number(env.IDLE_MS || 7000);
 const ARTIFACTS = path.resolve(env.ARTIFACTS || path.join(here, 'artifacts'));
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
+const FIREFOX = env.FIREFOX || '/usr/bin/firefox-esr';
+const CALLEE_BROWSER = env.CALLEE_BROWSER || 'chromium';
+const CALLER_BROWSER = env.CALLER_BROWSER || 'chromium';
 
 class Failure extends Error {}
 
@@ -126,9 +142,12 @@ const randomId = (prefix) => prefix + Math.random().toString(36).slice(2, 10);
 
 const tabs = [];
 
+// openTab opens url in a new page of the callee's browser, or of the caller's for the
+// calling tabs (caller, demo-b).
 async function openTab(ctx, name, url) {
-  const page = await ctx.newPage();
-  const tab = { name, page, dialogs: [], logs: [] };
+  const kind = name === 'caller' || name === 'demo-b' ? CALLER_BROWSER : CALLEE_BROWSER;
+  const page = await ctx.newPage(kind);
+  const tab = { name, kind, page, dialogs: [], logs: [] };
   tabs.push(tab);
   page.on('dialog', async (d) => {
     tab.dialogs.push({ type: d.type(), message: d.message() });
@@ -299,6 +318,34 @@ async function bindScenario(ctx) {
   return { ...out, disconnected: lastCall.callerId, graceMs: grace, lastTickAfterDisconnectMs: after.lastTickMs, ticks: after.ticks };
 }
 
+// servePagesAt gives the browser pages/ at base + '_test/' and the PeerJS builds at
+// /lib/, under base's origin, by request interception: the test pages then share an
+// origin (and a port) with relay's signaling. Everything else still goes to the network.
+async function servePagesAt(ctx, base) {
+  const origin = new URL(base).origin;
+  const files = [
+    [new URL('_test/', base).href, path.join(here, 'pages')],
+    [origin + '/lib/peerjs/', path.join(here, 'node_modules/peerjs/dist')],
+  ];
+  const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
+  for (const [prefix, dir] of files) {
+    await ctx.route(prefix, (url) => {
+      const rel = decodeURIComponent(new URL(url).pathname.slice(new URL(prefix).pathname.length));
+      const file = path.join(dir, path.normalize('/' + rel));
+      if (!file.startsWith(dir) || !fs.existsSync(file)) return { status: 404, contentType: 'text/plain', body: 'not found' };
+      return { status: 200, contentType: types[path.extname(file)] || 'application/octet-stream', body: fs.readFileSync(file) };
+    });
+  }
+  return new URL('_test/', base).href;
+}
+
+// requireProtocol checks a demo result: both tabs relay over want (udp, tcp or tls).
+function requireProtocol(result, want) {
+  const got = [result.relayProtocol, result.calleeRelayProtocol];
+  if (got.some((p) => p !== want)) throw new Failure(`relay candidates over ${got.join(' and ')}, want ${want} on both tabs`);
+  return result;
+}
+
 // ---- relay's demo page ----
 
 const demoState = (tab) => evalIn(tab, (g) => window[g] || null, DEMO.global);
@@ -346,6 +393,7 @@ async function demoScenario(ctx) {
     pair: sb.pairType,
     callee: sa.pairType,
     relayProtocol: sb.relayProtocol,
+    calleeRelayProtocol: sa.relayProtocol,
     path: pathText,
     dialog,
     chat: text,
@@ -426,6 +474,12 @@ const scenarios = {
   'peerjs-revoke': revokeScenario,
   'peerjs-bind': bindScenario,
   legacy: (ctx) => peerjsScenario(ctx, 'legacy.html', IDLE_MS),
+  'peerjs-oneport': async (ctx) => {
+    if (!SIGNAL_URL.startsWith('https:')) throw new Failure('peerjs-oneport: SIGNAL_URL must be https://');
+    PAGES_URL = await servePagesAt(ctx, SIGNAL_URL);
+    return peerjsScenario(ctx, 'peerjs.html', 0, 'tls');
+  },
+  'demo-oneport': async (ctx) => requireProtocol(await demoScenario(ctx), 'tls'),
   demo: demoScenario,
   'demo-wss': demoScenario,
   diag: diagScenario,
@@ -440,9 +494,8 @@ async function main() {
     return 2;
   }
   const t0 = Date.now();
-  let ctx;
   let server;
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-e2e-chromium-'));
+  const ctx = new Browsers({ chromiumPath: CHROMIUM, chromiumArgs: LAUNCH_ARGS, firefoxPath: FIREFOX, insecure: env.IGNORE_CERT_ERRORS === '1' });
   try {
     if (!env.SIGNAL_URL) throw new Failure('SIGNAL_URL is not set (the signaling base URL, e.g. http://127.0.0.1:9001/)');
     SIGNAL_URL = withSlash(env.SIGNAL_URL);
@@ -452,18 +505,13 @@ async function main() {
       server = await serveStatic();
       PAGES_URL = `http://127.0.0.1:${server.address().port}/`;
     }
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: LAUNCH_ARGS,
-      viewport: { width: 1000, height: 760 },
-    });
     const result = await scenarios[scenario](ctx);
-    console.log(JSON.stringify({ scenario, ok: true, ...result, ms: Date.now() - t0 }));
+    const browsers = { callee: CALLEE_BROWSER, caller: CALLER_BROWSER };
+    console.log(JSON.stringify({ scenario, ok: true, browsers, ...result, ms: Date.now() - t0 }));
     return 0;
   } catch (e) {
     for (const tab of tabs) {
-      console.error(`---- ${tab.name} tab log (last 60 lines) ----`);
+      console.error(`---- ${tab.name} tab (${tab.kind}) log (last 60 lines) ----`);
       for (const l of tab.logs.slice(-60)) console.error(l);
     }
     const error = e instanceof Failure ? e.message : e.stack || String(e);
@@ -471,9 +519,8 @@ async function main() {
     console.log(JSON.stringify({ scenario, ok: false, error, ms: Date.now() - t0 }));
     return 1;
   } finally {
-    if (ctx) await ctx.close().catch((e) => console.error('closing the browser:', e.message));
+    await ctx.close().catch((e) => console.error('closing the browsers:', e.message));
     if (server) server.close();
-    fs.rmSync(profile, { recursive: true, force: true });
   }
 }
 

@@ -7,7 +7,7 @@
 //   id      this page's peer id
 //   call    the id to connect to once this page's peer is open (absent: only answer)
 //   manual  "1": do not connect on open; the harness calls window.testConnect() later
-//   turn    "udp" or "tcp": keep only the TURN URLs of that transport
+//   turn    "udp", "tcp" or "tls": keep only the TURN URLs of that transport (tls: turns:)
 //   bind    "1": ask for credentials bound to this page's signaling session ([signal]
 //           bind_credentials): {ice}?peer=ID&token=T once the peer is open
 //
@@ -97,6 +97,11 @@
     });
   }
 
+  function turnTransport(u) {
+    if (/^turns:/i.test(u)) return 'tls';
+    return /transport=tcp/i.test(u) ? 'tcp' : 'udp';
+  }
+
   async function fetchICE(url) {
     const resp = await fetch(url);
     if (!resp.ok) throw new Error('GET ' + url + ': HTTP ' + resp.status);
@@ -104,7 +109,7 @@
     const only = q.get('turn');
     if (only) {
       ice.iceServers = ice.iceServers
-        .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => !/^turns?:/i.test(u) || (/transport=tcp/i.test(u) ? 'tcp' : 'udp') === only) }))
+        .map((s) => ({ ...s, urls: [].concat(s.urls).filter((u) => !/^turns?:/i.test(u) || turnTransport(u) === only) }))
         .filter((s) => s.urls.length);
     }
     state.iceURLs = ice.iceServers.flatMap((s) => [].concat(s.urls));
