@@ -35,8 +35,7 @@ func (r *Registry) Collectors() []prometheus.Collector {
 			Help: "Signaling messages received from another node for a peer here."}, func() float64 { return float64(r.CrossNodeReceived.Load()) }),
 		// The node's name as a label once, so a dashboard can show names rather than
 		// scrape addresses; node names are the operator's, never a user's.
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_cluster_node_info", ConstLabels: prometheus.Labels{"node": r.node, "region": r.region},
-			Help: "Always 1; labels name this node and its region in the fleet."}, func() float64 { return 1 }),
+		nodeInfo{r, prometheus.NewDesc("relay_cluster_node_info", "Always 1; labels name this node and its region in the fleet.", []string{"node", "region"}, nil)},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_cluster_outbox_bytes",
 			Help: "Bytes of messages for other nodes waiting for their round trip to Redis."}, func() float64 {
 			r.out.mu.Lock()
@@ -46,4 +45,20 @@ func (r *Registry) Collectors() []prometheus.Collector {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_cluster_backend_errors_total",
 			Help: "Calls to the fleet's Redis that failed."}, func() float64 { return float64(r.BackendErrors.Load()) }),
 	}
+}
+
+// nodeInfo is relay_cluster_node_info, with the region as of the last reload.
+type nodeInfo struct {
+	r    *Registry
+	desc *prometheus.Desc
+}
+
+func (c nodeInfo) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c nodeInfo) Collect(ch chan<- prometheus.Metric) {
+	region := ""
+	if p := c.r.region.Load(); p != nil {
+		region = *p
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, c.r.node, region)
 }

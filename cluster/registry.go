@@ -54,7 +54,7 @@ type Options struct {
 type Registry struct {
 	rdb     *redis.Client
 	node    string
-	region  string
+	region  atomic.Pointer[string] // shown in metrics; a reload may change it
 	prefix  string
 	lim     atomic.Pointer[signaling.Limits] // a reload may change them
 	ttl     time.Duration
@@ -83,6 +83,9 @@ type Registry struct {
 	nodesMu   sync.Mutex
 	nodes     []Announcement // the fleet as last read
 	out       outbox         // messages for other nodes, sent by publisher
+	// The refresher's buffers, reused every round (only its goroutine uses them).
+	refreshHeld []held
+	refreshBuf  []byte
 
 	// Counters for metrics and tests.
 	CrossNodeSent, CrossNodeReceived, BackendErrors atomic.Int64
@@ -121,12 +124,13 @@ func New(o Options) (*Registry, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	r := &Registry{rdb: o.Client, node: o.Node, region: o.Region, prefix: o.Prefix, ttl: o.LeaseTTL,
+	r := &Registry{rdb: o.Client, node: o.Node, prefix: o.Prefix, ttl: o.LeaseTTL,
 		timeout: o.OpTimeout, log: o.Logger, local: make(map[string]entry), owners: make(map[string]ownerEntry), kick: make(chan struct{}, 1), out: newOutbox()}
 	// go-redis logs every failed dial on its own (many lines a second while Redis is
 	// down); note logs the outage once instead.
 	silenceOnce.Do(func() { redis.SetLogger(quiet{}) })
 	r.lim.Store(&o.Limits)
+	r.SetRegion(o.Region)
 	var inst [8]byte
 	_, _ = rand.Read(inst[:])
 	r.instance = hex.EncodeToString(inst[:])
@@ -183,6 +187,10 @@ func (quiet) Printf(context.Context, string, ...any) {}
 // SetLimits changes the limits for registrations and queueing from now on (a reload of
 // [signal]); what is held already stays until drained or expired.
 func (r *Registry) SetLimits(l signaling.Limits) { r.lim.Store(&l) }
+
+// SetRegion changes the region this node's metrics name (a reload of [cluster] region;
+// what the node announces comes from its SetSelf function).
+func (r *Registry) SetRegion(region string) { r.region.Store(&region) }
 
 // BackendUp reports whether the last Redis call succeeded.
 func (r *Registry) BackendUp() bool { return r.up.Load() }
@@ -241,18 +249,28 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 'N'`
 
-// scriptRefresh, for each KEYS[i] and its value ARGV[i+1], extends a lease this node
-// holds (1), claims it again when it is gone, as after a Redis restart (2), or reports
-// it lost to someone else (0); ARGV[1] is the TTL. One call per few hundred leases:
-// a call per lease cost Redis and the node more than the leases are worth.
+// scriptRefresh extends the leases this node holds, claims again those that are gone
+// (as after a Redis restart), and returns the positions (from 1) of those someone else
+// holds now. ARGV: the TTL (ms), the id key prefix, "node\0", and the leases packed as
+// "<len(id)>:<id><token hash, 32 hex digits>" each: one string built in a reused buffer,
+// so a refresh makes almost no garbage (a key, a value and an argument per lease made
+// 255 bytes each, every 2 s, and an idle node's heap rose to its GC goal from that
+// alone). The keys are built in the script: a fleet's Redis is one instance, not a
+// Redis Cluster.
 var scriptRefresh = redis.NewScript(`
-local out = {}
-for i, k in ipairs(KEYS) do
-  local want = ARGV[i + 1]
+local ttl, prefix, pre, s = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local out, pos, i = {}, 1, 0
+while pos <= #s do
+  local colon = string.find(s, ':', pos, true)
+  local n = tonumber(string.sub(s, pos, colon - 1))
+  local k = prefix .. string.sub(s, colon + 1, colon + n)
+  local want = pre .. string.sub(s, colon + n + 1, colon + n + 32)
+  pos = colon + n + 33
+  i = i + 1
   local v = redis.call('GET', k)
-  if v == want then redis.call('PEXPIRE', k, ARGV[1]) out[i] = 1
-  elseif not v then redis.call('SET', k, want, 'PX', ARGV[1]) out[i] = 2
-  else out[i] = 0 end
+  if v == want then redis.call('PEXPIRE', k, ttl)
+  elseif not v then redis.call('SET', k, want, 'PX', ttl)
+  else out[#out + 1] = i end
 end
 return out`)
 
@@ -538,16 +556,16 @@ func (r *Registry) refresh(ctx context.Context) {
 }
 
 func (r *Registry) refreshOnce() {
-	type held struct {
-		id string
-		e  entry
-	}
 	r.mu.Lock()
-	all := make([]held, 0, len(r.local))
+	all := r.refreshHeld[:0]
 	for id, e := range r.local {
 		all = append(all, held{id, e})
 	}
 	r.mu.Unlock()
+	defer func() {
+		clear(all) // keep the buffer, not the peers
+		r.refreshHeld = all[:0]
+	}()
 	if len(all) == 0 {
 		ctx, cancel := r.ctx()
 		r.note(r.rdb.Ping(ctx).Err())
@@ -557,34 +575,42 @@ func (r *Registry) refreshOnce() {
 	const batch = 500
 	for start := 0; start < len(all); start += batch {
 		part := all[start:min(start+batch, len(all))]
-		keys := make([]string, len(part))
-		args := make([]any, len(part)+1)
-		args[0] = r.ttl.Milliseconds()
-		for i, h := range part {
-			keys[i] = r.prefix + keyID + h.id
-			args[i+1] = r.node + "\x00" + h.e.tokenHash.hex()
+		buf := r.refreshBuf[:0]
+		for _, h := range part {
+			buf = strconv.AppendInt(buf, int64(len(h.id)), 10)
+			buf = append(buf, ':')
+			buf = append(buf, h.id...)
+			buf = hex.AppendEncode(buf, h.e.tokenHash[:])
 		}
+		r.refreshBuf = buf
 		ctx, cancel := r.ctx()
-		res, err := scriptRefresh.Run(ctx, r.rdb, keys, args...).Int64Slice()
+		lost, err := scriptRefresh.Run(ctx, r.rdb, nil, r.ttl.Milliseconds(), r.prefix+keyID, r.node+"\x00", buf).Int64Slice()
 		cancel()
 		r.note(err)
 		if err != nil {
 			return
 		}
-		for i, n := range res {
-			if n != 0 || i >= len(part) {
+		for _, i := range lost {
+			if i < 1 || int(i) > len(part) {
 				continue
 			}
+			h := part[i-1]
 			r.mu.Lock()
-			still := r.local[part[i].id].peer == part[i].e.peer
+			still := r.local[h.id].peer == h.e.peer
 			r.mu.Unlock()
 			if still {
 				r.log.Info("cluster: id taken over elsewhere while this node could not reach the backend; closing its peer here",
-					"node", r.node, "id", part[i].id)
-				part[i].e.peer.Close()
+					"node", r.node, "id", h.id)
+				h.e.peer.Close()
 			}
 		}
 	}
+}
+
+// held is a lease as the refresher reads it.
+type held struct {
+	id string
+	e  entry
 }
 
 // Queued messages. An entry is "<at ms> <cost> <source key> <len(src)> " then src, then

@@ -44,6 +44,8 @@ type Config struct {
 	Log      Log
 	Signal   Signal
 	Cluster  Cluster
+	Admin    Admin
+	TLS      TLS    // [tls]: certificates by ACME
 	Source   string // file name it was loaded from, or DefaultSource
 }
 
@@ -59,6 +61,9 @@ type TURN struct {
 	// the address advertised to clients when the host is behind a 1:1 NAT.
 	// Both are the zero netip.Addr (IsValid() == false) when unset.
 	RelayIP, PublicIP netip.Addr
+	// RelayIP6 and PublicIP6 are the same for IPv6 relayed addresses (REQUESTED-ADDRESS-
+	// FAMILY IPv6, RFC 8656); unset, such an Allocate gets 440.
+	RelayIP6, PublicIP6 netip.Addr
 	// RelayPorts is the port range for relayed transport addresses.
 	RelayPorts PortRange
 	// UDPSockets is the number of sockets per UDP listener; 0 means one per
@@ -113,6 +118,7 @@ type Limits struct {
 	UnauthPerIP              int   // replies per second to unauthenticated requests, per source IP
 	AuthFailuresPerIP        int   // wrong passwords per minute per source IP before silence
 	AuthFailuresPerUser      int   // wrong passwords per minute per static user before silence
+	UserBytesPerDay          int64 // relayed bytes per user id per UTC day, both directions; 0 = no budget
 }
 
 // Peers is the [peers] section: which peer addresses clients may relay to.
@@ -200,8 +206,8 @@ func Default() *Config {
 		Realm:    "relay",
 		Software: "",
 		TURN: TURN{
-			UDP:               []string{"0.0.0.0:3478"},
-			TCP:               []string{"0.0.0.0:3478"},
+			UDP:               []string{":3478"}, // both IPv4 and IPv6
+			TCP:               []string{":3478"},
 			TLS:               []string{},
 			RelayPorts:        PortRange{Min: 49152, Max: 65535},
 			DrainTimeout:      30 * time.Second,
@@ -222,6 +228,8 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Signal:  defaultSignal(),
 		Cluster: defaultCluster(),
+		Admin:   defaultAdmin(),
+		TLS:     defaultTLS(),
 		Source:  DefaultSource,
 	}
 	// Validate also fills the parsed Peers fields; a failure here is a bug
@@ -305,12 +313,14 @@ func (c *Config) decode(t *table) {
 	c.Log.decode(t.section("log"))
 	c.Signal.decode(t.section("signal"))
 	c.Cluster.decode(t.section("cluster"))
+	c.Admin.decode(t.section("admin"))
+	c.TLS.decode(t.section("tls"))
 }
 
 // listenForm describes a listen address; checkListen enforces it.
 const (
 	listenForm = `"host:port" where host is empty or an IP address (names are not resolved) and port is 0-65535`
-	listenWant = listenForm + `, e.g. "0.0.0.0:3478" or "[::]:3478"`
+	listenWant = listenForm + `, e.g. ":3478" (IPv4 and IPv6), "0.0.0.0:3478" (IPv4 only) or "[::]:3478" (IPv6 only)`
 )
 
 func (s *TURN) decode(t *table) {
@@ -325,6 +335,12 @@ func (s *TURN) decode(t *table) {
 	})
 	t.parse("public_ip", `the public IP address clients see, e.g. "203.0.113.7", or "" when the host is not behind NAT`, func(v string) error {
 		return parseOptionalIP(v, &s.PublicIP)
+	})
+	t.parse("relay_ip6", `an IPv6 address of this host, e.g. "2001:db8::10", or "" for no IPv6 relayed addresses`, func(v string) error {
+		return parseOptionalIP(v, &s.RelayIP6)
+	})
+	t.parse("public_ip6", `the public IPv6 address clients see, e.g. "2001:db8::10", or "" when it is relay_ip6 itself`, func(v string) error {
+		return parseOptionalIP(v, &s.PublicIP6)
 	})
 	t.parse("relay_ports", portRangeForm, func(v string) error {
 		r, err := ParsePortRange(v)
@@ -385,6 +401,9 @@ func (l *Limits) decode(t *table) {
 	t.integer("unauth_per_ip", "an integer >= 1 (replies per second)", &l.UnauthPerIP)
 	t.integer("auth_failures_per_ip", "an integer >= 1 (failures per minute)", &l.AuthFailuresPerIP)
 	t.integer("auth_failures_per_user", "an integer >= 1 (failures per minute)", &l.AuthFailuresPerUser)
+	budget := int(l.UserBytesPerDay)
+	t.integer("user_bytes_per_day", "bytes as an integer >= 0 (0 = no budget), e.g. 2000000000 (2 GB)", &budget)
+	l.UserBytesPerDay = int64(budget)
 }
 
 func (p *Peers) decode(t *table) {

@@ -67,7 +67,7 @@ func TestDefaultIsValid(t *testing.T) {
 	// Each call must hand out its own slices and maps.
 	c.TURN.UDP[0] = "changed"
 	c.Auth.Users["x"] = "y"
-	if d := Default(); d.TURN.UDP[0] != "0.0.0.0:3478" || len(d.Auth.Users) != 0 {
+	if d := Default(); d.TURN.UDP[0] != ":3478" || len(d.Auth.Users) != 0 {
 		t.Errorf("Default() shares state between calls")
 	}
 }
@@ -204,6 +204,8 @@ format = "json"
 		Log:     Log{Level: "debug", Format: "json"},
 		Signal:  defaultSignal(),
 		Cluster: defaultCluster(),
+		Admin:   defaultAdmin(),
+		TLS:     defaultTLS(),
 	}
 	sameSettings(t, c, want)
 }
@@ -312,6 +314,14 @@ func TestParseErrors(t *testing.T) {
 		{"public_ip family mismatch", "[turn]\nrelay_ip = \"10.0.0.5\"\npublic_ip = \"2001:db8::1\"\n",
 			"turn.public_ip", 3, []string{`turn.public_ip = "2001:db8::1": turn.public_ip = "2001:db8::1" and turn.relay_ip = "10.0.0.5" are different IP versions`}},
 
+		{"relay_ip6 IPv4", "[turn]\nrelay_ip6 = \"192.0.2.1\"\n",
+			"turn.relay_ip6", 2, []string{`turn.relay_ip6 = "192.0.2.1": expected a global or unique-local IPv6 address`}},
+		{"relay_ip6 link-local", "[turn]\nrelay_ip6 = \"fe80::1\"\n",
+			"turn.relay_ip6", 2, []string{`turn.relay_ip6 = "fe80::1": expected a global`, "not link-local"}},
+		{"relay_ip6 mapped", "[turn]\nrelay_ip6 = \"::ffff:192.0.2.1\"\n",
+			"turn.relay_ip6", 2, []string{"not IPv4-mapped"}},
+		{"public_ip6 without relay_ip6", "[turn]\npublic_ip6 = \"2001:db8::1\"\n",
+			"turn.public_ip6", 2, []string{`turn.public_ip6 = "2001:db8::1": is set but turn.relay_ip6 is not`}},
 		{"listen port not a number", "[turn]\nudp = [\"localhost:abc\"]\n",
 			"turn.udp", 2, []string{`relay.toml:2: turn.udp = "localhost:abc": port "abc" is not a number`, `expected "host:port"`}},
 		{"listen without port", "[turn]\ntcp = [\"1.2.3.4\"]\n",
@@ -332,6 +342,18 @@ func TestParseErrors(t *testing.T) {
 			"turn.tls", 2, []string{`relay.toml:2: turn.tls = ["0.0.0.0:5349"]: TLS listeners need turn.tls_cert and turn.tls_key, but turn.tls_cert and turn.tls_key are empty`}},
 		{"tls without key", "[turn]\ntls = [\"0.0.0.0:5349\"]\ntls_cert = \"/c.pem\"\n",
 			"turn.tls", 2, []string{"but turn.tls_key is empty", "set both"}},
+		{"shared port, other certificate", "[turn]\ntls = [\":443\"]\ntls_cert = \"/t.pem\"\ntls_key = \"/t.key\"\n[signal]\nlisten = \":443\"\ntls_cert = \"/s.pem\"\ntls_key = \"/s.key\"\n",
+			"turn.tls_cert", 3, []string{"one port presents one certificate"}},
+		{"acme with tls_cert", "[signal]\ntls_cert = \"/s.pem\"\ntls_key = \"/s.key\"\n[tls]\nacme_domains = [\"turn.example.org\"]\n",
+			"signal.tls_cert", 2, []string{"tls.acme_domains turns ACME on", `set tls_cert = ""`}},
+		{"acme domain an IP", "[tls]\nacme_domains = [\"192.0.2.1\"]\n",
+			"tls.acme_domains", 2, []string{"expected a DNS name"}},
+		{"acme directory http", "[tls]\nacme_directory = \"http://ca.example/dir\"\n",
+			"tls.acme_directory", 2, []string{"expected an https:// URL"}},
+		{"acme email", "[tls]\nacme_email = \"nobody\"\n",
+			"tls.acme_email", 2, []string{"expected one e-mail address"}},
+		{"acme http listen", "[tls]\nacme_http = \"localhost:80\"\n",
+			"tls.acme_http", 2, []string{`host "localhost" is not an IP address`}},
 		{"metrics listen bad", "[metrics]\nlisten = \"localhost:9641\"\n",
 			"metrics.listen", 2, []string{`metrics.listen = "localhost:9641": host "localhost" is not an IP address`, `"" to disable`}},
 
@@ -650,7 +672,9 @@ func TestSignalErrors(t *testing.T) {
 		{"cert without key", "[signal]\ntls_cert = \"c.pem\"\n", "signal.tls_key", 0, "go together"},
 		{"limit", "[signal]\nconcurrent_limit = 0\n", "signal.concurrent_limit", 2, ">= 1"},
 		{"message size", "[signal]\nmax_message_bytes = 10\n", "signal.max_message_bytes", 2, "1024"},
-		{"same port as turn", "[turn]\ntcp = [\"0.0.0.0:9001\"]\n[signal]\nlisten = \"0.0.0.0:9001\"\n", "signal.listen", 4, "TURN TCP/TLS listener"},
+		{"shared tls port, plain signaling", "[turn]\ntls = [\"0.0.0.0:9001\"]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[signal]\nlisten = \"0.0.0.0:9001\"\n", "signal.listen", 6, "also in turn.tls, but signaling serves plain http"},
+		{"shared tcp port, https signaling", "[turn]\ntcp = [\"0.0.0.0:9001\"]\n[signal]\nlisten = \"0.0.0.0:9001\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n", "signal.listen", 4, "put the address in turn.tls instead"},
+		{"same port, other host", "[turn]\ntcp = [\"0.0.0.0:9001\"]\n[signal]\nlisten = \":9001\"\n", "signal.listen", 4, "write the same address in both"},
 		{"unknown", "[signal]\nexpire_timout = \"5s\"\n", "signal.expire_timout", 2, "did you mean \"signal.expire_timeout\""},
 		{"queue bytes negative", "[signal]\nmax_queue_bytes = -1\n", "signal.max_queue_bytes", 2, "signal.max_queue_bytes = -1: expected bytes as an integer >= 0"},
 		{"queue bytes not a number", "[signal]\nmax_queue_bytes_per_ip = \"1MiB\"\n", "signal.max_queue_bytes_per_ip", 2, "e.g. 1048576"},

@@ -22,6 +22,7 @@ func (c *Config) checkFiles(loc locator) Errors {
 		checkKeyPair(ch, "signal", c.Signal.TLSCert, c.Signal.TLSKey, `or set tls_cert = "" and tls_key = "" for plain http/ws`)
 	}
 	c.Cluster.readPassword(ch)
+	c.TLS.checkCARoots(ch)
 	return ch.errs
 }
 

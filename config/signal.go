@@ -1,6 +1,8 @@
 package config
 
 import (
+	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -20,7 +22,12 @@ type Signal struct {
 	ConcurrentLimit int           // registered peers at most
 	AllowDiscovery  bool          // enables GET {path}{key}/peers
 	CredentialTTL   time.Duration // lifetime of the TURN credentials the ICE endpoint mints
-	TLSCert, TLSKey string        // PEM files: serve https/wss instead of http/ws
+	// BindCredentials: {path}ice mints only for a live peer (?peer=ID&token=T), with the
+	// peer's id as user id, and revokes them when the peer leaves (or its socket is gone
+	// for CredentialGrace without the same token coming back).
+	BindCredentials bool
+	CredentialGrace time.Duration
+	TLSCert, TLSKey string // PEM files: serve https/wss instead of http/ws
 
 	// Limits beyond the PeerJS reference server.
 	MaxMessageBytes      int // largest WebSocket message a peer may send
@@ -35,7 +42,7 @@ type Signal struct {
 
 func defaultSignal() Signal {
 	return Signal{
-		Listen:               "0.0.0.0:9001",
+		Listen:               ":9001", // both IPv4 and IPv6
 		Path:                 "/",
 		Key:                  "peerjs",
 		AllowedOrigins:       []string{"*"},
@@ -44,6 +51,7 @@ func defaultSignal() Signal {
 		AliveTimeout:         60 * time.Second,
 		ConcurrentLimit:      5000,
 		CredentialTTL:        time.Hour,
+		CredentialGrace:      30 * time.Second,
 		MaxMessageBytes:      64 << 10,
 		MaxQueue:             64,
 		MaxQueueBytes:        32 << 20,
@@ -58,7 +66,7 @@ func defaultSignal() Signal {
 const durationWant = `a positive duration such as "5s", "90m" or "1h"`
 
 func (s *Signal) decode(t *table) {
-	t.str("listen", listenForm+`, e.g. "0.0.0.0:9001", or "" to disable signaling`, &s.Listen)
+	t.str("listen", listenForm+`, e.g. ":9001" (IPv4 and IPv6), or "" to disable signaling`, &s.Listen)
 	t.str("path", `a URL path prefix, e.g. "/" or "/signal/"`, &s.Path)
 	t.str("key", `the PeerJS key, e.g. "peerjs"`, &s.Key)
 	t.str("public_host", `the host name browsers use for this server, e.g. "relay.example.org", or "" for the request's Host`, &s.PublicHost)
@@ -69,6 +77,8 @@ func (s *Signal) decode(t *table) {
 	t.integer("concurrent_limit", "an integer >= 1", &s.ConcurrentLimit)
 	t.boolean("allow_discovery", "true or false", &s.AllowDiscovery)
 	t.duration("credential_ttl", durationWant, &s.CredentialTTL)
+	t.boolean("bind_credentials", "true or false", &s.BindCredentials)
+	t.duration("credential_grace", durationWant, &s.CredentialGrace)
 	t.str("tls_cert", `the path of a PEM certificate chain file, or "" for plain http/ws`, &s.TLSCert)
 	t.str("tls_key", `the path of a PEM private key file, or "" for plain http/ws`, &s.TLSKey)
 	t.integer("max_message_bytes", "an integer from 1024 to 1048576", &s.MaxMessageBytes)
@@ -81,7 +91,7 @@ func (s *Signal) decode(t *table) {
 	t.integer("max_messages_per_second", "an integer >= 1", &s.MessagesPerSecond)
 }
 
-func (s *Signal) validate(ch *checker, turn *TURN) {
+func (s *Signal) validate(ch *checker, turn *TURN, acme bool) {
 	if s.Listen == "" {
 		return
 	}
@@ -89,10 +99,23 @@ func (s *Signal) validate(ch *checker, turn *TURN) {
 	if err != nil {
 		ch.errorf("signal.listen", s.Listen, "%s, or \"\" to disable signaling", err)
 	} else if norm != "" {
+		// The same address in both is one port serving both (internal/portmux), TLS or
+		// plain as signaling is.
+		tlsOn := s.TLSCert != "" || acme
+		for _, a := range turn.TCP {
+			if n, err := checkListen(a); err == nil && n == norm && tlsOn {
+				ch.errorf("signal.listen", s.Listen, "also in turn.tcp, a plain TCP listener, but signaling serves https: a shared port is TLS or plain for both; to share it, put the address in turn.tls instead, or use another port, e.g. 9001")
+			}
+		}
+		for _, a := range turn.TLS {
+			if n, err := checkListen(a); err == nil && n == norm && !tlsOn {
+				ch.errorf("signal.listen", s.Listen, "also in turn.tls, but signaling serves plain http: to share the port, give signal.tls_cert and signal.tls_key (the port presents them to TURN clients too) or [tls] acme_domains; else use another port, e.g. 9001")
+			}
+		}
 		for _, l := range [][]string{turn.TCP, turn.TLS} {
 			for _, a := range l {
-				if n, err := checkListen(a); err == nil && n == norm {
-					ch.errorf("signal.listen", s.Listen, "also a TURN TCP/TLS listener: use another port, e.g. 9001")
+				if n, err := checkListen(a); err == nil && n != norm && samePort(n, norm) {
+					ch.errorf("signal.listen", s.Listen, "and %q in the turn section name the same port with different hosts, which cannot both listen: to share the port write the same address in both", a)
 				}
 			}
 		}
@@ -124,7 +147,8 @@ func (s *Signal) validate(ch *checker, turn *TURN) {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"signal.expire_timeout", s.ExpireTimeout}, {"signal.alive_timeout", s.AliveTimeout}, {"signal.credential_ttl", s.CredentialTTL}} {
+	}{{"signal.expire_timeout", s.ExpireTimeout}, {"signal.alive_timeout", s.AliveTimeout}, {"signal.credential_ttl", s.CredentialTTL},
+		{"signal.credential_grace", s.CredentialGrace}} {
 		if d.v <= 0 {
 			ch.errorf(d.key, d.v.String(), "expected %s", durationWant)
 		}
@@ -195,6 +219,18 @@ func (s *Signal) validateQueueBytes(ch *checker) {
 		ch.errorf(key, value, "%s = %d is more than signal.max_queue_bytes = %d, the total: lower it (a fraction of the total, so that one source cannot take the whole budget) or raise max_queue_bytes",
 			v.key, v.n, s.MaxQueueBytes)
 	}
+}
+
+// samePort reports whether two normal listen addresses (checkListen) have the same
+// port and one of them is a wildcard host, so that binding both fails.
+func samePort(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	wild := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || (err == nil && ip.IsUnspecified())
+	}
+	return pa == pb && (wild(ha) || wild(hb)) && ha != hb
 }
 
 // normalisePath makes p start and end with "/", as the PeerJS server does.

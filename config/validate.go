@@ -45,9 +45,50 @@ func (c *Config) validate(loc locator) Errors {
 	c.Peers.validate(ch)
 	c.Metrics.validate(ch)
 	c.Log.validate(ch)
-	c.Signal.validate(ch, &c.TURN)
+	c.Signal.validate(ch, &c.TURN, c.TLS.ACME())
 	c.Cluster.validate(ch)
+	c.Admin.validate(ch)
+	c.TLS.validate(ch, &c.TURN, &c.Signal)
+	c.validateTURNFiles(ch)
 	return ch.errs
+}
+
+// SharedPort reports whether the TURN listener addr ([turn] tcp or tls, as written)
+// is also signal.listen: one port serving both (internal/portmux).
+func (c *Config) SharedPort(addr string) bool {
+	if c.Signal.Listen == "" {
+		return false
+	}
+	a, err1 := checkListen(addr)
+	b, err2 := checkListen(c.Signal.Listen)
+	return err1 == nil && err2 == nil && a != "" && a == b
+}
+
+// validateTURNFiles checks that TURN's TLS listeners have a certificate: turn.tls_cert
+// for those of their own; one shared with signaling presents signaling's, and ACME
+// serves all.
+func (c *Config) validateTURNFiles(ch *checker) {
+	t := &c.TURN
+	own, shared := 0, 0
+	for _, a := range t.TLS {
+		if c.SharedPort(a) {
+			shared++
+		} else {
+			own++
+		}
+	}
+	if own > 0 && !c.TLS.ACME() && (t.TLSCert == "" || t.TLSKey == "") {
+		missing := "turn.tls_cert and turn.tls_key are"
+		if t.TLSCert != "" {
+			missing = "turn.tls_key is"
+		} else if t.TLSKey != "" {
+			missing = "turn.tls_cert is"
+		}
+		ch.errorf("turn.tls", t.TLS, "TLS listeners need turn.tls_cert and turn.tls_key, but %s empty: set both to PEM file paths, or [tls] acme_domains for certificates by ACME, or set tls = []", missing)
+	}
+	if shared > 0 && t.TLSCert != "" && c.Signal.TLSCert != "" && (t.TLSCert != c.Signal.TLSCert || t.TLSKey != c.Signal.TLSKey) {
+		ch.errorf("turn.tls_cert", t.TLSCert, "turn.tls shares signal.listen = %q, and one port presents one certificate (a client that sends no SNI, like Firefox on turns:, cannot ask for another): set turn.tls_cert and tls_key to signal's files, or leave them empty there", c.Signal.Listen)
+	}
 }
 
 func (t *TURN) validate(ch *checker) {
@@ -82,18 +123,8 @@ func (t *TURN) validate(ch *checker) {
 		}
 	}
 	if len(t.UDP)+len(t.TCP)+len(t.TLS) == 0 {
-		ch.errorf("turn", nil, "no listeners: set at least one address in turn.udp, turn.tcp or turn.tls, e.g. udp = [\"0.0.0.0:3478\"]")
+		ch.errorf("turn", nil, "no listeners: set at least one address in turn.udp, turn.tcp or turn.tls, e.g. udp = [\":3478\"]")
 	}
-	if len(t.TLS) > 0 && (t.TLSCert == "" || t.TLSKey == "") {
-		missing := "turn.tls_cert and turn.tls_key are"
-		if t.TLSCert != "" {
-			missing = "turn.tls_key is"
-		} else if t.TLSKey != "" {
-			missing = "turn.tls_cert is"
-		}
-		ch.errorf("turn.tls", t.TLS, "TLS listeners need turn.tls_cert and turn.tls_key, but %s empty: set both to PEM file paths, or set tls = []", missing)
-	}
-
 	if a := t.RelayIP; a.IsValid() && (a.IsUnspecified() || a.IsMulticast()) {
 		ch.errorf("turn.relay_ip", a.String(), "expected a unicast IP address of this host, e.g. \"192.0.2.10\", or \"\" to choose automatically; a wildcard or multicast address cannot be advertised to clients")
 	}
@@ -107,11 +138,29 @@ func (t *TURN) validate(ch *checker) {
 		}
 		ch.errorf(key, value, "turn.public_ip = %q and turn.relay_ip = %q are different IP versions: public_ip is the NAT mapping of relay_ip, so both must be IPv4 or both IPv6", p.String(), r.String())
 	}
+	t.validateIP6(ch)
 	if !t.RelayPorts.valid() {
 		ch.errorf("turn.relay_ports", t.RelayPorts.String(), "expected %s", portRangeForm)
 	}
 	if t.UDPSockets < 0 || t.UDPSockets > 1024 {
 		ch.errorf("turn.udp_sockets", t.UDPSockets, "expected an integer from 0 to 1024 (0 = one socket per CPU)")
+	}
+}
+
+// validateIP6 checks relay_ip6 and public_ip6: IPv6 unicast addresses that can be
+// advertised (not link-local: a scope cannot be told to a client), public_ip6 only with
+// relay_ip6.
+func (t *TURN) validateIP6(ch *checker) {
+	for _, f := range []struct {
+		key string
+		a   netip.Addr
+	}{{"turn.relay_ip6", t.RelayIP6}, {"turn.public_ip6", t.PublicIP6}} {
+		if a := f.a; a.IsValid() && (!a.Is6() || a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.Zone() != "") {
+			ch.errorf(f.key, a.String(), "expected a global or unique-local IPv6 address of this host, e.g. \"2001:db8::10\" (not IPv4, not IPv4-mapped, not link-local or multicast), or \"\" for no IPv6 relayed addresses")
+		}
+	}
+	if t.PublicIP6.IsValid() && !t.RelayIP6.IsValid() {
+		ch.errorf("turn.public_ip6", t.PublicIP6.String(), "is set but turn.relay_ip6 is not: relay sockets for IPv6 allocations bind relay_ip6 (this host's own IPv6 address) and advertise public_ip6; set relay_ip6 too")
 	}
 }
 
@@ -205,6 +254,9 @@ func (l *Limits) validate(ch *checker) {
 	}
 	if l.UserMaxBPS < 0 {
 		ch.errorf("limits.user_max_bps", l.UserMaxBPS, "expected bits per second >= 0 (0 = no cap)")
+	}
+	if l.UserBytesPerDay < 0 {
+		ch.errorf("limits.user_bytes_per_day", l.UserBytesPerDay, "expected bytes >= 0 (0 = no budget)")
 	}
 	if l.UserAllocations >= 1 && l.TotalAllocations >= 1 && l.UserAllocations > l.TotalAllocations {
 		key, value := "limits.user_allocations", l.UserAllocations
@@ -317,6 +369,7 @@ func (c *Config) Warnings() []string {
 	if c.Cluster.Enabled() && c.Signal.PublicHost == "" && !c.TURN.PublicIP.IsValid() && !c.TURN.RelayIP.IsValid() {
 		w = append(w, "cluster.redis is set but neither signal.public_host nor turn.public_ip nor turn.relay_ip is: the TURN URLs this node announces to the fleet name the address relay detects, which other nodes' clients may not reach; set signal.public_host to this node's own name")
 	}
+	w = append(w, c.Admin.warnings()...)
 	if l := c.Metrics.Listen; l != "" {
 		if host, _, err := net.SplitHostPort(l); err == nil {
 			if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {

@@ -305,21 +305,30 @@ func TestREADMEConfigLoads(t *testing.T) {
 		t.Errorf("secrets %d, metrics %q: the README config must keep metrics on loopback", len(cfg.Auth.Secrets), cfg.Metrics.Listen)
 	}
 
-	// Steps 3 to 5 start relay with this file before step 6 has fetched the certificate:
-	// loading it, which reads the certificate files in use, must not need them yet.
+	// The recommended install: TURN over TLS and signaling on one port, 443, with the
+	// certificate by ACME, and nothing else on TCP.
+	if !cfg.TLS.ACME() || !cfg.SharedPort(":443") || cfg.Signal.Listen != ":443" || len(cfg.TURN.TCP) != 0 {
+		t.Errorf("step 3's relay.toml is not the one-port ACME install: tls %v, signal.listen %q, tcp %v, acme %v",
+			cfg.TURN.TLS, cfg.Signal.Listen, cfg.TURN.TCP, cfg.TLS.ACMEDomains)
+	}
+	// Loading it (Load, as relay starts) needs no certificate file: ACME brings one.
 	path := filepath.Join(t.TempDir(), "relay.toml")
 	writeFile(t, path, snippet)
 	if _, err := config.Load(path); err != nil {
-		t.Errorf("step 3's relay.toml does not load before step 6 (relay would not start in step 5):\n%v", err)
+		t.Errorf("step 3's relay.toml does not load:\n%v", err)
 	}
-	// Step 6 uncomments the TLS lines: then TURN over TLS and https/wss are on.
-	tls := regexp.MustCompile(`(?m)^# (tls(_cert|_key)? = )`).ReplaceAllString(snippet, "$1")
-	cfg, err = config.Parse([]byte(tls), "README.md")
+	// Step 6's alternative: certificate files from an ACME client instead.
+	files := strings.Replace(snippet, `acme_domains = ["turn.example.org"]`, `acme_domains = []`, 1)
+	files = strings.Replace(files, "[signal]\n", "[signal]\ntls_cert = \"/etc/relay/tls/fullchain.pem\"\ntls_key = \"/etc/relay/tls/privkey.pem\"\n", 1)
+	cfg, err = config.Parse([]byte(files), "README.md")
 	if err != nil {
-		t.Fatalf("step 3's relay.toml with the TLS lines uncommented (step 6) does not load:\n%v", err)
+		t.Fatalf("step 3's relay.toml with step 6's certificate files does not load:\n%v", err)
 	}
-	if len(cfg.TURN.TLS) != 1 || cfg.TURN.TLSCert == "" || cfg.Signal.TLSCert == "" || cfg.Signal.TLSKey == "" {
-		t.Errorf("uncommenting the TLS lines gives turn.tls %v, turn.tls_cert %q, signal.tls_cert %q", cfg.TURN.TLS, cfg.TURN.TLSCert, cfg.Signal.TLSCert)
+	if cfg.TLS.ACME() || cfg.Signal.TLSCert == "" || !cfg.SharedPort(":443") {
+		t.Errorf("with certificate files: acme %v, signal.tls_cert %q, shared %v", cfg.TLS.ACMEDomains, cfg.Signal.TLSCert, cfg.SharedPort(":443"))
+	}
+	if !strings.Contains(readme, "tls_cert = \"/etc/relay/tls/fullchain.pem\"\ntls_key = \"/etc/relay/tls/privkey.pem\"") {
+		t.Error("README.md step 6 no longer shows the [signal] tls_cert/tls_key lines this test adds")
 	}
 }
 

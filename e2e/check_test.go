@@ -23,22 +23,7 @@ var checkSteps = []string{"STUN Binding", "Allocate", "Allocate (second)", "Crea
 // runCheck runs `relay check args...` and returns its output and exit status.
 func runCheck(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(relayBin, append([]string{"check"}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(time.Minute):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("relay check %s did not finish in a minute:\n%s", strings.Join(args, " "), out.String())
-	}
+	out, err := runFor(t, time.Minute, relayBin, append([]string{"check"}, args...)...)
 	code := 0
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
@@ -46,8 +31,31 @@ func runCheck(t *testing.T, args ...string) (string, int) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("relay check %s → exit %d\n%s", strings.Join(args, " "), code, out.String())
-	return out.String(), code
+	t.Logf("relay check %s → exit %d\n%s", strings.Join(args, " "), code, out)
+	return out, code
+}
+
+// runFor runs name with args and returns its output (stdout and stderr) and exit error;
+// it fails the test if the program does not finish within limit.
+func runFor(t *testing.T, limit time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(limit):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s %s did not finish in %v:\n%s", filepath.Base(name), strings.Join(args, " "), limit, tail(out.String(), 30))
+	}
+	return "", nil
 }
 
 // wantPass asserts exit 0, PASS, and every step ok for each turn: URL in urls.

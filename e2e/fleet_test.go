@@ -93,6 +93,16 @@ func dialPeer(t *testing.T, p *relayProc, id, token string) *websocket.Conn {
 	return ws
 }
 
+// openPeer is dialPeer for a peer that must get OPEN.
+func openPeer(t *testing.T, p *relayProc, id, token string) *websocket.Conn {
+	t.Helper()
+	ws := dialPeer(t, p, id, token)
+	if m := readPeer(t, ws); m.Type != "OPEN" {
+		t.Fatalf("%s got %+v, want OPEN", id, m)
+	}
+	return ws
+}
+
 func readPeer(t *testing.T, ws *websocket.Conn) peerMsg {
 	t.Helper()
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -116,18 +126,12 @@ func TestFleetTwoNodes(t *testing.T) {
 	n2 := startRelay(t, baseConfig("[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
 	n1.waitLog(`"msg":"fleet"`)
 
-	a := dialPeer(t, n1, "alice", "ta")
-	if m := readPeer(t, a); m.Type != "OPEN" {
-		t.Fatalf("alice on node 1 got %+v", m)
-	}
+	a := openPeer(t, n1, "alice", "ta")
 	dup := dialPeer(t, n2, "alice", "someone-else")
 	if m := readPeer(t, dup); m.Type != "ID-TAKEN" {
 		t.Fatalf("alice's id registered again on node 2: %+v", m)
 	}
-	b := dialPeer(t, n2, "bob", "tb")
-	if m := readPeer(t, b); m.Type != "OPEN" {
-		t.Fatalf("bob on node 2 got %+v", m)
-	}
+	b := openPeer(t, n2, "bob", "tb")
 	offer := `{"type":"OFFER","dst":"bob","src":"mallory","payload":{"sdp":{"type":"offer","sdp":"v=0"},"type":"media","connectionId":"mc_1"}}`
 	if err := a.WriteMessage(websocket.TextMessage, []byte(offer)); err != nil {
 		t.Fatal(err)
@@ -143,9 +147,19 @@ func TestFleetTwoNodes(t *testing.T) {
 	if m := readPeer(t, a); m.Type != "ANSWER" || m.Src != "bob" {
 		t.Fatalf("alice got %+v, want bob's ANSWER", m)
 	}
-	m1, m2 := n1.metrics(), n2.metrics()
-	if m1["relay_cluster_backend_up"] != 1 || m1["relay_cluster_messages_sent_total"] != 1 || m1["relay_cluster_messages_received_total"] != 1 ||
-		m2["relay_cluster_messages_sent_total"] != 1 || m2["relay_cluster_messages_received_total"] != 1 {
+	// A node counts a message sent when Redis acknowledges the PUBLISH, which may be
+	// after the other node has delivered it: poll.
+	var m1, m2 map[string]float64
+	counted := func() bool {
+		m1, m2 = n1.metrics(), n2.metrics()
+		return m1["relay_cluster_backend_up"] == 1 && m1["relay_cluster_messages_sent_total"] == 1 && m1["relay_cluster_messages_received_total"] == 1 &&
+			m2["relay_cluster_messages_sent_total"] == 1 && m2["relay_cluster_messages_received_total"] == 1
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !counted() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !counted() {
 		t.Errorf("cluster metrics: node 1 %v, node 2 %v", pick(m1, "relay_cluster_"), pick(m2, "relay_cluster_"))
 	}
 }
@@ -170,10 +184,7 @@ func TestFleetQueueAndNodeKilled(t *testing.T) {
 	n1 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n1\"\n"))
 	n2 := startRelay(t, baseConfig(sig+"[cluster]\nredis = \""+url+"\"\nnode = \"n2\"\n"))
 
-	a := dialPeer(t, n1, "alice", "ta")
-	if m := readPeer(t, a); m.Type != "OPEN" {
-		t.Fatalf("alice got %+v", m)
-	}
+	a := openPeer(t, n1, "alice", "ta")
 	send := func(ws *websocket.Conn, msg string) {
 		t.Helper()
 		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
@@ -187,10 +198,7 @@ func TestFleetQueueAndNodeKilled(t *testing.T) {
 	waitFor(t, "the OFFER for carol to be held in Redis", func() bool {
 		return rdb.LLen(context.Background(), "relay:q:carol").Val() == 1
 	})
-	c := dialPeer(t, n2, "carol", "tc")
-	if m := readPeer(t, c); m.Type != "OPEN" {
-		t.Fatalf("carol got %+v", m)
-	}
+	c := openPeer(t, n2, "carol", "tc")
 	if m := readPeer(t, c); m.Type != "OFFER" || m.Src != "alice" || string(m.Payload) != `{"n":1}` {
 		t.Fatalf("carol got %+v, want alice's held OFFER", m)
 	}
@@ -417,14 +425,8 @@ func TestFleetRedisTLSAndPasswordFile(t *testing.T) {
 		m := n1.metrics()
 		return m[`relay_cluster_backend_up`] == 1 && m[`relay_cluster_nodes{state="up"}`] == 2
 	})
-	a := dialPeer(t, n1, "alice", "ta")
-	if m := readPeer(t, a); m.Type != "OPEN" {
-		t.Fatalf("alice got %+v", m)
-	}
-	b := dialPeer(t, n2, "bob", "tb")
-	if m := readPeer(t, b); m.Type != "OPEN" {
-		t.Fatalf("bob got %+v", m)
-	}
+	a := openPeer(t, n1, "alice", "ta")
+	b := openPeer(t, n2, "bob", "tb")
 	if err := a.WriteMessage(websocket.TextMessage, []byte(`{"type":"OFFER","dst":"bob","payload":{"n":1}}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -441,4 +443,43 @@ func TestFleetRedisTLSAndPasswordFile(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestFleetReloadSteering: [cluster] ice_nodes and region change with SIGHUP, without a
+// restart: node 1's ICE answers go from both nodes to one, and its region label and
+// announcement change; the other [cluster] keys are still logged as needing a restart.
+func TestFleetReloadSteering(t *testing.T) {
+	url := startRedisServer(t)
+	sig := "[signal]\nlisten = \"127.0.0.1:0\"\nice_requests_per_minute = 100000\n"
+	cl := func(node, extra string) string {
+		return baseConfig(sig + "[cluster]\nredis = \"" + url + "\"\nnode = \"" + node + "\"\n" + extra)
+	}
+	n1 := startRelay(t, cl("n1", "ice_nodes = 2\n"))
+	n2 := startRelay(t, cl("n2", ""))
+	n1TURN := "turn:127.0.0.1:" + n1.port("udp") + "?transport=udp"
+	n2TURN := "turn:127.0.0.1:" + n2.port("udp") + "?transport=udp"
+	waitFor(t, "both nodes in node 1's ICE answer", func() bool {
+		urls, _, _ := iceTURN(t, n1)
+		return slices.Contains(urls, n1TURN) && slices.Contains(urls, n2TURN)
+	})
+	n1.rewrite(cl("n1", "ice_nodes = 1\nregion = \"eu-west\"\n"))
+	if err := n1.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	n1.waitLog("config reloaded")
+	waitFor(t, "one node in node 1's ICE answer", func() bool {
+		urls, _, _ := iceTURN(t, n1)
+		return slices.Contains(urls, n1TURN) != slices.Contains(urls, n2TURN)
+	})
+	waitFor(t, "the new region in node 1's metrics", func() bool {
+		return n1.metrics()[`relay_cluster_node_info{node="n1",region="eu-west"}`] == 1
+	})
+	if strings.Contains(n1.log(), "cluster.ice_nodes") || strings.Contains(n1.log(), "cluster.region") {
+		t.Errorf("ice_nodes or region logged as needing a restart:\n%s", n1.log())
+	}
+	n1.rewrite(cl("n1-renamed", "ice_nodes = 1\nregion = \"eu-west\"\n"))
+	if err := n1.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	n1.waitLog("cluster.node")
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -43,20 +42,11 @@ listen = "127.0.0.1:0"
 // paced messages each, through channels to turnutils_peer, over UDP and over TCP.
 func TestUclientInterop(t *testing.T) {
 	uclient := need(t, "turnutils_uclient", "coturn")
-	peerBin := need(t, "turnutils_peer", "coturn")
 	// turnutils_uclient holds two allocations per session for a moment (an EVEN-PORT one
 	// it then releases), so 10 sessions of one user id need a quota of 20.
 	p := startRelay(t, baseConfig("[limits]\nuser_allocations = 20\n"))
+	peerPort := startEchoPeer(t)
 
-	peerPort := freeUDPPortPair(t)
-	peer := exec.Command(peerBin, "-L", "127.0.0.1", "-p", strconv.Itoa(peerPort))
-	if err := peer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = peer.Process.Kill(); _ = peer.Wait() })
-	waitForEcho(t, fmt.Sprintf("127.0.0.1:%d", peerPort))
-
-	lost := regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\), total send dropped (\d+)`)
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			m0 := p.metrics()
@@ -67,32 +57,7 @@ func TestUclientInterop(t *testing.T) {
 			if transport == "tcp" {
 				args = append(args, "-t")
 			}
-			cmd := exec.Command(uclient, append(args, "127.0.0.1")...)
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			done := make(chan error, 1)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatalf("turnutils_uclient: %v\n%s\nrelay log:\n%s", err, tail(out.String(), 30), p.log())
-				}
-			case <-time.After(2 * time.Minute):
-				_ = cmd.Process.Kill()
-				<-done
-				t.Fatalf("turnutils_uclient did not finish in 2 minutes\n%s", tail(out.String(), 30))
-			}
-			m := lost.FindStringSubmatch(out.String())
-			if m == nil {
-				t.Fatalf("no loss summary in turnutils_uclient output:\n%s", tail(out.String(), 30))
-			}
-			t.Logf("%s: %s", transport, m[0])
-			if m[1] != "0" || m[3] != "0" {
-				t.Fatalf("lost %s packets, %s send dropped over %s; want 0", m[1], m[3], transport)
-			}
+			uclientNoLoss(t, uclient, append(args, "127.0.0.1"), p)
 			m1 := p.metrics()
 			after := m1[`relay_turn_relayed_packets_total{direction="client_to_peer"}`]
 			if after-before < 10*200 {
@@ -110,6 +75,28 @@ func TestUclientInterop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// uclientLoss matches turnutils_uclient's loss summary.
+var uclientLoss = regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\), total send dropped (\d+)`)
+
+// uclientNoLoss runs turnutils_uclient with args (at most 2 minutes) and fails the test
+// unless it finished and lost nothing; it returns the loss summary line.
+func uclientNoLoss(t *testing.T, uclient string, args []string, p *relayProc) string {
+	t.Helper()
+	out, err := runFor(t, 2*time.Minute, uclient, args...)
+	if err != nil {
+		t.Fatalf("turnutils_uclient: %v\n%s\nrelay log:\n%s", err, tail(out, 30), p.log())
+	}
+	m := uclientLoss.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no loss summary in turnutils_uclient output:\n%s", tail(out, 30))
+	}
+	t.Logf("turnutils_uclient %s: %s", strings.Join(args, " "), m[0])
+	if m[1] != "0" || m[3] != "0" {
+		t.Fatalf("lost %s packets, %s send dropped; want 0", m[1], m[3])
+	}
+	return m[0]
 }
 
 // waitForEcho polls a UDP echo peer until it answers.

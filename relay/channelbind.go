@@ -41,5 +41,9 @@ func (g *gate) channelBind(set *settings, from netip.AddrPort, rep replier, k tu
 		g.respond(set, from, rep, stun.CodeForbidden, key)
 		return false
 	}
+	if g.peerFamilyMismatch(k, peer) {
+		g.respond(set, from, rep, stun.CodePeerAddrFamilyMismatch, key)
+		return false
+	}
 	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/relayproject/relay/internal/rawudp"
+	"github.com/relayproject/relay/metrics"
 )
 
 // batchSize is how many datagrams one read of a UDP listener may return (recvmmsg(2)),
@@ -63,7 +65,11 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	p = c.gate.withAddressError(p)
 	c.s.countOutgoing(p)
+	if secs, ok := responseLifetime(p); ok {
+		c.s.allocs.setExpiry(tupleKey{client: addrPortOf(addr), local: c.gate.local}, secs)
+	}
 	n, err := c.UDPConn.WriteTo(p, addr)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		c.ctr.listenerError(c.gate.transport)
@@ -96,6 +102,7 @@ type streamListener struct {
 	s         *Server
 	transport string
 	tlsConfig *tls.Config // nil for plain TCP
+	gen       *familyGen  // the relay address generator pion has for this listener
 
 	mu     sync.Mutex
 	conns  map[*streamConn]struct{}
@@ -121,6 +128,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 		local := addrPortOf(c.LocalAddr())
 		remote := addrPortOf(c.RemoteAddr())
 		sc := &streamConn{Conn: c, l: l, ctr: l.s.counters, remote: remote, gate: newGate(l.s, l.transport, local, true)}
+		sc.gate.gen = l.gen // one per listener: pion has one generator per listener
 		if l.tlsConfig != nil {
 			sc.tls = tls.Server(c, l.tlsConfig)
 			sc.Conn = sc.tls
@@ -191,6 +199,9 @@ func (c *streamConn) read(p []byte) (int, error) {
 			return 0, err
 		}
 		c.handshaken = true
+		if c.tls.ConnectionState().NegotiatedProtocol == acmeALPN {
+			return 0, io.EOF // an ACME validation: the certificate was the answer
+		}
 	}
 	if c.buf == nil {
 		c.buf = make([]byte, 2*maxStreamFrameBytes)
@@ -236,7 +247,12 @@ func (c *streamConn) fill() error {
 }
 
 func (c *streamConn) Write(p []byte) (int, error) {
+	c.gate.releaseFamily() // pion is answering: before a write that may wait for the client
+	p = c.gate.withAddressError(p)
 	c.l.s.countOutgoing(p)
+	if secs, ok := responseLifetime(p); ok {
+		c.l.s.allocs.setExpiry(tupleKey{client: c.remote, local: c.gate.local, stream: true}, secs)
+	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	return c.Conn.Write(p)
@@ -250,9 +266,10 @@ func (c *streamConn) reply(b []byte, _ netip.AddrPort) {
 }
 
 func (c *streamConn) Close() error {
+	c.gate.releaseFamily()
 	c.closeOutbox()
 	err := c.Conn.Close()
-	if c.tls != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+	if c.l.transport == metrics.TransportTLS && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
 		// The client left first and the TLS close-notify found no one to tell: the
 		// connection is closed all the same, as it should be.
 		err = nil

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v3"
@@ -53,6 +54,12 @@ type gate struct {
 	pending    tupleKey
 	hasPending bool
 
+	// The relay address generator pion calls for this socket's Allocates (family.go):
+	// this UDP socket's own, or the one of this connection's TCP/TLS listener.
+	gen     *familyGen
+	holding atomic.Bool                      // g holds gen for an Allocate pion is handling
+	addrErr atomic.Pointer[addressErrorNote] // an Allocate whose success answer needs ADDRESS-ERROR-CODE
+
 	// The fast path's cache of this socket's allocations by client address (a client
 	// always lands on the same socket). Only this gate's read loop touches it.
 	cache map[netip.AddrPort]*allocation
@@ -63,6 +70,7 @@ func newGate(s *Server, transport string, local netip.AddrPort, stream bool) *ga
 		s: s, ctr: s.counters, transport: transport, local: local, stream: stream,
 		bindings: s.metrics.STUNBindingRequests.WithLabelValues(transport),
 		out:      make([]byte, 0, 256),
+		gen:      newFamilyGen(s),
 	}
 }
 
@@ -71,6 +79,12 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 	if g.hasPending {
 		g.hasPending = false
 		g.s.allocs.settle(g.pending)
+	}
+	if g.holding.Load() {
+		g.releaseFamily() // pion is done with the last Allocate
+	}
+	if g.addrErr.Load() != nil {
+		g.addrErr.Store(nil)
 	}
 	if isChannelData(b) {
 		g.channelData(b, from)
@@ -241,6 +255,7 @@ func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k t
 		if method == stun.MethodAllocate {
 			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnauthorized).Inc()
 		}
+		g.refused(from, user, reason)
 	}
 	if string(realm) != set.realm {
 		refuse(reasonWrongRealm)
@@ -275,6 +290,21 @@ func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k t
 	}
 	if key != nil {
 		cred = credentials{key: key, username: string(user), userID: userID}
+		if ctl := g.s.ctl; ctl != nil {
+			id := userID
+			if id == "" {
+				id = userIDOf(cred.username) // verified by its allocation's own key
+			}
+			if ctl.Revoked(cred.username, id) {
+				// The operator cut these credentials (or their user) off: as good as
+				// wrong ones, until they would have expired anyway.
+				refuse(ReasonRevoked)
+				if g.unauthReply(set, from) {
+					g.respond(set, from, rep, stun.CodeUnauthorized, nil, stun.NewRealm(set.realm), stun.NewNonce(string(nonce)))
+				}
+				return credentials{}, false, false
+			}
+		}
 		set.keys.put(cred.username, set.realm, key, verified)
 		return cred, true, false
 	}

@@ -50,9 +50,14 @@ type kernelPath struct {
 
 	ids atomic.Uint32 // allocation ids; 0 is never handed out
 
+	amu  sync.Mutex
+	byID map[uint32]*allocation // the allocations in the maps, by id (for sweep)
+
 	mu     sync.Mutex // sync's
 	last   offload.Stats
 	closed bool
+
+	swmu sync.Mutex // serialises sweeps
 
 	stop chan struct{}
 	done chan struct{}
@@ -101,6 +106,7 @@ func (s *Server) startOffload() error {
 		offC2P: s.metrics.OffloadedPackets.WithLabelValues(metrics.DirectionClientToPeer),
 		offP2C: s.metrics.OffloadedPackets.WithLabelValues(metrics.DirectionPeerToClient),
 		stop:   make(chan struct{}), done: make(chan struct{}),
+		byID: map[uint32]*allocation{},
 	}
 	s.kernel, s.allocs.kernel = k, k
 	s.metrics.OffloadActive.Set(1)
@@ -115,17 +121,26 @@ func (s *Server) startOffload() error {
 // dashboard polling the counters directly never waits long.
 const syncEvery = 100 * time.Millisecond
 
-// loop brings the kernel's totals into relay's counters every syncEvery.
+// sweepEvery is how often every channel's counts are read (sweep).
+const sweepEvery = time.Second
+
+// loop brings the kernel's totals into relay's counters every syncEvery, and its
+// per-channel counts into the allocations every sweepEvery.
 func (k *kernelPath) loop() {
 	defer close(k.done)
 	t := time.NewTicker(syncEvery)
 	defer t.Stop()
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-k.stop:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			k.sync()
+			if now.Sub(lastSweep) >= sweepEvery {
+				k.sweep()
+				lastSweep = now
+			}
 		}
 	}
 }
@@ -194,9 +209,14 @@ func (k *kernelPath) freeRate(b *bitRate) {
 func inKernel(b *bitRate) bool { return b == nil || b.kernel != 0 }
 
 // adopt gives a new allocation an id in the kernel's maps if the kernel can relay for
-// it: a UDP client over IPv4, with every cap in the kernel's memory.
+// it: a UDP client over IPv4 with an IPv4 relay address, every cap in the kernel's
+// memory, and no byte budget (the program cannot check one: relay's path does, per
+// datagram).
 func (k *kernelPath) adopt(a *allocation, key tupleKey) {
-	if k == nil || a.conn == nil || key.stream || !a.client.Addr().Is4() {
+	if k == nil || a.conn == nil || key.stream || !a.client.Addr().Is4() || a.conn.r.bind != k.bind {
+		return
+	}
+	if a.usage != nil && a.usage.Limit() > 0 {
 		return
 	}
 	if l := key.local.Addr().Unmap(); !l.Is4() && !l.IsUnspecified() {
@@ -213,6 +233,9 @@ func (k *kernelPath) adopt(a *allocation, key tupleKey) {
 		id = k.ids.Add(1)
 	}
 	a.kid, a.klocal = id, key.local
+	k.amu.Lock()
+	k.byID[id] = a
+	k.amu.Unlock()
 }
 
 // permit and unpermit mirror a permission (a.mu held). The kernel must never hold a
@@ -239,14 +262,18 @@ func (k *kernelPath) release(a *allocation) {
 	for _, ip := range a.hot.Load().perms {
 		_ = k.d.DeletePermission(a.kid, ip)
 	}
+	k.amu.Lock()
+	delete(k.byID, a.kid)
+	k.amu.Unlock()
 	a.kid = 0
+	k.settle(a)
 }
 
 // channel is channel n to peer as the kernel sees it, and whether the kernel may relay
 // it under the peer policy now.
 func (k *kernelPath) channel(a *allocation, n uint16, peer netip.AddrPort) (offload.Channel, bool) {
 	c := offload.Channel{
-		Alloc: a.kid, Client: a.client, Local: a.klocal, Relay: netip.AddrPortFrom(k.bind, a.conn.port),
+		Alloc: a.kid, Client: a.client, Local: a.klocal, Relay: netip.AddrPortFrom(a.conn.r.bind, a.conn.port),
 		Peer: peer, Number: n,
 		Up: bucketOf(a.upBPS), UserUp: bucketOf(a.userUpBPS), Down: bucketOf(a.downBPS), UserDown: bucketOf(a.userDownBPS),
 	}
@@ -297,11 +324,69 @@ func (k *kernelPath) dropChannel(a *allocation, n uint16) {
 	}
 	delete(a.kchans, n)
 	got, _ := k.d.RemoveChannel(c)
-	if a.conn != nil {
-		a.conn.c2pBytes.Add(got.ToPeerBytes)
-		a.conn.c2pPackets.Add(got.ToPeerPackets)
-		a.conn.p2cBytes.Add(got.ToClientBytes)
-		a.conn.p2cPackets.Add(got.ToClientPackets)
+	a.kgone.Add(got)
+	delete(a.klive, n) // counted in kgone now, with what came since the last sweep
+}
+
+// settle adds to the user's usage what the kernel relayed for a since the last time
+// (a.mu held). Channels that left count what the kernel had when they left, live ones
+// what the last sweep saw: never more than once, never less in the end.
+func (k *kernelPath) settle(a *allocation) {
+	total := a.kgone.ToPeerBytes + a.kgone.ToClientBytes
+	for _, c := range a.klive {
+		total += c.ToPeerBytes + c.ToClientBytes
+	}
+	if a.usage != nil && total > a.kcounted {
+		a.usage.count(int(total - a.kcounted))
+	}
+	a.kcounted = max(a.kcounted, total)
+}
+
+// sweep reads every channel's counts (a few batched map reads) into its allocation,
+// adds the new bytes to the users' usage, and lets go of allocations whose user got a
+// byte budget since they were adopted: relay's path checks it from then on.
+func (k *kernelPath) sweep() {
+	if k == nil {
+		return
+	}
+	k.swmu.Lock()
+	defer k.swmu.Unlock()
+	type key struct {
+		id uint32
+		n  uint16
+	}
+	live := map[key]offload.Counts{}
+	if k.d.Sweep(func(id uint32, n uint16, c offload.Counts) {
+		x := live[key{id, n}]
+		x.Add(c)
+		live[key{id, n}] = x
+	}) != nil {
+		return
+	}
+	k.amu.Lock()
+	list := make([]*allocation, 0, len(k.byID))
+	for _, a := range k.byID {
+		list = append(list, a)
+	}
+	k.amu.Unlock()
+	for _, a := range list {
+		a.mu.Lock()
+		if a.kid != 0 {
+			if a.klive == nil {
+				a.klive = map[uint16]offload.Counts{}
+			}
+			// Only channels still in the maps: one that left since the read is in kgone.
+			for n := range a.kchans {
+				if c, ok := live[key{a.kid, n}]; ok {
+					a.klive[n] = c
+				}
+			}
+			k.settle(a)
+			if a.usage != nil && a.usage.Limit() > 0 {
+				k.release(a)
+			}
+		}
+		a.mu.Unlock()
 	}
 }
 
@@ -346,7 +431,8 @@ func (k *kernelPath) recheck(all []*allocation) {
 	}
 }
 
-// relayed is what an allocation relayed so far, both paths.
+// relayed is what an allocation relayed, both paths: relay's own counts, and the
+// kernel's as of its last sweep (exact once the allocation has left the maps).
 func (k *kernelPath) relayed(a *allocation) relayCounts {
 	var c relayCounts
 	if a.conn != nil {
@@ -356,13 +442,14 @@ func (k *kernelPath) relayed(a *allocation) relayCounts {
 		return c
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, ch := range a.kchans {
-		n := k.d.ChannelCounts(ch)
-		c.c2pBytes += n.ToPeerBytes
-		c.c2pPackets += n.ToPeerPackets
-		c.p2cBytes += n.ToClientBytes
-		c.p2cPackets += n.ToClientPackets
+	n := a.kgone
+	for _, l := range a.klive {
+		n.Add(l)
 	}
+	a.mu.Unlock()
+	c.c2pBytes += n.ToPeerBytes
+	c.c2pPackets += n.ToPeerPackets
+	c.p2cBytes += n.ToClientBytes
+	c.p2cPackets += n.ToClientPackets
 	return c
 }

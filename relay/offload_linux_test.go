@@ -448,3 +448,77 @@ func (cs *channelSession) echoVia(t *testing.T, peer *net.UDPConn, msg string) s
 	}
 	return string(buf[4 : 4+(int(buf[2])<<8|int(buf[3]))])
 }
+
+// TestOffloadBudget: the kernel's bytes count against the user's day (usage, the admin
+// listing); a user whose budget appears while its allocation is in the kernel leaves
+// the kernel at the next sweep and relay's path holds the budget from there; a user with
+// a budget from the start never enters it.
+func TestOffloadBudget(t *testing.T) {
+	s, ctl, _ := controlled(t, nil)
+	requireOffload(t, s)
+	peer, peerAddr := peerSocket(t)
+	cs := bindChannelTo(t, s, "udp", peerAddr)
+	a := cs.allocation(t)
+	if a.kid == 0 {
+		t.Fatal("an allocation without a budget is not in the kernel")
+	}
+	before := kernelStats(t, s)
+	for i := 0; i < 10; i++ {
+		if got := cs.echoVia(t, peer, strings.Repeat("x", 100)); len(got) != 100 {
+			t.Fatalf("echo %d: %d bytes", i, len(got))
+		}
+	}
+	if st := kernelStats(t, s); st.ToPeerPackets-before.ToPeerPackets != 10 || st.ToClientPackets-before.ToClientPackets != 10 {
+		t.Fatalf("the kernel relayed %d and %d of 10 each way", st.ToPeerPackets-before.ToPeerPackets, st.ToClientPackets-before.ToClientPackets)
+	}
+	list := s.Allocations("fast") // sweeps first
+	if len(list) != 1 || list[0].BytesClientToPeer != 1000 || list[0].BytesPeerToClient != 1000 || list[0].PacketsClientToPeer != 10 {
+		t.Fatalf("admin listing %+v, want 1000 bytes and 10 datagrams each way", list)
+	}
+	ctl.mu.Lock()
+	u := ctl.usage["fast"]
+	ctl.mu.Unlock()
+	if u.Local() != 2000 {
+		t.Fatalf("usage %d bytes, want the kernel's 2000", u.Local())
+	}
+
+	u.SetLimit(2500) // 500 bytes left today
+	s.kernel.sweep()
+	a.mu.Lock()
+	kid := a.kid
+	a.mu.Unlock()
+	if kid != 0 {
+		t.Fatal("with a budget the allocation is still in the kernel")
+	}
+	got := 0
+	for i := 0; i < 4; i++ {
+		if cs.echoVia(t, peer, strings.Repeat("y", 100)) != "" {
+			got++
+		}
+	}
+	// 500 bytes left: two round trips of 200, then the third's way out reaches the
+	// budget and its way back is dropped, as is everything after.
+	if got != 2 || u.Local() != 2500 {
+		t.Errorf("over the budget: %d echoes came back, usage %d; want 2 and 2500", got, u.Local())
+	}
+	waitFor(t, "datagrams dropped by the budget", func() bool {
+		return testutil.ToFloat64(s.metrics.Dropped.WithLabelValues(dropBudget)) > 0
+	})
+
+	ctl.mu.Lock()
+	ctl.budget = 1 << 40
+	ctl.mu.Unlock()
+	user, pass := s.creds(t, "budgeted")
+	c := dialRaw(t, "udp", s.addr("udp"), nil)
+	sess, r := c.allocate(user, pass)
+	if errorCode(r) != 0 {
+		t.Fatalf("allocate: %d", errorCode(r))
+	}
+	if r := sess.request(stun.NewType(stun.MethodChannelBind, stun.ClassRequest), channelNumber(0x4001), xorPeer{peerAddr}); errorCode(r) != 0 {
+		t.Fatalf("ChannelBind: %d", errorCode(r))
+	}
+	b := s.allocs.lookup(tupleKey{client: addrPortOf(c.conn.LocalAddr()), local: addrPortOf(s.Addrs("udp")[0])})
+	if b == nil || b.kid != 0 {
+		t.Error("an allocation whose user has a budget entered the kernel")
+	}
+}

@@ -33,6 +33,10 @@ func (g *gate) createPermission(set *settings, from netip.AddrPort, rep replier,
 			g.respond(set, from, rep, stun.CodeForbidden, key)
 			return false
 		}
+		if g.peerFamilyMismatch(k, peer) {
+			g.respond(set, from, rep, stun.CodePeerAddrFamilyMismatch, key)
+			return false
+		}
 		peers++
 		if h != nil {
 			if !h.permitted(peer.Addr().Unmap()) {

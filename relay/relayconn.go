@@ -39,20 +39,23 @@ type relayPorts struct {
 	pollers *rawudp.Pollers[*relayConn] // read every relay socket (relaysock.go)
 }
 
-func newRelayPorts(s *Server, bind, advertise netip.Addr, min, max uint16) *relayPorts {
+// newRelayPorts makes the relay sockets of one address family (bind's), read by
+// pollers (shared by both families).
+func newRelayPorts(s *Server, bind, advertise netip.Addr, min, max uint16, pollers *rawudp.Pollers[*relayConn]) *relayPorts {
 	span := int(max) - int(min) + 1
 	return &relayPorts{
 		bind: bind, advertise: advertise, min: min, max: max,
 		set: &s.settings, ctr: s.counters, inUse: s.metrics.RelayPortsInUse,
 		open:    make(map[uint16]*relayConn),
 		next:    min + uint16(rand.IntN(span)),
-		pollers: newRelayPollers(),
+		pollers: pollers,
 	}
 }
 
+// Validate checks that the IPv4 relay address is IPv4 (IPv6 ones are relay_ip6's).
 func (r *relayPorts) Validate() error {
 	if !r.bind.Is4() {
-		return fmt.Errorf("relay: relay_ip %s: pion/turn v4 relays over IPv4 only", r.bind)
+		return fmt.Errorf("relay: relay_ip %s: relay_ip is the IPv4 relay address; put an IPv6 one in relay_ip6", r.bind)
 	}
 	return nil
 }
@@ -142,6 +145,7 @@ type relayConn struct {
 	alloc atomic.Pointer[allocation] // set once pion reports the allocation
 
 	c2pBytes, c2pPackets, p2cBytes, p2cPackets atomic.Uint64
+	budgetDropped                              atomic.Uint64 // datagrams dropped over the user's byte budget
 
 	qmu     sync.Mutex
 	queue   []queuedDatagram // for pion; nil while empty
@@ -158,14 +162,14 @@ type queuedDatagram struct {
 const maxQueued = 64
 
 // relayCounts is what one allocation relayed, for the allocation log.
-type relayCounts struct{ c2pBytes, c2pPackets, p2cBytes, p2cPackets uint64 }
+type relayCounts struct{ c2pBytes, c2pPackets, p2cBytes, p2cPackets, budgetDropped uint64 }
 
 func (c *relayConn) counts() relayCounts {
-	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load()}
+	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load(), c.budgetDropped.Load()}
 }
 
-// received handles a datagram a poller read into buf[4:4+n] from an IPv4 source (relay
-// sockets are IPv4, so from is never a mapped address).
+// received handles a datagram a poller read into buf[4:4+n] from a source of the relay
+// socket's family (IPv4 sockets, and IPv6-only ones: from is never a mapped address).
 func (c *relayConn) received(buf []byte, n int, from netip.AddrPort, out *sendBatch) {
 	if c.r.advertise != c.r.bind && from.Addr() == c.r.bind && from.Port() >= c.r.min && from.Port() <= c.r.max {
 		// Another allocation of ours delivered this locally: it comes from the public

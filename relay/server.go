@@ -30,6 +30,13 @@ type Options struct {
 	Auth    *auth.Authenticator
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+	// Listeners are listeners made elsewhere for some `[turn] tcp` and `tls` addresses
+	// (keyed as the configuration writes them): a port shared with signaling
+	// (internal/portmux), whose connections arrive with their TLS handshake done.
+	Listeners map[string]net.Listener
+	// GetCertificate, when set, serves every TURN TLS listener instead of turn.tls_cert
+	// (certificates by ACME); reloads then leave certificates to it.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // settings is what a request is checked against; swapped whole, so a reload never shows
@@ -59,6 +66,8 @@ type settings struct {
 type Server struct {
 	cfg      *config.Config
 	log      *slog.Logger
+	premade  map[string]net.Listener                              // Options.Listeners
+	getCert  func(*tls.ClientHelloInfo) (*tls.Certificate, error) // Options.GetCertificate
 	metrics  *metrics.Metrics
 	settings atomic.Pointer[settings]
 	draining atomic.Bool
@@ -67,7 +76,8 @@ type Server struct {
 	nonces   *nonceBook // the nonces pion handed out (nonces.go)
 
 	relayBind, relayAdvertise netip.Addr
-	relaySource               string // how relayBind was chosen, for the startup log
+	relaySource               string      // how relayBind was chosen, for the startup log
+	relay6                    *relayPorts // IPv6 relayed addresses (relay_ip6); nil: none, 440
 
 	mu       sync.Mutex
 	pion     *turn.Server
@@ -83,6 +93,10 @@ type Server struct {
 	kernel   *kernelPath                                 // the kernel data path, nil when off (offload.go)
 	// offloadOff says why the kernel data path is off (empty when on).
 	offloadOff string
+
+	ctl       Control       // operator control (control.go); nil: none
+	stopRates chan struct{} // ends the rate sampler (control.go) when there is a Control
+	ratesDone sync.WaitGroup
 }
 
 // udpReadBufSize fits any datagram worth reading: pion drops STUN of pionReadBufSize
@@ -99,7 +113,8 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	cfg := o.Config
-	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics, o.Logger), nonces: newNonceBook(), addrs: map[string][]net.Addr{}}
+	s := &Server{cfg: cfg, log: o.Logger, metrics: o.Metrics, allocs: newAllocations(o.Metrics, o.Logger), nonces: newNonceBook(), addrs: map[string][]net.Addr{},
+		premade: o.Listeners, getCert: o.GetCertificate}
 
 	switch {
 	case cfg.TURN.RelayIP.IsValid():
@@ -117,15 +132,23 @@ func New(o Options) (*Server, error) {
 	}
 	// Every label value exists from the start, so dashboards and alerts see zeros.
 	for _, r := range []string{string(auth.ReasonMalformed), string(auth.ReasonExpired), string(auth.ReasonTooFarFuture),
-		string(auth.ReasonUnknownUser), string(auth.ReasonBadPassword), reasonWrongRealm} {
+		string(auth.ReasonUnknownUser), string(auth.ReasonBadPassword), reasonWrongRealm, ReasonRevoked} {
 		o.Metrics.AuthFailures.WithLabelValues(r)
 	}
 	s.counters = newCounters(o.Metrics)
-	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max)
+	pollers := newRelayPollers()
+	s.relay = newRelayPorts(s, s.relayBind, s.relayAdvertise, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max, pollers)
 	if err := s.relay.Validate(); err != nil {
 		return nil, err
 	}
-	s.allocs.ports = s.relay
+	if ip6 := cfg.TURN.RelayIP6; ip6.IsValid() {
+		adv := ip6
+		if cfg.TURN.PublicIP6.IsValid() {
+			adv = cfg.TURN.PublicIP6
+		}
+		s.relay6 = newRelayPorts(s, ip6, adv, cfg.TURN.RelayPorts.Min, cfg.TURN.RelayPorts.Max, pollers)
+	}
+	s.allocs.ports, s.allocs.ports6 = s.relay, s.relay6
 	for i, m := range responseMethods {
 		for j, c := range responseClasses {
 			s.requests[i][j] = o.Metrics.Requests.WithLabelValues(m.name, c)
@@ -149,7 +172,7 @@ func (s *Server) newSettings(cfg *config.Config, a *auth.Authenticator, realm st
 			DenyDefault: cfg.Peers.DenyDefault,
 			Deny:        cfg.Peers.DenyPrefixes,
 			Allow:       cfg.Peers.AllowPrefixes,
-			Self:        []netip.Addr{s.relayBind, s.relayAdvertise},
+			Self:        s.selfAddrs(),
 			SelfPorts:   [2]uint16{s.cfg.TURN.RelayPorts.Min, s.cfg.TURN.RelayPorts.Max},
 		}),
 		userAllocations:  cfg.Limits.UserAllocations,
@@ -162,6 +185,15 @@ func (s *Server) newSettings(cfg *config.Config, a *auth.Authenticator, realm st
 		failIP:           newHashedBuckets(float64(cfg.Limits.AuthFailuresPerIP)/60, float64(cfg.Limits.AuthFailuresPerIP)),
 		failUser:         staticUserLimits(cfg),
 	}
+}
+
+// selfAddrs are the server's own relay addresses, bound and advertised, of both families.
+func (s *Server) selfAddrs() []netip.Addr {
+	self := []netip.Addr{s.relayBind, s.relayAdvertise}
+	if s.relay6 != nil {
+		self = append(self, s.relay6.bind, s.relay6.advertise)
+	}
+	return self
 }
 
 // staticUserLimits gives each static user a budget of auth_failures_per_user wrong
@@ -181,7 +213,7 @@ func staticUserLimits(cfg *config.Config) map[string]*rate.Limiter {
 // changed keys that only a restart applies (listeners, relay addresses, realm); an error
 // (an unreadable certificate) leaves the running configuration as it was.
 func (s *Server) Reload(cfg *config.Config, a *auth.Authenticator) (needRestart []string, err error) {
-	if len(cfg.TURN.TLS) > 0 && len(s.cfg.TURN.TLS) > 0 {
+	if s.ownCertificate() && cfg.TURN.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TURN.TLSCert, cfg.TURN.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("turn.tls_cert %q / turn.tls_key %q: %w", cfg.TURN.TLSCert, cfg.TURN.TLSKey, err)
@@ -199,6 +231,8 @@ func (s *Server) Reload(cfg *config.Config, a *auth.Authenticator) (needRestart 
 		{"turn.tls", !slices.Equal(cfg.TURN.TLS, old.TURN.TLS)},
 		{"turn.relay_ip", cfg.TURN.RelayIP != old.TURN.RelayIP},
 		{"turn.public_ip", cfg.TURN.PublicIP != old.TURN.PublicIP},
+		{"turn.relay_ip6", cfg.TURN.RelayIP6 != old.TURN.RelayIP6},
+		{"turn.public_ip6", cfg.TURN.PublicIP6 != old.TURN.PublicIP6},
 		{"turn.relay_ports", cfg.TURN.RelayPorts != old.TURN.RelayPorts},
 		{"turn.udp_sockets", cfg.TURN.UDPSockets != old.TURN.UDPSockets},
 		{"turn.offload", cfg.TURN.Offload != old.TURN.Offload},
@@ -284,7 +318,7 @@ func (s *Server) Start() (err error) {
 	}
 
 	// Files first: a bad certificate should stop relay before any socket opens.
-	if len(s.cfg.TURN.TLS) > 0 {
+	if s.ownCertificate() {
 		if err := s.loadCertificate(); err != nil {
 			return err
 		}
@@ -312,7 +346,7 @@ func (s *Server) Start() (err error) {
 			s.udpLoops.Add(1)
 			pc.done = s.udpLoops.Done
 			s.udp = append(s.udp, pc)
-			pcs = append(pcs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: s.relay, PermissionHandler: perm})
+			pcs = append(pcs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: pc.gate.gen, PermissionHandler: perm})
 		}
 		s.addrs[metrics.TransportUDP] = append(s.addrs[metrics.TransportUDP], conns[0].LocalAddr())
 		s.log.Info("listening", "transport", "udp", "addr", conns[0].LocalAddr().String(), "sockets", len(conns))
@@ -326,6 +360,12 @@ func (s *Server) Start() (err error) {
 				return s.tlsCert.Load(), nil
 			},
 		}
+		if s.getCert != nil {
+			tlsConfig.GetCertificate = s.getCert
+			// TLS-ALPN-01 (RFC 8737) on a TURN listener of port 443: the ACME certificate
+			// source answers the validation's handshake; the connection then ends.
+			tlsConfig.NextProtos = []string{acmeALPN}
+		}
 	}
 	for _, l := range []struct {
 		transport string
@@ -337,13 +377,15 @@ func (s *Server) Start() (err error) {
 		{metrics.TransportTLS, "turn.tls", s.cfg.TURN.TLS, tlsConfig},
 	} {
 		for _, addr := range l.addrs {
-			ln, err := net.Listen(listen.Network("tcp", addr), addr)
-			if err != nil {
+			ln, tlsConfig := s.premade[addr], l.tls
+			if ln != nil {
+				tlsConfig = nil // shared with signaling: the port's router made the handshake
+			} else if ln, err = net.Listen(listen.Network("tcp", addr), addr); err != nil {
 				return fmt.Errorf("%s %q: %w", l.key, addr, err)
 			}
-			sl := &streamListener{Listener: ln, s: s, transport: l.transport, tlsConfig: l.tls, conns: map[*streamConn]struct{}{}}
+			sl := &streamListener{Listener: ln, s: s, transport: l.transport, tlsConfig: tlsConfig, conns: map[*streamConn]struct{}{}, gen: newFamilyGen(s)}
 			s.streams = append(s.streams, sl)
-			lcs = append(lcs, turn.ListenerConfig{Listener: sl, RelayAddressGenerator: s.relay, PermissionHandler: perm})
+			lcs = append(lcs, turn.ListenerConfig{Listener: sl, RelayAddressGenerator: sl.gen, PermissionHandler: perm})
 			s.addrs[l.transport] = append(s.addrs[l.transport], ln.Addr())
 			s.log.Info("listening", "transport", l.transport, "addr", ln.Addr().String())
 		}
@@ -374,10 +416,40 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("turn: starting pion/turn: %w", err)
 	}
 	s.pion = pion
+	if s.ctl != nil {
+		s.stopRates = make(chan struct{})
+		s.ratesDone.Add(1)
+		go func() {
+			defer s.ratesDone.Done()
+			s.rates(s.stopRates)
+		}()
+	}
 	s.log.Info("relay address", "bind", s.relayBind.String(), "advertise", s.relayAdvertise.String(),
 		"ports", s.cfg.TURN.RelayPorts.String(), "chosen_by", s.relaySource)
+	if s.relay6 != nil {
+		s.log.Info("relay address", "family", "ipv6", "bind", s.relay6.bind.String(), "advertise", s.relay6.advertise.String(),
+			"ports", s.cfg.TURN.RelayPorts.String(), "chosen_by", "turn.relay_ip6")
+	}
 	return nil
 }
+
+// ownCertificate reports whether the TURN TLS listeners present turn.tls_cert: some
+// listener is TURN's own (not shared with signaling, whose certificate a shared port
+// presents) and no GetCertificate (ACME) serves them.
+func (s *Server) ownCertificate() bool {
+	if s.getCert != nil {
+		return false
+	}
+	for _, addr := range s.cfg.TURN.TLS {
+		if s.premade[addr] == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// acmeALPN is the ALPN protocol of an ACME TLS-ALPN-01 validation (RFC 8737).
+const acmeALPN = "acme-tls/1"
 
 func (s *Server) loadCertificate() error {
 	if s.cfg.TURN.TLSCert == "" || s.cfg.TURN.TLSKey == "" {
@@ -403,6 +475,10 @@ func (s *Server) Close() error {
 	s.closed = true
 	pion, streams := s.pion, s.streams
 	s.mu.Unlock()
+	if s.stopRates != nil {
+		close(s.stopRates)
+		s.ratesDone.Wait()
+	}
 
 	s.allocs.markAll(endShutdown)
 	err := pion.Close()
@@ -415,15 +491,24 @@ func (s *Server) Close() error {
 	// that a restart in the same process finds the ports free and every allocation is
 	// logged before the process exits.
 	deadline := time.Now().Add(5 * time.Second)
-	for (s.relay.openCount() > 0 || !s.allocs.settled()) && time.Now().Before(deadline) {
+	for (s.openRelays() > 0 || !s.allocs.settled()) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if n := s.relay.openCount(); n > 0 {
+	if n := s.openRelays(); n > 0 {
 		s.log.Warn("relay sockets still open after close", "count", n)
 	}
 	s.allocs.endAll() // any pion did not report (it stops closing allocations at the first error)
 	s.relay.pollers.Stop()
 	return errors.Join(err, s.kernel.close(s.metrics))
+}
+
+// openRelays counts the relay sockets open, of both families.
+func (s *Server) openRelays() int {
+	n := s.relay.openCount()
+	if s.relay6 != nil {
+		n += s.relay6.openCount()
+	}
+	return n
 }
 
 // countOutgoing counts what pion sends to a client: peer data as it passes, responses by

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strconv"
 
 	"github.com/relayproject/relay/config"
@@ -23,6 +24,29 @@ func AdvertisedHost(cfg *config.Config) string {
 		return ip.String()
 	}
 	return "127.0.0.1"
+}
+
+// AdvertisedHost6 is the IPv6 address browsers reach the server on, for the ICE
+// endpoint's IPv6 URLs: public_ip6, else relay_ip6; the zero Addr without either.
+func AdvertisedHost6(cfg *config.Config) netip.Addr {
+	if cfg.TURN.PublicIP6.IsValid() {
+		return cfg.TURN.PublicIP6
+	}
+	return cfg.TURN.RelayIP6
+}
+
+// Ports6 are the ports of the first listeners of each transport that take IPv6 clients
+// (an empty host, or an IPv6 one), for the IPv6 URLs; 0 where none does.
+func (s *Server) Ports6() Ports {
+	port := func(t string) int {
+		for _, a := range s.Addrs(t) {
+			if ap := addrPortOf(a); ap.Addr().Is6() {
+				return int(ap.Port())
+			}
+		}
+		return 0
+	}
+	return Ports{UDP: port("udp"), TCP: port("tcp"), TLS: port("tls")}
 }
 
 // Ports are the ports browsers reach the server on, one per client transport; 0 means

@@ -35,6 +35,19 @@ type Options struct {
 	Pages   http.Handler // serves {path}demo, {path}diag and {path}assets/; nil: none
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+	// Revoke revokes the credentials of user id userID expiring by until: with
+	// bind_credentials, those issued to a peer that left (bind.go). nil: none.
+	Revoke func(userID string, until time.Time)
+	// Listener, when set, is served instead of listening on Config.Listen: a port shared
+	// with TURN (internal/portmux), whose connections arrive with their TLS handshake
+	// done when the server has TLS.
+	Listener net.Listener
+	// GetCertificate, when set, turns TLS on and presents its certificates instead of
+	// Config.TLSCert (certificates by ACME); reloads then leave certificates to it.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// NextProtos are ALPN protocols the TLS listener accepts besides HTTP/1.1 (an ACME
+	// TLS-ALPN-01 validation's).
+	NextProtos []string
 }
 
 // Server is the signaling endpoint, the ICE endpoint and the pages on one HTTP server.
@@ -43,14 +56,19 @@ type Server struct {
 	live    atomic.Pointer[config.Signal] // what Reload may change
 	reg     Registry
 	mint    func(string, time.Duration) (auth.Credentials, error)
+	revoke  func(string, time.Time)
+	bind    *binder // credentials bound to sessions (bind.go)
 	uris    func(string) ([]string, []string)
 	pages   http.Handler
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	ice     *rateLimiter
 	cert    atomic.Pointer[tls.Certificate]
-	epoch   time.Time                     // now() counts from here, on the monotonic clock
-	counts  map[string]prometheus.Counter // relay_signal_messages_total by type
+	getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error) // Options.GetCertificate
+	premade net.Listener                                         // Options.Listener
+	protos  []string                                             // Options.NextProtos
+	epoch   time.Time                                            // now() counts from here, on the monotonic clock
+	counts  map[string]prometheus.Counter                        // relay_signal_messages_total by type
 	// relay_signal_rejected_total{reason="rate"}, counted per dropped frame of a flood
 	rejectedRate prometheus.Counter
 
@@ -82,10 +100,11 @@ func New(o Options) (*Server, error) {
 		o.Registry = NewMemoryRegistry(limitsOf(&o.Config))
 	}
 	s := &Server{
-		cfg: o.Config, reg: o.Registry, mint: o.Mint, uris: o.URIs, pages: o.Pages,
+		cfg: o.Config, reg: o.Registry, mint: o.Mint, revoke: o.Revoke, bind: newBinder(), uris: o.URIs, pages: o.Pages,
 		metrics: o.Metrics, log: o.Logger, ice: newRateLimiter(o.Config.ICERequestsPerMinute),
 		conns: make(map[*peer]struct{}), perIP: make(map[netip.Addr]int),
 		epoch: time.Now(), counts: make(map[string]prometheus.Counter),
+		getCert: o.GetCertificate, premade: o.Listener, protos: o.NextProtos,
 	}
 	s.live.Store(&o.Config)
 	for _, t := range []string{typeOffer, typeAnswer, typeCandidate, typeLeave, typeExpire, typeHeartbeat, "other"} {
@@ -96,7 +115,7 @@ func New(o Options) (*Server, error) {
 		s.metrics.SignalRejected.WithLabelValues(r)
 	}
 	s.rejectedRate = s.metrics.SignalRejected.WithLabelValues("rate")
-	for _, r := range []string{"origin", "token", "rate", "bad_request"} {
+	for _, r := range []string{"origin", "token", "rate", "bad_request", "no_peer"} {
 		s.metrics.ICERequestsDenied.WithLabelValues(r)
 	}
 	return s, nil
@@ -116,7 +135,7 @@ func (s *Server) countMessage(typ string) { s.counts[metricType(typ)].Inc() }
 // changed keys that need a restart (listen, path, key, TLS on or off); an error (an
 // unreadable certificate) changes nothing.
 func (s *Server) Reload(c config.Signal) (needRestart []string, err error) {
-	if c.TLSCert != "" && s.cfg.TLSCert != "" {
+	if c.TLSCert != "" && s.cfg.TLSCert != "" && s.getCert == nil {
 		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 		if err != nil {
 			return nil, fmt.Errorf("signal.tls_cert %q / signal.tls_key %q: %w", c.TLSCert, c.TLSKey, err)
@@ -130,7 +149,7 @@ func (s *Server) Reload(c config.Signal) (needRestart []string, err error) {
 		{"signal.listen", c.Listen != s.cfg.Listen},
 		{"signal.path", c.Path != s.cfg.Path},
 		{"signal.key", c.Key != s.cfg.Key},
-		{"signal.tls_cert", (c.TLSCert == "") != (s.cfg.TLSCert == "")},
+		{"signal.tls_cert", s.getCert == nil && (c.TLSCert == "") != (s.cfg.TLSCert == "")},
 	} {
 		if k.changed {
 			needRestart = append(needRestart, k.key)
@@ -149,22 +168,27 @@ func (s *Server) Reload(c config.Signal) (needRestart []string, err error) {
 // Start listens on the configured address (https/wss when a certificate is set) and
 // starts the expiry sweep and the pings.
 func (s *Server) Start() error {
-	ln, err := net.Listen(listen.Network("tcp", s.cfg.Listen), s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("signal.listen %q: %w", s.cfg.Listen, err)
-	}
-	if s.cfg.TLSCert != "" {
+	if s.cfg.TLSCert != "" && s.getCert == nil {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		if err != nil {
-			_ = ln.Close()
 			return fmt.Errorf("signal.tls_cert %q / signal.tls_key %q: %w", s.cfg.TLSCert, s.cfg.TLSKey, err)
 		}
 		s.cert.Store(&cert)
-		// wsconn's listener, so that wss sockets can move to the pollers as plain ones do.
-		ln = wsconn.NewTLSListener(ln, &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
-		})
+	}
+	ln := s.premade
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen(listen.Network("tcp", s.cfg.Listen), s.cfg.Listen); err != nil {
+			return fmt.Errorf("signal.listen %q: %w", s.cfg.Listen, err)
+		}
+		if s.TLS() {
+			// wsconn's listener, so that wss sockets can move to the pollers as plain ones do.
+			ln = wsconn.NewTLSListener(ln, &tls.Config{
+				MinVersion:     tls.VersionTLS12,
+				GetCertificate: s.GetCertificate,
+				NextProtos:     s.protos,
+			})
+		}
 	}
 	ps, err := wsconn.StartPollers(0, s.log)
 	if err != nil {
@@ -181,6 +205,10 @@ func (s *Server) Start() error {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       peekedTLSContext,
+		// HTTP/1.1 only: a WebSocket is an HTTP/1.1 upgrade (its socket goes to a poller),
+		// and an ALPN protocol other than HTTP/1.1 (an ACME validation's) ends at once.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -201,10 +229,36 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Scheme is "https" with a certificate, else "http".
 func (s *Server) Scheme() string {
-	if s.cfg.TLSCert != "" {
+	if s.TLS() {
 		return "https"
 	}
 	return "http"
+}
+
+// TLS reports whether the server serves https and wss: a certificate file, or
+// certificates by ACME (Options.GetCertificate).
+func (s *Server) TLS() bool { return s.cfg.TLSCert != "" || s.getCert != nil }
+
+// GetCertificate presents the server's certificate (the current one: reloads and ACME
+// renewals swap it), for its own listener and for a port it shares with TURN.
+func (s *Server) GetCertificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if s.getCert != nil {
+		return s.getCert(h)
+	}
+	return s.cert.Load(), nil
+}
+
+type tlsStateKey struct{}
+
+// peekedTLSContext remembers the TLS state of a connection a shared port's router
+// read the first bytes of (wsconn.PeekedTLS): net/http fills Request.TLS only for a
+// *tls.Conn, and ServeHTTP puts it there from the context.
+func peekedTLSContext(ctx context.Context, c net.Conn) context.Context {
+	if p, ok := c.(*wsconn.PeekedTLS); ok {
+		cs := p.ConnectionState()
+		return context.WithValue(ctx, tlsStateKey{}, &cs)
+	}
+	return ctx
 }
 
 // Close stops accepting, closes every peer socket and waits for the loops.
@@ -228,6 +282,7 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	s.pollers.Stop()
 	s.loops.Wait()
+	s.bind.close()
 	return err
 }
 
@@ -301,6 +356,11 @@ func (s *Server) pings(ctx context.Context) {
 
 // ServeHTTP routes everything under the configured path.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil {
+		if cs, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok {
+			r.TLS = cs
+		}
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, s.cfg.Path)
 	if !ok {
 		http.NotFound(w, r)

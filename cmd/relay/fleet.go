@@ -24,15 +24,16 @@ func openFleet(cfg *config.Config, log *slog.Logger) (*cluster.Registry, io.Clos
 
 // announcement is what this node tells the fleet: the TURN URLs an ICE answer would
 // carry for it (on its public host), its load and whether it drains.
-func announcement(cfg *config.Config, srv *relay.Server, draining *atomic.Bool) func() cluster.Announcement {
+// live holds the [cluster] keys as last loaded: region and ice_nodes change on a reload.
+func announcement(cfg *config.Config, srv *relay.Server, draining *atomic.Bool, live *atomic.Pointer[config.Cluster]) func() cluster.Announcement {
 	host := cfg.Signal.PublicHost
 	if host == "" {
 		host = relay.AdvertisedHost(cfg)
 	}
-	region, max := cfg.Cluster.Region, cfg.Limits.TotalAllocations
+	max := cfg.Limits.TotalAllocations
 	return func() cluster.Announcement {
 		p := srv.Ports()
-		return cluster.Announcement{Region: region, STUN: p.STUN(host), TURN: p.TURN(host),
+		return cluster.Announcement{Region: live.Load().Region, STUN: p.STUN(host), TURN: p.TURN(host),
 			Active: srv.AllocationCount(), Max: max, Draining: draining.Load()}
 	}
 }
@@ -41,10 +42,11 @@ func announcement(cfg *config.Config, srv *relay.Server, draining *atomic.Bool) 
 // (own region first, least loaded first, none draining); this node's own URLs use the
 // host the request came for, as on a single node. With no node known (Redis down) the
 // answer is this node's alone.
-func steeredURIs(fleet *cluster.Registry, c *config.Cluster, own func(string) ([]string, []string)) func(string) ([]string, []string) {
-	self, n, region := c.NodeName(), c.ICENodes, c.Region
+func steeredURIs(fleet *cluster.Registry, live *atomic.Pointer[config.Cluster], own func(string) ([]string, []string)) func(string) ([]string, []string) {
+	self := live.Load().NodeName()
 	return func(host string) (stun, turn []string) {
-		nodes := fleet.Steer(n, region)
+		c := live.Load()
+		nodes := fleet.Steer(c.ICENodes, c.Region)
 		if len(nodes) == 0 {
 			return own(host)
 		}
@@ -60,8 +62,8 @@ func steeredURIs(fleet *cluster.Registry, c *config.Cluster, own func(string) ([
 	}
 }
 
-// clusterRestart lists the [cluster] keys a reload changed: none of them can change
-// while running yet.
+// clusterRestart lists the [cluster] keys a reload changed that need a restart: all but
+// region and ice_nodes, which change live.
 func clusterRestart(old, cur *config.Cluster) []string {
 	var keys []string
 	for _, k := range []struct {
@@ -71,8 +73,6 @@ func clusterRestart(old, cur *config.Cluster) []string {
 		{"cluster.redis", old.Redis == cur.Redis},
 		{"cluster.redis_password_file", old.RedisPasswordFile == cur.RedisPasswordFile && old.Password == cur.Password},
 		{"cluster.node", old.NodeName() == cur.NodeName()},
-		{"cluster.region", old.Region == cur.Region},
-		{"cluster.ice_nodes", old.ICENodes == cur.ICENodes},
 	} {
 		if !k.same {
 			keys = append(keys, k.key)

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -15,9 +17,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/relayproject/relay/admin"
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/cluster"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/portmux"
 	"github.com/relayproject/relay/internal/sdnotify"
 	"github.com/relayproject/relay/metrics"
 	"github.com/relayproject/relay/relay"
@@ -37,8 +41,13 @@ type daemon struct {
 	sig       *signaling.Server
 	fleet     *cluster.Registry // nil without [cluster] redis
 	fleetDB   io.Closer
-	draining  atomic.Bool // announced to the fleet: ICE answers leave this node
+	draining  atomic.Bool                    // announced to the fleet: ICE answers leave this node
+	cluster   atomic.Pointer[config.Cluster] // as last loaded: region and ice_nodes change live
 	ep        *metrics.Endpoint
+	shared    *portmux.Mux  // the port TURN and signaling share, if any
+	certs     *certSource   // certificates by ACME; nil without
+	state     *admin.State  // revocations, usage, refusals, events (operate.go)
+	adminAPI  *admin.Server // nil without [admin] listen
 
 	// -require-secret: a config without [auth] secrets is refused, at start and on reload.
 	needSecret bool
@@ -127,7 +136,19 @@ func (d *daemon) start() error {
 	ver, rev := buildVersion()
 	d.metrics = metrics.New(ver, rev)
 
-	if d.turn, err = relay.New(relay.Options{Config: cfg, Auth: a, Metrics: d.metrics, Logger: d.log}); err != nil {
+	var turnListeners map[string]net.Listener
+	if d.certs, err = newCertSource(cfg, d.log); err != nil {
+		return err
+	}
+	sigCert := func(h *tls.ClientHelloInfo) (*tls.Certificate, error) { return d.sig.GetCertificate(h) }
+	if d.shared, turnListeners, err = openSharedPort(cfg, sigCert, d.certs.protos(), d); err != nil {
+		return err
+	}
+	if d.turn, err = relay.New(relay.Options{Config: cfg, Auth: a, Metrics: d.metrics, Logger: d.log, Listeners: turnListeners,
+		GetCertificate: d.certs.getCert()}); err != nil {
+		return err
+	}
+	if err := d.newState(); err != nil {
 		return err
 	}
 	if cfg.Metrics.Listen != "" {
@@ -143,17 +164,31 @@ func (d *daemon) start() error {
 		}
 		return err
 	}
+	if err := d.startAdmin(); err != nil {
+		return err
+	}
 	if cfg.Signal.Listen != "" && cfg.Cluster.Enabled() {
 		if d.fleet, d.fleetDB, err = openFleet(cfg, d.log); err != nil {
 			return err
 		}
 		d.metrics.Registry.MustRegister(d.fleet.Collectors()...)
-		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining))
+		d.cluster.Store(&cfg.Cluster)
+		d.fleet.SetSelf(announcement(cfg, d.turn, &d.draining, &d.cluster))
 	}
 	if cfg.Signal.Listen != "" {
-		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, d.log); err != nil {
+		var ln net.Listener
+		if d.shared != nil {
+			ln = d.shared.HTTP()
+		}
+		if d.sig, err = startSignal(cfg, d.mint, d.revokeSession, d.metrics, d.turn, d.fleet, &d.cluster, d.log, ln, d.certs); err != nil {
 			return err
 		}
+	}
+	if d.shared != nil {
+		d.shared.Serve() // both sides are up, and signaling has its certificate
+	}
+	if err := d.certs.start(cfg, d.log); err != nil {
+		return err
 	}
 	d.log.Info("version", "version", ver, "revision", rev)
 	return nil
@@ -213,6 +248,14 @@ func (d *daemon) reload() {
 		restart = append(restart, "metrics.listen")
 	}
 	restart = append(restart, clusterRestart(&d.cfg.Cluster, &cfg.Cluster)...)
+	restart = append(restart, tlsRestart(&d.cfg.TLS, &cfg.TLS)...)
+	restart = append(restart, d.reloadAdmin(cfg)...)
+	if d.fleet != nil {
+		c := cfg.Cluster
+		d.cluster.Store(&c)
+		d.fleet.SetRegion(c.Region)
+		d.fleet.Announce() // the new region reaches the fleet now
+	}
 	if cfg.Log.Format != d.cfg.Log.Format {
 		restart = append(restart, "log.format")
 	}
@@ -287,6 +330,11 @@ func (d *daemon) stop() {
 	if d.turn != nil {
 		_ = d.turn.Close()
 	}
+	if d.shared != nil {
+		_ = d.shared.Close()
+	}
+	d.certs.stop(ctx)
+	d.stopAdmin(ctx)
 	if d.ep != nil {
 		_ = d.ep.Shutdown(ctx)
 	}

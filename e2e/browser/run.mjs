@@ -1,15 +1,27 @@
 #!/usr/bin/env node
 // Browser end-to-end scenarios for relay, driven through playwright-core and Debian's
-// /usr/bin/chromium (never a downloaded browser). One scenario per run:
+// /usr/bin/chromium, and through puppeteer-core (WebDriver BiDi) and Debian's
+// /usr/bin/firefox-esr (browsers.mjs; never a downloaded browser). One scenario per run:
 //
 //   node run.mjs peerjs      two pages with the PeerJS 1.5.x client
 //   node run.mjs peerjs-tcp  the same with TURN over TCP only (relayProtocol must be tcp)
 //   node run.mjs peerjs-fleet  the same across a fleet: the callee on SIGNAL_URL (node 1),
 //                the caller on SIGNAL_URL_B (node 2), both with ICE from ICE_URL
+//   node run.mjs peerjs-revoke  the peerjs call with credentials bound to the pages' sessions;
+//                the caller sends ticks, the scenario revokes the caller's id through the
+//                admin API (ADMIN_URL): the ticks must stop within 2 s
+//   node run.mjs peerjs-bind  the same, but the caller's page closes its signaling socket
+//                (peer.disconnect()): the ticks go on within the grace (GRACE_MS) and stop
+//                within 2 s after it
 //   node run.mjs legacy      two pages with the 0.3.x client, idle IDLE_MS before connecting
 //   node run.mjs demo        relay's own demo page ({path}demo) in two tabs
 //   node run.mjs demo-wss    the same over https and wss (SIGNAL_URL https://, a test certificate)
 //   node run.mjs diag        relay's diagnostics page ({path}diag): relay candidates over UDP and TCP
+//   node run.mjs peerjs-oneport  PeerJS 1.5.x with secure: true, everything on one https port
+//                (SIGNAL_URL): the page (given to the browser under that origin by request
+//                interception, since relay serves only its own pages), the wss socket,
+//                {path}ice and turns: on the same port; relayProtocol must be tls
+//   node run.mjs demo-oneport    relay's demo page on such a port, whose only TURN URL is turns:
 //
 // Every WebRTC connection uses iceTransportPolicy 'relay', so its data must cross the TURN
 // server; a scenario passes only if the nominated candidate pair is relay/relay.
@@ -24,17 +36,22 @@
 //   IDLE_MS      legacy scenario: idle time between registering and connecting (default 7000)
 //   STEP_MS      deadline of each wait (default 30000)
 //   CHROMIUM     browser executable (default /usr/bin/chromium)
+//   FIREFOX      firefox-esr executable (default /usr/bin/firefox-esr)
+//   CALLEE_BROWSER, CALLER_BROWSER  chromium (default) or firefox: the browser of the
+//                called page (callee, demo tab A, diag) and of the calling one (caller,
+//                demo tab B); a Chromium page may call a Firefox one and the other way
 //   IGNORE_CERT_ERRORS  1: accept the signaling server's self-signed test certificate
+//   ADMIN_URL    peerjs-revoke: relay's admin API (e.g. http://127.0.0.1:9642)
+//   GRACE_MS     peerjs-bind: relay's [signal] credential_grace in ms (default 2000)
 //
 // Output: one JSON line on stdout, {"scenario":..,"ok":true,"pair":{"local":"relay",
 // "remote":"relay"},"ms":..}; on failure {"scenario":..,"ok":false,"error":..} with page
 // logs on stderr, and exit status 1.
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Browsers } from './browsers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -76,6 +93,10 @@ const LAUNCH_ARGS = [
   '--allow-loopback-in-peer-connection',
 ];
 if (process.env.IGNORE_CERT_ERRORS === '1') LAUNCH_ARGS.push('--ignore-certificate-errors');
+// A page given by request interception (servePagesAt) has no address, so Chromium's
+// Local Network Access checks count it as public and block its WebSocket to 127.0.0.1;
+// a page really served from that port is local and is not blocked.
+if (process.argv[2] === 'peerjs-oneport') LAUNCH_ARGS.push('--disable-features=LocalNetworkAccessChecks');
 
 const env = process.env;
 const scenario = process.argv[2];
@@ -83,6 +104,9 @@ const STEP_MS = Number(env.STEP_MS || 30000);
 const IDLE_MS = Number(env.IDLE_MS || 7000);
 const ARTIFACTS = path.resolve(env.ARTIFACTS || path.join(here, 'artifacts'));
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
+const FIREFOX = env.FIREFOX || '/usr/bin/firefox-esr';
+const CALLEE_BROWSER = env.CALLEE_BROWSER || 'chromium';
+const CALLER_BROWSER = env.CALLER_BROWSER || 'chromium';
 
 class Failure extends Error {}
 
@@ -118,9 +142,12 @@ const randomId = (prefix) => prefix + Math.random().toString(36).slice(2, 10);
 
 const tabs = [];
 
+// openTab opens url in a new page of the callee's browser, or of the caller's for the
+// calling tabs (caller, demo-b).
 async function openTab(ctx, name, url) {
-  const page = await ctx.newPage();
-  const tab = { name, page, dialogs: [], logs: [] };
+  const kind = name === 'caller' || name === 'demo-b' ? CALLER_BROWSER : CALLEE_BROWSER;
+  const page = await ctx.newPage(kind);
+  const tab = { name, kind, page, dialogs: [], logs: [] };
   tabs.push(tab);
   page.on('dialog', async (d) => {
     tab.dialogs.push({ type: d.type(), message: d.message() });
@@ -150,8 +177,15 @@ async function waitDialog(tab) {
   return d.message;
 }
 
-function requireRelay(name, pair) {
-  if (!pair || pair.local !== 'relay' || pair.remote !== 'relay') {
+// requireRelay checks one side's nominated pair: local relay, remote relay. A remote
+// "prflx" counts as relay when its address is the other side's local relay address:
+// the other side's connectivity check arrived before its relay candidate was signaled
+// (RFC 8445 7.3.1.3), which Firefox, getting candidates late over PeerJS, sometimes sees.
+function requireRelay(name, pair, other) {
+  const remoteIsRelay = pair && (pair.remote === 'relay' ||
+    (pair.remote === 'prflx' && other && other.local === 'relay' && pair.remoteAddress &&
+      pair.remoteAddress === other.localAddress));
+  if (!pair || pair.local !== 'relay' || !remoteIsRelay) {
     throw new Failure(`${name}: nominated candidate pair is ${JSON.stringify(pair)}, want local relay / remote relay`);
   }
 }
@@ -195,8 +229,8 @@ async function testPair(tab) {
 
 // callerSignal, when set, is another signaling server for the caller's page (another
 // node of a fleet): the offer, answer and candidates must then cross nodes.
-async function peerjsScenario(ctx, file, idleMs, turn, callerSignal) {
-  const extra = {};
+async function peerjsScenario(ctx, file, idleMs, turn, callerSignal, params = {}) {
+  const extra = { ...params };
   if (idleMs > 0) extra.manual = '1'; // connect only when told, after the idle time
   if (turn) extra.turn = turn;
   const calleeId = randomId('callee');
@@ -224,12 +258,99 @@ async function peerjsScenario(ctx, file, idleMs, turn, callerSignal) {
   out.dialog = await waitDialog(callee);
   const pair = await testPair(caller);
   const calleePair = await testPair(callee);
-  requireRelay('caller', pair);
-  requireRelay('callee', calleePair);
+  requireRelay('caller', pair, calleePair);
+  requireRelay('callee', calleePair, pair);
   if (turn && (pair.relayProtocol !== turn || calleePair.relayProtocol !== turn)) {
     throw new Failure(`relay candidates over ${pair.relayProtocol} and ${calleePair.relayProtocol}, want ${turn} only`);
   }
-  return { pair: { local: pair.local, remote: pair.remote }, caller: pair, callee: calleePair, ...out };
+  lastCall = { caller, callee, callerId, calleeId };
+  return { pair: { local: pair.local, remote: pair.remote }, caller: pair, callee: calleePair, ids: { caller: callerId, callee: calleeId }, ...out };
+}
+
+// lastCall is the pages and ids of the last peerjsScenario, for the scenarios that go on.
+let lastCall;
+
+// startTicks has the caller send ticks every 50 ms and waits until the callee counts them.
+async function startTicks() {
+  const { caller, callee } = lastCall;
+  await evalIn(caller, () => window.testTicks(50));
+  await waitTestState(callee, 'ticks from the caller', (s) => s.ticks >= 10);
+}
+
+// ticksStop watches the callee's ticks from `from` (ms since the epoch) for watchMs and
+// returns when the last one arrived, relative to from.
+async function ticksStop(from, watchMs) {
+  // The watch time is the measurement (do the ticks stop, and when), not a wait for an event.
+  await sleep(Math.max(0, from + watchMs - Date.now()));
+  const s = await testState(lastCall.callee);
+  return { lastTickMs: s.lastTickAt - from, ticks: s.ticks };
+}
+
+// peerjs-revoke: revoking the caller's user id (its peer id: bound credentials) through
+// the admin API ends its allocations, and with them the data path, within 2 s.
+async function revokeScenario(ctx) {
+  if (!env.ADMIN_URL) throw new Failure('peerjs-revoke: ADMIN_URL is not set (relay\'s admin API, e.g. http://127.0.0.1:9642)');
+  const out = await peerjsScenario(ctx, 'peerjs.html', 0, undefined, undefined, { bind: '1' });
+  await startTicks();
+  const t0 = Date.now();
+  const resp = await fetch(new URL('v1/revocations', withSlash(env.ADMIN_URL)), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user: lastCall.callerId }),
+  });
+  if (resp.status !== 201) throw new Failure(`POST /v1/revocations: HTTP ${resp.status} ${await resp.text()}`);
+  const stop = await ticksStop(t0, 4000);
+  if (stop.lastTickMs > 2000) throw new Failure(`ticks still arrived ${stop.lastTickMs} ms after the caller's id was revoked, want none after 2000 ms`);
+  if (stop.lastTickMs < -1000) throw new Failure(`the ticks had stopped ${-stop.lastTickMs} ms before the revocation`);
+  return { ...out, revoked: lastCall.callerId, lastTickAfterRevokeMs: stop.lastTickMs, ticks: stop.ticks };
+}
+
+// peerjs-bind: the caller's page closes its signaling socket (the data connection
+// stays); within the grace the ticks go on, and after it its credentials are revoked and
+// the ticks stop within 2 s.
+async function bindScenario(ctx) {
+  const grace = Number(env.GRACE_MS || 2000);
+  const out = await peerjsScenario(ctx, 'peerjs.html', 0, undefined, undefined, { bind: '1' });
+  await startTicks();
+  const t0 = Date.now();
+  await evalIn(lastCall.caller, () => window.testDisconnect());
+  const during = await ticksStop(t0, grace / 2);
+  if (during.lastTickMs < grace / 2 - 500) {
+    throw new Failure(`ticks stopped ${during.lastTickMs} ms after the caller's signaling socket closed, within the grace of ${grace} ms`);
+  }
+  const after = await ticksStop(t0, grace + 4000);
+  if (after.lastTickMs > grace + 2000) {
+    throw new Failure(`ticks still arrived ${after.lastTickMs} ms after the caller's signaling socket closed, want none after the grace (${grace} ms) + 2000 ms`);
+  }
+  return { ...out, disconnected: lastCall.callerId, graceMs: grace, lastTickAfterDisconnectMs: after.lastTickMs, ticks: after.ticks };
+}
+
+// servePagesAt gives the browser pages/ at base + '_test/' and the PeerJS builds at
+// /lib/, under base's origin, by request interception: the test pages then share an
+// origin (and a port) with relay's signaling. Everything else still goes to the network.
+async function servePagesAt(ctx, base) {
+  const origin = new URL(base).origin;
+  const files = [
+    [new URL('_test/', base).href, path.join(here, 'pages')],
+    [origin + '/lib/peerjs/', path.join(here, 'node_modules/peerjs/dist')],
+  ];
+  const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
+  for (const [prefix, dir] of files) {
+    await ctx.route(prefix, (url) => {
+      const rel = decodeURIComponent(new URL(url).pathname.slice(new URL(prefix).pathname.length));
+      const file = path.join(dir, path.normalize('/' + rel));
+      if (!file.startsWith(dir) || !fs.existsSync(file)) return { status: 404, contentType: 'text/plain', body: 'not found' };
+      return { status: 200, contentType: types[path.extname(file)] || 'application/octet-stream', body: fs.readFileSync(file) };
+    });
+  }
+  return new URL('_test/', base).href;
+}
+
+// requireProtocol checks a demo result: both tabs relay over want (udp, tcp or tls).
+function requireProtocol(result, want) {
+  const got = [result.relayProtocol, result.calleeRelayProtocol];
+  if (got.some((p) => p !== want)) throw new Failure(`relay candidates over ${got.join(' and ')}, want ${want} on both tabs`);
+  return result;
 }
 
 // ---- relay's demo page ----
@@ -271,14 +392,15 @@ async function demoScenario(ctx) {
 
   const sa = await demoState(a);
   const sb = await demoState(b);
-  requireRelay('demo-a', sa.pairType);
-  requireRelay('demo-b', sb.pairType);
+  requireRelay('demo-a', sa.pairType, sb.pairType);
+  requireRelay('demo-b', sb.pairType, sa.pairType);
   const pathText = await b.page.textContent(DEMO.sel.path);
   shots.push(await screenshot(a, 'demo-a-after.png'), await screenshot(b, 'demo-b-after.png'));
   return {
     pair: sb.pairType,
     callee: sa.pairType,
     relayProtocol: sb.relayProtocol,
+    calleeRelayProtocol: sa.relayProtocol,
     path: pathText,
     dialog,
     chat: text,
@@ -356,7 +478,15 @@ const scenarios = {
     if (!env.SIGNAL_URL_B) throw new Failure('peerjs-fleet: SIGNAL_URL_B is not set (the caller\'s node, e.g. http://127.0.0.1:9002/)');
     return peerjsScenario(ctx, 'peerjs.html', 0, undefined, withSlash(env.SIGNAL_URL_B));
   },
+  'peerjs-revoke': revokeScenario,
+  'peerjs-bind': bindScenario,
   legacy: (ctx) => peerjsScenario(ctx, 'legacy.html', IDLE_MS),
+  'peerjs-oneport': async (ctx) => {
+    if (!SIGNAL_URL.startsWith('https:')) throw new Failure('peerjs-oneport: SIGNAL_URL must be https://');
+    PAGES_URL = await servePagesAt(ctx, SIGNAL_URL);
+    return peerjsScenario(ctx, 'peerjs.html', 0, 'tls');
+  },
+  'demo-oneport': async (ctx) => requireProtocol(await demoScenario(ctx), 'tls'),
   demo: demoScenario,
   'demo-wss': demoScenario,
   diag: diagScenario,
@@ -371,9 +501,8 @@ async function main() {
     return 2;
   }
   const t0 = Date.now();
-  let ctx;
   let server;
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-e2e-chromium-'));
+  const ctx = new Browsers({ chromiumPath: CHROMIUM, chromiumArgs: LAUNCH_ARGS, firefoxPath: FIREFOX, insecure: env.IGNORE_CERT_ERRORS === '1' });
   try {
     if (!env.SIGNAL_URL) throw new Failure('SIGNAL_URL is not set (the signaling base URL, e.g. http://127.0.0.1:9001/)');
     SIGNAL_URL = withSlash(env.SIGNAL_URL);
@@ -383,18 +512,13 @@ async function main() {
       server = await serveStatic();
       PAGES_URL = `http://127.0.0.1:${server.address().port}/`;
     }
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: LAUNCH_ARGS,
-      viewport: { width: 1000, height: 760 },
-    });
     const result = await scenarios[scenario](ctx);
-    console.log(JSON.stringify({ scenario, ok: true, ...result, ms: Date.now() - t0 }));
+    const browsers = { callee: CALLEE_BROWSER, caller: CALLER_BROWSER };
+    console.log(JSON.stringify({ scenario, ok: true, browsers, ...result, ms: Date.now() - t0 }));
     return 0;
   } catch (e) {
     for (const tab of tabs) {
-      console.error(`---- ${tab.name} tab log (last 60 lines) ----`);
+      console.error(`---- ${tab.name} tab (${tab.kind}) log (last 60 lines) ----`);
       for (const l of tab.logs.slice(-60)) console.error(l);
     }
     const error = e instanceof Failure ? e.message : e.stack || String(e);
@@ -402,9 +526,8 @@ async function main() {
     console.log(JSON.stringify({ scenario, ok: false, error, ms: Date.now() - t0 }));
     return 1;
   } finally {
-    if (ctx) await ctx.close().catch((e) => console.error('closing the browser:', e.message));
+    await ctx.close().catch((e) => console.error('closing the browsers:', e.message));
     if (server) server.close();
-    fs.rmSync(profile, { recursive: true, force: true });
   }
 }
 

@@ -471,3 +471,47 @@ func roundPage(n int) int {
 	ps := os.Getpagesize()
 	return (n + ps - 1) / ps * ps
 }
+
+// Sweep reads every channel's counts with a few batched lookups and calls f for each
+// direction of each: alloc and channel number identify it.
+func (d *Datapath) Sweep(f func(alloc uint32, channel uint16, c Counts)) error {
+	var ck []datapathC2pKey
+	var cv []datapathC2pVal
+	err := sweepMap(d.objs.C2p, &ck, &cv, func(i int) {
+		f(cv[i].Alloc, ntohs(ck[i].Channel), Counts{ToPeerBytes: cv[i].Bytes, ToPeerPackets: cv[i].Packets})
+	})
+	if err != nil {
+		return err
+	}
+	var pk []datapathP2cKey
+	var pv []datapathP2cVal
+	return sweepMap(d.objs.P2c, &pk, &pv, func(i int) {
+		f(pv[i].Alloc, ntohs(pv[i].Channel), Counts{ToClientBytes: pv[i].Bytes, ToClientPackets: pv[i].Packets})
+	})
+}
+
+// sweepMap walks a hash map in batches. A batch must hold a whole hash bucket: when the
+// kernel says one does not fit (ENOSPC), the batch grows.
+func sweepMap[K, V any](m *ebpf.Map, keys *[]K, vals *[]V, each func(i int)) error {
+	size := 256
+	var cursor ebpf.MapBatchCursor
+	for {
+		if len(*keys) < size {
+			*keys, *vals = make([]K, size), make([]V, size)
+		}
+		n, err := m.BatchLookup(&cursor, *keys, *vals, nil)
+		for i := 0; i < n; i++ {
+			each(i)
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return nil // done
+		case errors.Is(err, unix.ENOSPC) && n == 0 && size < 1<<16:
+			size *= 4
+		case err != nil:
+			return err
+		}
+	}
+}
+
+func ntohs(p uint16) uint16 { return htons(p) }

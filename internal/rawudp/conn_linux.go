@@ -15,10 +15,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNotIPv4 is WriteTo's answer for a destination a Conn cannot reach: Conns are IPv4.
-var ErrNotIPv4 = errors.New("rawudp: not an IPv4 destination")
+// ErrNotIPv4 and ErrNotIPv6 are WriteTo's answers for a destination of the other
+// address family: an IPv6 Conn is IPv6-only (IPV6_V6ONLY), so that an allocation's relay
+// socket reaches peers of its own family only (RFC 8656 §7.2).
+var (
+	ErrNotIPv4 = errors.New("rawudp: not an IPv4 destination")
+	ErrNotIPv6 = errors.New("rawudp: not an IPv6 destination")
+)
 
-// Conn is a non-blocking IPv4 UDP socket outside Go's runtime poller: nothing waits in
+// Conn is a non-blocking UDP socket, IPv4 or IPv6-only, outside Go's runtime poller: nothing waits in
 // it. Its owner learns that it is readable from a poller (Pollers, Epoll) and reads
 // with Recv, or polls with ReadTimeout.
 //
@@ -28,6 +33,7 @@ var ErrNotIPv4 = errors.New("rawudp: not an IPv4 destination")
 type Conn struct {
 	fd     int
 	local  netip.AddrPort
+	family Family
 	mu     sync.RWMutex
 	closed bool
 	reg    registry // the poller reading it, if any
@@ -38,7 +44,8 @@ type registry interface{ remove(fd int) }
 
 // Options say how Open makes a socket.
 type Options struct {
-	// Local is the IPv4 address to bind; port 0 picks a free one.
+	// Local is the address to bind, IPv4 or IPv6 (an IPv4-mapped one counts as IPv4);
+	// port 0 picks a free one.
 	Local netip.AddrPort
 	// Remote, when valid, is connected to: Write sends there, and only its datagrams are
 	// received.
@@ -47,28 +54,40 @@ type Options struct {
 	Buffer int
 }
 
-// Open makes a non-blocking IPv4 UDP socket as o says. The socket never broadcasts
-// (no SO_BROADCAST): a datagram to a broadcast address fails with EACCES.
+// Open makes a non-blocking UDP socket as o says: IPv4 for an IPv4 Local, IPv6-only
+// for an IPv6 one. The socket never broadcasts (no SO_BROADCAST): a datagram to a
+// broadcast address fails with EACCES.
 func Open(o Options) (*Conn, error) {
-	if !o.Local.Addr().Is4() || (o.Remote.IsValid() && !o.Remote.Addr().Is4()) {
-		return nil, &net.OpError{Op: "listen", Net: "udp4", Err: ErrNotIPv4}
+	local := netip.AddrPortFrom(o.Local.Addr().Unmap(), o.Local.Port())
+	remote := netip.AddrPortFrom(o.Remote.Addr().Unmap(), o.Remote.Port())
+	family, domain, network := IPv4, unix.AF_INET, "udp4"
+	if local.Addr().Is6() {
+		family, domain, network = IPv6, unix.AF_INET6, "udp6"
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if !local.Addr().IsValid() || (remote.IsValid() && remote.Addr().Is6() != local.Addr().Is6()) {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: family.mismatch()}
+	}
+	fd, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, opError("socket", err)
+		return nil, opErrorOn("socket", network, err)
 	}
 	fail := func(op string, err error) (*Conn, error) {
 		_ = unix.Close(fd)
-		return nil, opError(op, err)
+		return nil, opErrorOn(op, network, err)
+	}
+	if family == IPv6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return fail("setsockopt", err)
+		}
 	}
 	if o.Buffer > 0 {
 		tuneFD(fd, o.Buffer)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: o.Local.Addr().As4(), Port: int(o.Local.Port())}); err != nil {
+	if err := unix.Bind(fd, sockaddrOf(local)); err != nil {
 		return fail("bind", err)
 	}
-	if o.Remote.IsValid() {
-		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: o.Remote.Addr().As4(), Port: int(o.Remote.Port())}); err != nil {
+	if remote.IsValid() {
+		if err := unix.Connect(fd, sockaddrOf(remote)); err != nil {
 			return fail("connect", err)
 		}
 	}
@@ -76,15 +95,37 @@ func Open(o Options) (*Conn, error) {
 	if err != nil {
 		return fail("getsockname", err)
 	}
-	in4, ok := sa.(*unix.SockaddrInet4)
-	if !ok {
-		return fail("getsockname", fmt.Errorf("not IPv4: %T", sa))
+	var bound netip.AddrPort
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		bound = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		bound = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	default:
+		return fail("getsockname", fmt.Errorf("not an IP socket: %T", sa))
 	}
-	return &Conn{fd: fd, local: netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))}, nil
+	return &Conn{fd: fd, local: bound, family: family}, nil
 }
 
-func opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "udp4", Err: os.NewSyscallError(op, err)}
+// mismatch is the error for a destination a socket of family f cannot reach.
+func (f Family) mismatch() error {
+	if f == IPv6 {
+		return ErrNotIPv6
+	}
+	return ErrNotIPv4
+}
+
+func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	}
+	return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+}
+
+func opError(op string, err error) error { return opErrorOn(op, "udp4", err) }
+
+func opErrorOn(op, network string, err error) error {
+	return &net.OpError{Op: op, Net: network, Err: os.NewSyscallError(op, err)}
 }
 
 // LocalAddr is the bound address.
@@ -95,6 +136,14 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 // returned as it is so that a failed send allocates nothing either; net.ErrClosed once
 // the Conn is closed.
 func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
+	if c.family == IPv6 {
+		if !to.Addr().Is6() || to.Addr().Is4In6() {
+			return 0, ErrNotIPv6
+		}
+		var sa unix.RawSockaddrInet6
+		n := putSockaddr(&sa, to, IPv6)
+		return c.sendto(b, unsafe.Pointer(&sa), uintptr(n))
+	}
 	if !to.Addr().Is4() {
 		return 0, ErrNotIPv4
 	}
@@ -102,6 +151,9 @@ func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
 	putSockaddr4(&sa, to)
 	return c.sendto(b, unsafe.Pointer(&sa), unix.SizeofSockaddrInet4)
 }
+
+// Family is the socket's address family.
+func (c *Conn) Family() Family { return c.family }
 
 // Write sends one datagram to the connected peer without waiting; errors as WriteTo.
 func (c *Conn) Write(b []byte) (int, error) { return c.sendto(b, nil, 0) }

@@ -12,8 +12,12 @@ import (
 // Where epoll, recvmmsg and sendmmsg are missing, the same API runs on Go's own sockets:
 // a goroutine per socket, one datagram per system call. Only what relay uses exists.
 
-// ErrNotIPv4 is WriteTo's answer for a destination a Conn cannot reach: Conns are IPv4.
-var ErrNotIPv4 = errors.New("rawudp: not an IPv4 destination")
+// ErrNotIPv4 and ErrNotIPv6 are WriteTo's answers for a destination of the other
+// address family.
+var (
+	ErrNotIPv4 = errors.New("rawudp: not an IPv4 destination")
+	ErrNotIPv6 = errors.New("rawudp: not an IPv6 destination")
+)
 
 // Family is the address family of a socket.
 type Family uint8
@@ -40,7 +44,11 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.u.LocalAddr().(*net.UDPAddr
 
 // WriteTo sends one datagram to to.
 func (c *Conn) WriteTo(b []byte, to netip.AddrPort) (int, error) {
-	if !to.Addr().Is4() {
+	if c.LocalAddr().Addr().Is6() {
+		if !to.Addr().Is6() || to.Addr().Is4In6() {
+			return 0, ErrNotIPv6
+		}
+	} else if !to.Addr().Is4() {
 		return 0, ErrNotIPv4
 	}
 	return c.u.WriteToUDPAddrPort(b, to)
@@ -72,9 +80,13 @@ func NewPollers[T any](cfg PollerConfig, newSink func() Sink[T]) *Pollers[T] {
 	return &Pollers[T]{cfg: cfg, newSink: newSink}
 }
 
-// Open binds an IPv4 UDP socket on addr and reads it until it closes.
+// Open binds a UDP socket on addr (IPv4, or IPv6 only) and reads it until it closes.
 func (ps *Pollers[T]) Open(addr netip.AddrPort, owner T) (*Conn, error) {
-	u, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+	network := "udp4"
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+		network = "udp6"
+	}
+	u, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
 	if err != nil {
 		return nil, err
 	}

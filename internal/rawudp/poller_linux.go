@@ -58,7 +58,7 @@ func NewPollers[T any](cfg PollerConfig, newSink func() Sink[T]) *Pollers[T] {
 	return &Pollers[T]{cfg: cfg, newSink: newSink}
 }
 
-// Open binds a non-blocking IPv4 UDP socket on addr and has a poller read it; its
+// Open binds a non-blocking UDP socket (IPv4, or IPv6 only) on addr and has a poller read it; its
 // datagrams reach that poller's Sink with owner. Sockets are spread over the pollers by
 // port. Closing the Conn takes it off its poller.
 func (ps *Pollers[T]) Open(addr netip.AddrPort, owner T) (*Conn, error) {

@@ -260,8 +260,65 @@ func TestConnClosed(t *testing.T) {
 	if err := c.Close(); err != net.ErrClosed {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := Open(Options{Local: netip.MustParseAddrPort("[::1]:0")}); err == nil {
-		t.Error("Open on an IPv6 address succeeded")
+}
+
+// An IPv6 Conn is IPv6-only: it reaches and hears IPv6 peers, refuses IPv4 and
+// IPv4-mapped destinations (ErrNotIPv6), and a dual-stack peer's IPv4 datagrams to its
+// port never arrive; an IPv4 Conn refuses IPv6 ones (ErrNotIPv4).
+func TestConnIPv6(t *testing.T) {
+	c, err := Open(Options{Local: netip.MustParseAddrPort("[::1]:0")})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer c.Close()
+	if c.Family() != IPv6 || !c.LocalAddr().Addr().Is6() || c.LocalAddr().Port() == 0 {
+		t.Fatalf("family %v, local %v", c.Family(), c.LocalAddr())
+	}
+	peer := goUDP(t, "udp6", "[::1]:0")
+	to := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	if _, err := c.WriteTo([]byte("v6"), to); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	_ = peer.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, from, err := peer.ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[:n]) != "v6" || from.Port() != c.LocalAddr().Port() {
+		t.Fatalf("peer read %q from %v: %v", buf[:n], from, err)
+	}
+	if _, err := peer.WriteToUDPAddrPort([]byte("back"), c.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.ReadTimeout(buf, 2*time.Second); err != nil || string(buf[:n]) != "back" {
+		t.Fatalf("read %q: %v", buf[:n], err)
+	}
+	for _, bad := range []string{"127.0.0.1:9", "[::ffff:127.0.0.1]:9"} {
+		if _, err := c.WriteTo([]byte("x"), netip.MustParseAddrPort(bad)); err != ErrNotIPv6 {
+			t.Errorf("WriteTo %s: %v, want ErrNotIPv6", bad, err)
+		}
+	}
+	c4, err := Open(Options{Local: netip.MustParseAddrPort("127.0.0.1:0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	if _, err := c4.WriteTo([]byte("x"), to); err != ErrNotIPv4 {
+		t.Errorf("IPv4 Conn to %v: %v, want ErrNotIPv4", to, err)
+	}
+	if _, err := Open(Options{Local: netip.MustParseAddrPort("[::1]:0"), Remote: netip.MustParseAddrPort("127.0.0.1:9")}); err == nil {
+		t.Error("an IPv6 socket connected to an IPv4 peer")
+	}
+	// IPV6_V6ONLY: the same port on a wildcard IPv6 socket hears no IPv4.
+	w, err := Open(Options{Local: netip.MustParseAddrPort("[::]:0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	v4 := goUDP(t, "udp4", "127.0.0.1:0")
+	if _, err := v4.WriteToUDPAddrPort([]byte("v4"), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), w.LocalAddr().Port())); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := w.ReadTimeout(buf, 200*time.Millisecond); err == nil {
+		t.Fatalf("an IPv6-only socket read %q from IPv4", buf[:n])
 	}
 }
 

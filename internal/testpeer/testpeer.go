@@ -1,5 +1,5 @@
 // Package testpeer is the UDP peer that tests relay datagrams to: one socket on
-// 127.0.0.1 and a goroutine that both end with the test.
+// 127.0.0.1 (or ::1) and a goroutine that both end with the test.
 package testpeer
 
 import (
@@ -8,14 +8,21 @@ import (
 )
 
 // Echo starts a peer that sends every datagram back to where it came from.
-func Echo(t testing.TB) *net.UDPAddr { return start(t, true) }
+func Echo(t testing.TB) *net.UDPAddr { return start(t, true, net.IPv4(127, 0, 0, 1)) }
+
+// Echo6 is Echo on ::1.
+func Echo6(t testing.TB) *net.UDPAddr { return start(t, true, net.IPv6loopback) }
 
 // Sink starts a peer that swallows every datagram, as a firewall that drops them would.
-func Sink(t testing.TB) *net.UDPAddr { return start(t, false) }
+func Sink(t testing.TB) *net.UDPAddr { return start(t, false, net.IPv4(127, 0, 0, 1)) }
 
-func start(t testing.TB, echo bool) *net.UDPAddr {
+func start(t testing.TB, echo bool, ip net.IP) *net.UDPAddr {
 	t.Helper()
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	network := "udp4"
+	if ip.To4() == nil {
+		network = "udp6"
+	}
+	pc, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,6 +106,9 @@ type outFrame struct {
 // New wraps a socket Upgrade returned. Frames sent before Start wait in the outbox.
 // conn may be nil for a Conn that is only fed (Feed), in benchmarks.
 func New(conn net.Conn, h Handler) *Conn {
+	if p, ok := conn.(*PeekedTLS); ok && len(p.prefix) == 0 {
+		conn = p.Conn // net/http read the peeked bytes with the request
+	}
 	c := &Conn{h: h, fd: -1, nc: conn, raw: conn, held: true}
 	if tc, ok := conn.(*tls.Conn); ok {
 		c.raw = tc.NetConn()

@@ -35,11 +35,69 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ServerTLS(c, l.config), nil
+}
+
+// ServerTLS is what NewTLSListener does to each connection it accepts, for a listener
+// of someone else's (a port shared with TURN, internal/portmux): the server side of
+// TLS on c with its own copy of config, whose connection a Conn can take over after
+// the handshake. A GetConfigForClient in config gets the same treatment for the
+// configuration it returns.
+func ServerTLS(c net.Conn, config *tls.Config) *tls.Conn {
 	s := &tlsSock{Conn: c}
-	cfg := l.config.Clone()
+	cfg := config.Clone()
+	s.prepare(cfg)
+	if get := cfg.GetConfigForClient; get != nil {
+		cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := get(h)
+			if c == nil || err != nil {
+				return c, err
+			}
+			c = c.Clone()
+			s.prepare(c)
+			return c, nil
+		}
+	}
+	return tls.Server(s, cfg)
+}
+
+// prepare makes cfg the configuration of s's connection: no session tickets, and the
+// key log that keeps the traffic secrets (see NewTLSListener).
+func (s *tlsSock) prepare(cfg *tls.Config) {
 	cfg.SessionTicketsDisabled = true
 	cfg.KeyLogWriter = (*tlsKeyLog)(s)
-	return tls.Server(s, cfg), nil
+}
+
+// KeepTLS leaves a connection from ServerTLS to its tls.Conn for good, when it turned
+// out not to be a WebSocket (a TURN client on a shared port): the record counting
+// stops and the secrets kept for a takeover are wiped.
+func KeepTLS(tc *tls.Conn) {
+	if s, ok := tc.NetConn().(*tlsSock); ok {
+		s.passThrough()
+	}
+}
+
+// PeekedTLS is a connection from ServerTLS whose first plaintext bytes were read by a
+// router to choose the service (a shared port: TURN or HTTPS, for a client that named
+// no protocol in ALPN); reads return them first. Once they are read, a Conn made from
+// it (New) works on the tls.Conn itself, so that a wss socket still goes to a poller.
+type PeekedTLS struct {
+	*tls.Conn
+	prefix []byte
+}
+
+// NewPeekedTLS returns tc with prefix put back in front of what it reads.
+func NewPeekedTLS(tc *tls.Conn, prefix []byte) *PeekedTLS {
+	return &PeekedTLS{Conn: tc, prefix: prefix}
+}
+
+func (p *PeekedTLS) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
 }
 
 // tlsSock is the connection under a tls.Conn from NewTLSListener. It passes reads and
