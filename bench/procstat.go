@@ -113,6 +113,20 @@ func udpDrops(mine func(port uint16) bool) uint64 {
 // measured exactly when the tick stops in idle (NO_HZ, every distribution kernel).
 // Minus the server's and the generator's own time, it shows how much else ran.
 func machineBusy() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return 0
+	}
+	idle := cpuColumns(4, 5, 8) // idle iowait steal
+	return time.Duration(runtime.NumCPU())*time.Duration(ts.Nano()) - idle
+}
+
+// machineTicks is the sum of /proc/stat's busy columns (user nice system irq softirq),
+// tick-sampled: kept for comparison with machineBusy in the JSON.
+func machineTicks() time.Duration { return cpuColumns(1, 2, 3, 6, 7) }
+
+// cpuColumns sums columns of /proc/stat's first line, all CPUs together.
+func cpuColumns(cols ...int) time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return 0
@@ -122,32 +136,8 @@ func machineBusy() time.Duration {
 	if len(f) < 9 || f[0] != "cpu" {
 		return 0
 	}
-	var idle uint64
-	for _, i := range []int{4, 5, 8} { // idle iowait steal
-		v, _ := strconv.ParseUint(f[i], 10, 64)
-		idle += v
-	}
-	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
-		return 0
-	}
-	return time.Duration(runtime.NumCPU())*time.Duration(ts.Nano()) - time.Duration(idle)*clockTick
-}
-
-// machineTicks is the sum of /proc/stat's busy columns (user nice system irq softirq),
-// tick-sampled: kept for comparison with machineBusy in the JSON.
-func machineTicks() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := bytes.Cut(b, []byte{'\n'})
-	f := strings.Fields(string(line))
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0
-	}
 	var ticks uint64
-	for _, i := range []int{1, 2, 3, 6, 7} {
+	for _, i := range cols {
 		v, _ := strconv.ParseUint(f[i], 10, 64)
 		ticks += v
 	}

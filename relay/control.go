@@ -276,14 +276,7 @@ const rateEvery = time.Second
 // sampleRates works out every allocation's rate each way since the last sample.
 func (s *Server) sampleRates(now time.Time) {
 	s.kernel.sweep() // the kernel's counts as of now
-	t := s.allocs
-	t.mu.Lock()
-	list := make([]*allocation, 0, len(t.byKey))
-	for _, a := range t.byKey {
-		list = append(list, a)
-	}
-	t.mu.Unlock()
-	for _, a := range list {
+	for _, a := range s.allocs.all() {
 		if a.conn == nil {
 			continue
 		}

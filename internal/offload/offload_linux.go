@@ -22,11 +22,13 @@ import (
 
 // Datapath is the loaded and attached program with its maps.
 type Datapath struct {
-	objs   datapathObjects
-	links  []link.Link
-	ifaces []string
-	routes *routes
-	relay  netip.Addr
+	objs    datapathObjects
+	links   []link.Link
+	ifaces  []string
+	ifindex []int  // of ifaces
+	progID  uint32 // the kernel's id of the program, kept for Attached after Close
+	routes  *routes
+	relay   netip.Addr
 
 	bucketMem []byte // the buckets map, shared with the program (mmap)
 	bmu       sync.Mutex
@@ -121,6 +123,11 @@ func Open(cfg Config) (*Datapath, error) {
 			return nil, explain("attaching to "+name+" (tcx ingress)", err)
 		}
 		d.links = append(d.links, l)
+		d.ifindex = append(d.ifindex, ifc.Index)
+	}
+	if info, err := d.objs.RelayIngress.Info(); err == nil {
+		id, _ := info.ID()
+		d.progID = uint32(id)
 	}
 	ok = true
 	return d, nil
@@ -244,15 +251,21 @@ func interfaces(cfg Config) ([]string, error) {
 // Interfaces are the interfaces the program is attached to.
 func (d *Datapath) Interfaces() []string { return slices.Clone(d.ifaces) }
 
-// ProgramID is the kernel's id of the loaded program (what bpftool and the tcx link
-// queries show).
-func (d *Datapath) ProgramID() (uint32, error) {
-	info, err := d.objs.RelayIngress.Info()
-	if err != nil {
-		return 0, err
+// Attached reports whether the program is attached to any of its interfaces now, as the
+// kernel's tcx queries (what bpftool net shows) say; false after Close.
+func (d *Datapath) Attached() (bool, error) {
+	for _, ifindex := range d.ifindex {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return false, err
+		}
+		for _, p := range res.Programs {
+			if uint32(p.ID) == d.progID {
+				return true, nil
+			}
+		}
 	}
-	id, _ := info.ID()
-	return uint32(id), nil
+	return false, nil
 }
 
 // Close detaches the program and frees everything; safe to call more than once.

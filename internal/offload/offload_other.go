@@ -17,7 +17,7 @@ var ErrNotEligible = ErrUnsupported
 func Open(Config) (*Datapath, error) { return nil, ErrUnsupported }
 
 func (d *Datapath) Interfaces() []string                            { return nil }
-func (d *Datapath) ProgramID() (uint32, error)                      { return 0, ErrUnsupported }
+func (d *Datapath) Attached() (bool, error)                         { return false, ErrUnsupported }
 func (d *Datapath) Close() error                                    { return nil }
 func (d *Datapath) NewBucket(uint64) (uint32, *atomic.Uint64, bool) { return 0, nil, false }
 func (d *Datapath) FreeBucket(uint32)                               {}

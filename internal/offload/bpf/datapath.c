@@ -136,6 +136,7 @@ struct bucket {
 };
 
 // Counters, per CPU, summed by userspace (relay_turn_relayed_*, relay_turn_dropped_total).
+// Each direction's bytes follow its packets (relayed counts both).
 enum {
 	STAT_C2P_PACKETS,
 	STAT_C2P_BYTES,
@@ -298,22 +299,110 @@ static __always_inline int is_listen_port(__be16 port)
 	return 0;
 }
 
+// Steps both directions share.
+
+// admitted reports whether the allocation still holds a permission for the peer; a
+// channel that outlived its permission has its data dropped (RFC 8656), here.
+static __always_inline int admitted(__u32 alloc, __be32 peer_ip)
+{
+	struct perm_key pk = {.alloc = alloc, .peer_ip = peer_ip};
+	if (bpf_map_lookup_elem(&perms, &pk))
+		return 1;
+	count(STAT_DROP_NO_PERMISSION, 1);
+	return 0;
+}
+
+// within_caps takes n bytes from the allocation's and its user's buckets, and counts a
+// drop when either is empty.
+static __always_inline int within_caps(__u32 bucket, __u32 user_bucket, __u32 n)
+{
+	if (!bucket && !user_bucket)
+		return 1;
+	__u64 now = bpf_ktime_get_ns();
+	if (take(bucket, n, now) && take(user_bucket, n, now))
+		return 1;
+	count(STAT_DROP_BANDWIDTH, 1);
+	return 0;
+}
+
+// csum_begin starts the incremental UDP checksum update, before anything moves: out go
+// the addresses, the ports and the length (twice: pseudo-header and header).
+static __always_inline __u32 csum_begin(struct iphdr_ *ip, struct udphdr_ *udp)
+{
+	__u32 s = (__u16)~udp->check;
+	s = csum_sub32(s, ip->saddr);
+	s = csum_sub32(s, ip->daddr);
+	s = csum_sub16(s, udp->len);
+	s = csum_sub16(s, udp->len);
+	s = csum_sub16(s, udp->source);
+	s = csum_sub16(s, udp->dest);
+	return s;
+}
+
+// csum_end brings in the new addresses, ports and length, and folds.
+static __always_inline __u16 csum_end(__u32 s, __be32 saddr, __be32 daddr, __be16 sport, __be16 dport, __be16 len)
+{
+	s = csum_add32(s, saddr);
+	s = csum_add32(s, daddr);
+	s += len;
+	s += len;
+	s += sport;
+	s += dport;
+	__u16 check = (__u16)~csum_fold(s);
+	return check ? check : 0xffff; // 0 would mean "no checksum"
+}
+
+// rewrite writes the new IP and UDP headers.
+static __always_inline void rewrite(struct iphdr_ *ip, struct udphdr_ *udp, __be32 saddr, __be32 daddr,
+				    __be16 sport, __be16 dport, __u32 ulen, __u16 check)
+{
+	ip->saddr = saddr;
+	ip->daddr = daddr;
+	ip->tot_len = bpf_htons(IP_HLEN + ulen);
+	ip->ttl = OUT_TTL;
+	ip->check = ip_checksum(ip);
+	udp->source = sport;
+	udp->dest = dport;
+	udp->len = bpf_htons(ulen);
+	udp->check = check;
+}
+
+// relayed counts a relayed datagram of n payload bytes on its channel and in total.
+static __always_inline void relayed(__u64 *bytes, __u64 *packets, __u32 stat, __u32 n)
+{
+	__sync_fetch_and_add(bytes, n);
+	__sync_fetch_and_add(packets, 1);
+	count(stat, 1);
+	count(stat + 1, n);
+}
+
+// Where the headers are after a helper moved the packet (NULL: shorter than need).
+#define HEADERS(skb, need, ip, udp)                                                \
+	({                                                                         \
+		void *data_ = (void *)(long)(skb)->data;                           \
+		void *end_ = (void *)(long)(skb)->data_end;                        \
+		int ok_ = data_ + (need) <= end_;                                  \
+		if (ok_) {                                                         \
+			ip = data_ + ETH_HLEN;                                     \
+			udp = data_ + ETH_HLEN + IP_HLEN;                          \
+		}                                                                  \
+		ok_ ? data_ : NULL;                                                \
+	})
+
 // client_to_peer relays ChannelData from a client: the 4-byte header goes, and the
 // datagram leaves from the allocation's relay address to the peer.
 static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (data + HDRS + CD_HLEN > end) {
+	struct iphdr_ *ip;
+	struct udphdr_ *udp;
+	void *data = HEADERS(skb, HDRS + CD_HLEN, ip, udp);
+	if (!data) {
 		if (bpf_skb_pull_data(skb, HDRS + CD_HLEN))
 			return TCX_NEXT;
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-		if (data + HDRS + CD_HLEN > end)
+		data = HEADERS(skb, HDRS + CD_HLEN, ip, udp);
+		if (!data)
 			return TCX_NEXT;
 	}
-	struct iphdr_ *ip = data + ETH_HLEN;
-	struct udphdr_ *udp = data + ETH_HLEN + IP_HLEN;
 	__u8 *cd = data + HDRS;
 	if ((cd[0] & 0xc0) != 0x40)
 		return TCX_NEXT; // STUN, not ChannelData
@@ -342,24 +431,15 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 		if (!v)
 			return TCX_NEXT;
 	}
-	struct perm_key pk = {.alloc = v->alloc, .peer_ip = v->peer_ip};
-	if (!bpf_map_lookup_elem(&perms, &pk)) {
-		// The channel outlived its permission: RFC 8656 drops the data.
-		count(STAT_DROP_NO_PERMISSION, 1);
+	if (!admitted(v->alloc, v->peer_ip))
 		return TCX_DROP;
-	}
 	int how = route(skb, v->out_ifindex, v->mtu, IP_HLEN + newulen, summed);
 	if (how == PUNT) {
 		count(STAT_PUNTED, 1);
 		return TCX_NEXT;
 	}
-	if (v->bucket || v->user_bucket) {
-		__u64 now = bpf_ktime_get_ns();
-		if (!take(v->bucket, n, now) || !take(v->user_bucket, n, now)) {
-			count(STAT_DROP_BANDWIDTH, 1);
-			return TCX_DROP;
-		}
-	}
+	if (!within_caps(v->bucket, v->user_bucket, n))
+		return TCX_DROP;
 	if (k.local_ip == 0 && v->learned_local != ip->daddr) {
 		// A wildcard listener: the way back to this client leaves from the address it
 		// sends to.
@@ -370,11 +450,8 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 		v->learned_local = ip->daddr;
 	}
 
-	// The checksum before anything moves: out go the client's addresses, the UDP
-	// length (twice: pseudo-header and header) and the ChannelData header; in come the
-	// relay's and the peer's.
-	// The padding goes too: its bytes leave the checksum, each in the half of its
-	// 16-bit word its offset from the UDP header puts it in.
+	// The padding leaves the checksum with the ChannelData header: each byte in the
+	// half of its 16-bit word its offset from the UDP header puts it in.
 	__u8 padb[3] = {};
 	__u32 padoff = HDRS + CD_HLEN + n;
 	if (pad == 1 && bpf_skb_load_bytes(skb, padoff, padb, 1))
@@ -383,24 +460,17 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 		return TCX_NEXT;
 	if (pad == 3 && bpf_skb_load_bytes(skb, padoff, padb, 3))
 		return TCX_NEXT;
-	data = (void *)(long)skb->data;
-	end = (void *)(long)skb->data_end;
-	if (data + HDRS + CD_HLEN > end)
+	data = HEADERS(skb, HDRS + CD_HLEN, ip, udp);
+	if (!data)
 		return TCX_NEXT;
-	ip = data + ETH_HLEN;
-	udp = data + ETH_HLEN + IP_HLEN;
 	cd = data + HDRS;
 
+	// A CHECKSUM_PARTIAL packet is one this host sent over lo and delivers in place:
+	// it never leaves the host, so it goes without a UDP checksum (0, as IPv4 allows)
+	// rather than one over data the stack would sum again.
 	__u16 check = 0;
-	__be16 newlen = bpf_htons(newulen);
 	if (udp->check && summed != CHECKSUM_PARTIAL) {
-		__u32 s = (__u16)~udp->check;
-		s = csum_sub32(s, ip->saddr);
-		s = csum_sub32(s, ip->daddr);
-		s = csum_sub16(s, udp->len);
-		s = csum_sub16(s, udp->len);
-		s = csum_sub16(s, udp->source);
-		s = csum_sub16(s, udp->dest);
+		__u32 s = csum_begin(ip, udp);
 		s = csum_sub16(s, *(__u16 *)cd);
 		s = csum_sub16(s, *(__u16 *)(cd + 2));
 #pragma unroll
@@ -408,19 +478,8 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 			if (i < pad)
 				s = csum_sub16(s, byte_word(padb[i], (n + i) & 1));
 		}
-		s = csum_add32(s, relay_ip);
-		s = csum_add32(s, v->peer_ip);
-		s += newlen;
-		s += newlen;
-		s += v->relay_port;
-		s += v->peer_port;
-		check = (__u16)~csum_fold(s);
-		if (!check)
-			check = 0xffff;
+		check = csum_end(s, relay_ip, v->peer_ip, v->relay_port, v->peer_port, bpf_htons(newulen));
 	}
-	// A CHECKSUM_PARTIAL packet is one this host sent over lo and delivers in place:
-	// it never leaves the host, so it goes without a UDP checksum (0, as IPv4 allows)
-	// rather than one over data the stack would sum again.
 	__be32 peer_ip = v->peer_ip;
 	__be16 peer_port = v->peer_port, relay_port = v->relay_port;
 	__u32 out = v->out_ifindex;
@@ -429,26 +488,10 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 		return TCX_NEXT; // unchanged
 	if (pad && bpf_skb_change_tail(skb, ETH_HLEN + IP_HLEN + newulen, 0))
 		return TCX_DROP; // the header is gone already
-	data = (void *)(long)skb->data;
-	end = (void *)(long)skb->data_end;
-	if (data + HDRS > end)
+	if (!HEADERS(skb, HDRS, ip, udp))
 		return TCX_DROP; // cannot happen: the headers were there before
-	ip = data + ETH_HLEN;
-	udp = data + ETH_HLEN + IP_HLEN;
-	ip->saddr = relay_ip;
-	ip->daddr = peer_ip;
-	ip->tot_len = bpf_htons(IP_HLEN + newulen);
-	ip->ttl = OUT_TTL;
-	ip->check = ip_checksum(ip);
-	udp->source = relay_port;
-	udp->dest = peer_port;
-	udp->len = newlen;
-	udp->check = check;
-
-	__sync_fetch_and_add(&v->bytes, n);
-	__sync_fetch_and_add(&v->packets, 1);
-	count(STAT_C2P_PACKETS, 1);
-	count(STAT_C2P_BYTES, n);
+	rewrite(ip, udp, relay_ip, peer_ip, relay_port, peer_port, newulen, check);
+	relayed(&v->bytes, &v->packets, STAT_C2P_PACKETS, n);
 	return send(how, out);
 }
 
@@ -456,62 +499,38 @@ static __always_inline int client_to_peer(struct __sk_buff *skb, __u32 summed)
 // front, and it leaves from the listener address to the client.
 static __always_inline int peer_to_client(struct __sk_buff *skb, __u32 summed)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct iphdr_ *ip = data + ETH_HLEN;
-	struct udphdr_ *udp = data + ETH_HLEN + IP_HLEN;
-	if (data + HDRS > end)
+	struct iphdr_ *ip;
+	struct udphdr_ *udp;
+	if (!HEADERS(skb, HDRS, ip, udp))
 		return TCX_NEXT;
 	__u32 ulen = bpf_ntohs(udp->len);
 	if (ulen < UDP_HLEN || bpf_ntohs(ip->tot_len) != IP_HLEN + ulen)
 		return TCX_NEXT;
 	__u32 n = ulen - UDP_HLEN;
+	__u32 newulen = ulen + CD_HLEN;
 
 	struct p2c_key k = {.peer_ip = ip->saddr, .peer_port = udp->source, .relay_port = udp->dest};
 	struct p2c_val *v = bpf_map_lookup_elem(&p2c, &k);
 	if (!v)
 		return TCX_NEXT; // no channel: pion sends a Data indication
-	struct perm_key pk = {.alloc = v->alloc, .peer_ip = ip->saddr};
-	if (!bpf_map_lookup_elem(&perms, &pk)) {
-		count(STAT_DROP_NO_PERMISSION, 1);
+	if (!admitted(v->alloc, ip->saddr))
 		return TCX_DROP;
-	}
 	__be32 local_ip = v->local_ip;
-	int how = route(skb, v->out_ifindex, v->mtu, IP_HLEN + ulen + CD_HLEN, summed);
+	int how = route(skb, v->out_ifindex, v->mtu, IP_HLEN + newulen, summed);
 	if (how == PUNT || local_ip == 0) {
 		count(STAT_PUNTED, 1);
 		return TCX_NEXT;
 	}
-	if (v->bucket || v->user_bucket) {
-		__u64 now = bpf_ktime_get_ns();
-		if (!take(v->bucket, n, now) || !take(v->user_bucket, n, now)) {
-			count(STAT_DROP_BANDWIDTH, 1);
-			return TCX_DROP;
-		}
-	}
+	if (!within_caps(v->bucket, v->user_bucket, n))
+		return TCX_DROP;
 
 	__u16 check = 0;
-	__be16 newlen = bpf_htons(ulen + CD_HLEN);
 	__be16 cdlen = bpf_htons(n);
 	if (udp->check && summed != CHECKSUM_PARTIAL) {
-		__u32 s = (__u16)~udp->check;
-		s = csum_sub32(s, ip->saddr);
-		s = csum_sub32(s, ip->daddr);
-		s = csum_sub16(s, udp->len);
-		s = csum_sub16(s, udp->len);
-		s = csum_sub16(s, udp->source);
-		s = csum_sub16(s, udp->dest);
-		s = csum_add32(s, local_ip);
-		s = csum_add32(s, v->client_ip);
-		s += newlen;
-		s += newlen;
-		s += v->local_port;
-		s += v->client_port;
+		__u32 s = csum_begin(ip, udp);
 		s += v->channel;
 		s += cdlen;
-		check = (__u16)~csum_fold(s);
-		if (!check)
-			check = 0xffff;
+		check = csum_end(s, local_ip, v->client_ip, v->local_port, v->client_port, bpf_htons(newulen));
 	}
 	__be32 client_ip = v->client_ip;
 	__be16 client_port = v->client_port, local_port = v->local_port, channel = v->channel;
@@ -519,29 +538,14 @@ static __always_inline int peer_to_client(struct __sk_buff *skb, __u32 summed)
 
 	if (bpf_skb_adjust_room(skb, CD_HLEN, BPF_ADJ_ROOM_NET, 0))
 		return TCX_NEXT;
-	data = (void *)(long)skb->data;
-	end = (void *)(long)skb->data_end;
-	if (data + HDRS + CD_HLEN > end)
+	void *data = HEADERS(skb, HDRS + CD_HLEN, ip, udp);
+	if (!data)
 		return TCX_DROP;
-	ip = data + ETH_HLEN;
-	udp = data + ETH_HLEN + IP_HLEN;
+	rewrite(ip, udp, local_ip, client_ip, local_port, client_port, newulen, check);
 	__be16 *cd = data + HDRS;
-	ip->saddr = local_ip;
-	ip->daddr = client_ip;
-	ip->tot_len = bpf_htons(IP_HLEN + ulen + CD_HLEN);
-	ip->ttl = OUT_TTL;
-	ip->check = ip_checksum(ip);
-	udp->source = local_port;
-	udp->dest = client_port;
-	udp->len = newlen;
-	udp->check = check;
 	cd[0] = channel;
 	cd[1] = cdlen;
-
-	__sync_fetch_and_add(&v->bytes, n);
-	__sync_fetch_and_add(&v->packets, 1);
-	count(STAT_P2C_PACKETS, 1);
-	count(STAT_P2C_BYTES, n);
+	relayed(&v->bytes, &v->packets, STAT_P2C_PACKETS, n);
 	return send(how, out);
 }
 
