@@ -256,7 +256,9 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // log says how much was dropped.
 func TestControlBudget(t *testing.T) {
 	s, ctl, log := controlled(t, nil)
+	ctl.mu.Lock() // the server's read loops read it (OverBudget)
 	ctl.budget = 3000
+	ctl.mu.Unlock()
 	cs := bindChannel(t, s, "udp")
 	payload := make([]byte, 1000)
 	relayed := 0
