@@ -29,13 +29,17 @@ var serverColors = map[string]color.RGBA{
 func plotThroughput(path string, ladder []float64, res *results) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("Relayed ChannelData over UDP, loopback, %d CPUs shared by server and generator", res.Machine.CPUs)
+	if t := res.Options["gen_threads"]; t != "" && t != "1" {
+		p.Title.Text += " (" + t + " generator threads)"
+	}
 	p.X.Label.Text = "offered round trips/s, thousands (4 relayed datagrams each)"
 	p.Y.Label.Text = "delivered round trips/s, thousands"
 	p.Add(plotter.NewGrid())
-	p.Legend.Top = false
-	p.Legend.Left = false
-	p.Legend.XOffs = -vg.Points(10)
-	p.Legend.YOffs = vg.Points(10)
+	// Top left: the lines run along the diagonal, so that corner stays empty.
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Legend.XOffs = vg.Points(10)
+	p.Legend.YOffs = -vg.Points(10)
 
 	onLadder := map[float64]bool{}
 	for _, x := range ladder {
