@@ -112,7 +112,7 @@ func (s *Server) startOffload() error {
 	s.metrics.OffloadActive.Set(1)
 	s.metrics.OnGather(k.sync)
 	go k.loop()
-	s.log.Info("turn offload on", "interfaces", strings.Join(d.Interfaces(), ","))
+	s.log.Info("turn offload on", "interfaces", strings.Join(d.Interfaces(), ","), "program", d.ProgramID())
 	return nil
 }
 

@@ -251,6 +251,9 @@ func interfaces(cfg Config) ([]string, error) {
 // Interfaces are the interfaces the program is attached to.
 func (d *Datapath) Interfaces() []string { return slices.Clone(d.ifaces) }
 
+// ProgramID is the kernel's id of the program (what bpftool prog and net show).
+func (d *Datapath) ProgramID() uint32 { return d.progID }
+
 // Attached reports whether the program is attached to any of its interfaces now, as the
 // kernel's tcx queries (what bpftool net shows) say; false after Close.
 func (d *Datapath) Attached() (bool, error) {
