@@ -180,6 +180,7 @@ type streamConn struct {
 // Read returns the next frame for pion. When it fails, pion ends this connection's read
 // loop and deletes its allocation, so the allocation log learns why first.
 func (c *streamConn) Read(p []byte) (int, error) {
+	c.gate.handled() // pion is done with the last frame: not held while the client is silent
 	n, err := c.read(p)
 	if err != nil {
 		c.l.s.allocs.markEnding(tupleKey{client: c.remote, local: c.gate.local, stream: true}, endConnClose)
@@ -219,7 +220,14 @@ func (c *streamConn) read(p []byte) (int, error) {
 		}
 		frame := c.buf[c.start : c.start+size]
 		c.start += size
-		if !c.gate.inspect(frame, c.remote, c) || len(frame) > len(p) {
+		if !c.gate.inspect(frame, c.remote, c) {
+			continue
+		}
+		if len(frame) > len(p) {
+			// Longer than pion's buffer: dropped (as pion drops one that fills it), and
+			// what the gate reserved for it given back now, not when the next frame comes.
+			c.gate.handled()
+			c.ctr.dropped[dropMalformedIdx].Inc()
 			continue
 		}
 		return copy(p, frame), nil

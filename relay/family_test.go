@@ -428,3 +428,48 @@ func TestDualStackListeners(t *testing.T) {
 		}
 	}
 }
+
+// TestStalledAllocateDoesNotHoldListener: an authenticated client on a TCP listener
+// sends an Allocate pion never answers (one pion's read buffer cannot take: pion drops
+// it and reads on) and then sends nothing more. Another user's Allocate on the same
+// listener is still answered at once, not after familyWait with 508: the listener's
+// relay address generator is given back as soon as pion reads again, not when the
+// staller's next message arrives.
+func TestStalledAllocateDoesNotHoldListener(t *testing.T) {
+	for _, size := range []int{pionReadBufSize, pionReadBufSize + 400} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			s := startServer(t, nil)
+			staller := dialRaw(t, "tcp", s.addr("tcp"), nil)
+			user, pass := s.creds(t, "staller")
+			first := staller.roundTrip(mustBuild(t, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP()), 2*time.Second)
+			var nonce stun.Nonce
+			if err := nonce.GetFrom(first); err != nil {
+				t.Fatal("no nonce")
+			}
+			// Padding in a comprehension-optional attribute to make the whole message size
+			// bytes long: 20 header, 8 REQUESTED-TRANSPORT, username, realm, nonce, 24
+			// MESSAGE-INTEGRITY, 8 FINGERPRINT.
+			build := func(pad int) *stun.Message {
+				return mustBuild(t, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP(),
+					stun.RawAttribute{Type: 0x8050, Value: make([]byte, pad)},
+					stun.NewUsername(user), stun.NewRealm(testRealm), nonce,
+					stun.MessageIntegrity(auth.LongTermKey(user, testRealm, pass)), stun.Fingerprint)
+			}
+			req := build(size - len(build(0).Raw))
+			if len(req.Raw) != size {
+				t.Fatalf("built %d bytes, want %d", len(req.Raw), size)
+			}
+			if _, err := staller.conn.Write(req.Raw); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the staller's Allocate to reach pion", func() bool { return s.streams[0].gen.holds.Load() == 1 })
+			victim := dialRaw(t, "tcp", s.addr("tcp"), nil)
+			vu, vp := s.creds(t, "victim")
+			start := time.Now()
+			_, r := victim.allocate(vu, vp)
+			if took := time.Since(start); errorCode(r) != 0 || took > familyWait/4 {
+				t.Fatalf("victim's Allocate behind a stalled one: code %d after %v, want success at once", errorCode(r), took)
+			}
+		})
+	}
+}

@@ -76,16 +76,7 @@ func newGate(s *Server, transport string, local netip.AddrPort, stream bool) *ga
 
 // inspect handles what relay answers itself and reports whether pion should see b.
 func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
-	if g.hasPending {
-		g.hasPending = false
-		g.s.allocs.settle(g.pending)
-	}
-	if g.holding.Load() {
-		g.releaseFamily() // pion is done with the last Allocate
-	}
-	if g.addrErr.Load() != nil {
-		g.addrErr.Store(nil)
-	}
+	g.handled()
 	if isChannelData(b) {
 		g.channelData(b, from)
 		return false
@@ -131,6 +122,23 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 		g.respond(set, from, rep, stun.CodeBadRequest, nil) // unknown method
 	}
 	return false
+}
+
+// handled settles what the last Allocate passed to pion left: pion is done with it when
+// it reads again. A stream connection calls it as pion asks for the next frame, before
+// waiting for the client to send one, so that a client that sends nothing more after
+// an Allocate pion never answered cannot keep its listener's generator (family.go).
+func (g *gate) handled() {
+	if g.hasPending {
+		g.hasPending = false
+		g.s.allocs.settle(g.pending)
+	}
+	if g.holding.Load() {
+		g.releaseFamily()
+	}
+	if g.addrErr.Load() != nil {
+		g.addrErr.Store(nil)
+	}
 }
 
 // unauthReply reports whether a reply to an unauthenticated request may go to from: a
