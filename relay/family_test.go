@@ -214,8 +214,11 @@ func TestIPv6DenyList(t *testing.T) {
 		{"[::]:9", "unspecified"},
 		{"[::ffff:127.0.0.2]:9", "loopback"},
 		{"[::ffff:10.0.0.1]:9", "private"},
-		{"[64:ff9b::a9fe:a9fe]:80", "link_local"}, // NAT64 of 169.254.169.254
-		{"[2002:7f00:2::]:9", "loopback"},         // 6to4 of 127.0.0.2
+		{"[64:ff9b::a9fe:a9fe]:80", "link_local"},                // NAT64 of 169.254.169.254
+		{"[2002:7f00:2::]:9", "loopback"},                        // 6to4 of 127.0.0.2
+		{"[2002:a00:1::]:9", "private"},                          // 6to4 of 10.0.0.1
+		{"[2001:0:4136:e378:8000:63bf:80ff:fffd]:9", "loopback"}, // Teredo of 127.0.0.2
+		{"[::a00:1]:9", "private"},                               // IPv4-compatible 10.0.0.1
 		{"[2001:db8::1]:9", "reserved"},
 	} {
 		reason := DenyReason(d.reason)
