@@ -145,12 +145,23 @@ func (g *gate) handled() {
 // reply is bigger than the request, so answering spoofed floods in full would make the
 // server a reflector. Over the limit, the request is dropped and counted.
 func (g *gate) unauthReply(set *settings, from netip.AddrPort) bool {
-	ip := from.Addr().As16()
+	ip := sourceOf(from.Addr())
 	if set.unauth.allow(ip[:], time.Now()) {
 		return true
 	}
 	g.ctr.dropped[dropRateLimitedIdx].Inc()
 	return false
+}
+
+// sourceOf is what the per-source limits count a client address as: an IPv4 address
+// itself, an IPv6 one by its /64. One host usually holds a whole /64 and may send from
+// any address in it: counted one by one, each new address would get a fresh budget.
+func sourceOf(a netip.Addr) [16]byte {
+	b := a.As16()
+	if a.Is6() && !a.Is4In6() {
+		clear(b[8:])
+	}
+	return b
 }
 
 // badRequest answers a request that does not decode with 400, taking the method and
@@ -308,7 +319,7 @@ func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k t
 		return cred, false, false
 	}
 	refuse(string(auth.ReasonBadPassword))
-	ip := from.Addr().As16()
+	ip := sourceOf(from.Addr())
 	answer := set.failIP.allow(ip[:], now)
 	if lim := set.failUser[string(user)]; lim != nil && !lim.AllowN(now, 1) {
 		answer = false
