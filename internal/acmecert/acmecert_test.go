@@ -1,18 +1,13 @@
 package acmecert
 
 import (
-	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/testcert"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -57,61 +53,63 @@ func startFakeCA(t *testing.T) *fakeCA {
 	return ca
 }
 
-// cacheECDSA writes, in autocert's cache format, an ECDSA certificate for domain as if
-// an earlier run had obtained it, and returns its serial number.
-func cacheECDSA(t *testing.T, dir string) *big.Int {
+// cacheECDSA writes, in autocert's cache format (the key, then the chain), an ECDSA
+// certificate for domain as if an earlier run had obtained it, and returns it.
+func cacheECDSA(t *testing.T, dir string) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(4242), Subject: pkix.Name{CommonName: domain}, DNSNames: []string{domain},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	_ = pem.Encode(&b, &pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-	_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	certPEM, keyPEM := testcert.PEM(t, 365*24*time.Hour, domain)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, domain), b.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, domain), append(keyPEM, certPEM...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return tmpl.SerialNumber
+	blk, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }
 
-// logBuffer is a slog handler's writer tests read.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// errorLog is a slog handler keeping the messages and attributes of Error records.
+type errorLog struct {
+	mu    sync.Mutex
+	lines []string
 }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
+func (l *errorLog) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelError }
+func (l *errorLog) WithAttrs([]slog.Attr) slog.Handler            { return l }
+func (l *errorLog) WithGroup(string) slog.Handler                 { return l }
+
+func (l *errorLog) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.b.Write(p)
+	l.lines = append(l.lines, line)
+	return nil
 }
 
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *errorLog) first() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.lines) == 0 {
+		return ""
+	}
+	return l.lines[0]
+}
 
-func start(t *testing.T, ca *fakeCA, cache string) (*Manager, *logBuffer) {
+func start(t *testing.T, ca *fakeCA, cache string) *Manager {
 	t.Helper()
-	logs := &logBuffer{}
 	m, err := New(config.TLS{ACMEDomains: []string{domain}, ACMEDirectory: ca.srv.URL + "/directory",
-		ACMECache: cache, ACMECARoots: ca.roots}, slog.New(slog.NewTextHandler(logs, nil)))
+		ACMECache: cache, ACMECARoots: ca.roots}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Start()
 	t.Cleanup(m.Close)
-	return m, logs
+	return m
 }
 
 // TestHandshakesNeverOrder: once the certificate is in (here from the cache), no
@@ -121,8 +119,8 @@ func start(t *testing.T, ca *fakeCA, cache string) (*Manager, *logBuffer) {
 func TestHandshakesNeverOrder(t *testing.T) {
 	ca := startFakeCA(t)
 	cache := filepath.Join(t.TempDir(), "acme")
-	serial := cacheECDSA(t, cache)
-	m, _ := start(t, ca, cache)
+	serial := cacheECDSA(t, cache).SerialNumber
+	m := start(t, ca, cache)
 	deadline := time.Now().Add(5 * time.Second)
 	for !m.ready.Load() {
 		if time.Now().After(deadline) {
@@ -165,23 +163,23 @@ func TestCADownAtStart(t *testing.T) {
 	}
 	down := "https://" + l.Addr().String() + "/directory"
 	_ = l.Close()
-	logs := &logBuffer{}
+	logs := &errorLog{}
 	m, err := New(config.TLS{ACMEDomains: []string{domain}, ACMEDirectory: down, ACMECache: filepath.Join(t.TempDir(), "acme"),
-		ACMECARoots: ca.roots}, slog.New(slog.NewTextHandler(logs, nil)))
+		ACMECARoots: ca.roots}, slog.New(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Start()
 	defer m.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "ACME: no certificate yet") {
+	for logs.first() == "" {
 		if time.Now().After(deadline) {
-			t.Fatalf("no failure logged:\n%s", logs)
+			t.Fatal("no failure logged")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if !strings.Contains(logs.String(), "retry_in=1m0s") || !strings.Contains(logs.String(), "connection refused") {
-		t.Errorf("the failure does not say why, or the retry is not a minute away:\n%s", logs)
+	if l := logs.first(); !strings.Contains(l, "ACME: no certificate yet") || !strings.Contains(l, "retry_in=1m0s") || !strings.Contains(l, "connection refused") {
+		t.Errorf("the failure does not say why, or the retry is not a minute away: %s", l)
 	}
 	for range 20 {
 		start := time.Now()
