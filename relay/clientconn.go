@@ -271,16 +271,21 @@ func (c *streamConn) armIdle() {
 	}
 	c.alloc = c.l.s.allocs.lookup(tupleKey{client: c.remote, local: c.gate.local, stream: true})
 	if c.alloc != nil {
-		if c.idleArmed {
-			c.idleArmed = false
-			_ = c.Conn.SetReadDeadline(time.Time{})
-		}
+		// Once per allocation: this also clears the deadline allocationEnded set.
+		c.idleArmed = false
+		_ = c.Conn.SetReadDeadline(time.Time{})
 		return
 	}
 	if !c.idleArmed || c.start == c.end {
 		c.idleArmed = true
 		_ = c.Conn.SetReadDeadline(time.Now().Add(streamIdleTimeout))
 	}
+}
+
+// allocationEnded starts the idle wait of a connection whose allocation pion deleted
+// (expired, or released) while its read waits with no deadline. Any goroutine.
+func (c *streamConn) allocationEnded() {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(streamIdleTimeout))
 }
 
 func (c *streamConn) Write(p []byte) (int, error) {

@@ -279,5 +279,15 @@ func TestStreamIdleWithoutAllocation(t *testing.T) {
 				t.Fatal("the connection stayed open after its allocation was released")
 			}
 		})
+		t.Run(tr.name+"/expired", func(t *testing.T) {
+			c := dialRaw(t, "tcp", s.addr(tr.name), tr.conf)
+			user, pass := s.creds(t, "expire-"+tr.name)
+			if _, r := c.allocate(user, pass, requestedUDP(), stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 1}}); errorCode(r) != 0 {
+				t.Fatalf("Allocate: %d", errorCode(r))
+			}
+			if !closedWithin(c.conn, 5*time.Second) {
+				t.Fatal("a silent connection stayed open after its allocation expired")
+			}
+		})
 	}
 }
