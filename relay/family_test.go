@@ -476,3 +476,33 @@ func TestStalledAllocateDoesNotHoldListener(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshAddressFamily: a Refresh whose REQUESTED-ADDRESS-FAMILY is not the
+// allocation's family gets 443 (RFC 6156 §5.2, RFC 8656 §7.3) and refreshes nothing;
+// the allocation's own family refreshes it.
+func TestRefreshAddressFamily(t *testing.T) {
+	s := ipv6Server(t, true)
+	user, pass := s.creds(t, "refresh-family")
+	for _, c := range []struct {
+		name         string
+		alloc        []stun.Setter
+		wrong, right byte
+	}{
+		{"ipv4 allocation", []stun.Setter{requestedUDP()}, familyIPv6, familyIPv4},
+		{"ipv6 allocation", []stun.Setter{requestedUDP(), wantIPv6(stun.AttrRequestedAddressFamily)}, familyIPv4, familyIPv6},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sess, r := dialRaw(t, "udp", s.addr("udp"), nil).allocate(user, pass, c.alloc...)
+			if errorCode(r) != 0 {
+				t.Fatalf("Allocate: %d", errorCode(r))
+			}
+			refresh := stun.NewType(stun.MethodRefresh, stun.ClassRequest)
+			if r := sess.request(refresh, familyAttr{stun.AttrRequestedAddressFamily, c.wrong}); errorCode(r) != 443 {
+				t.Errorf("Refresh asking the other family: %d, want 443", errorCode(r))
+			}
+			if r := sess.request(refresh, familyAttr{stun.AttrRequestedAddressFamily, c.right}); errorCode(r) != 0 {
+				t.Errorf("Refresh asking the allocation's family: %d, want success", errorCode(r))
+			}
+		})
+	}
+}

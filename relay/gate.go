@@ -199,7 +199,7 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 	case stun.MethodAllocate:
 		return g.allocate(set, b, from, rep, k, cred)
 	case stun.MethodRefresh:
-		return g.refresh(set, b, k, cred.key)
+		return g.refresh(set, b, from, rep, k, cred.key)
 	case stun.MethodCreatePermission:
 		return g.createPermission(set, from, rep, k, cred.key)
 	case stun.MethodChannelBind:
