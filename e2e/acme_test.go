@@ -306,6 +306,14 @@ func TestACMEHTTP01(t *testing.T) {
 	if loc := r.Header.Get("Location"); r.StatusCode/100 != 3 || !strings.HasPrefix(loc, "https://") {
 		t.Errorf("GET /demo on acme_http: %d Location %q, want a redirect to https", r.StatusCode, loc)
 	}
+	// The port open to everyone has signaling's HTTP limits: 16 KiB of headers.
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/demo", httpPort), nil)
+	req.Header.Set("X-Pad", strings.Repeat("x", 64<<10))
+	if r, err := noFollow.Do(req); err != nil || r.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("64 KiB of headers on acme_http: %v %v, want 431", r, err)
+	} else {
+		_ = r.Body.Close()
+	}
 }
 
 func dialWS(t *testing.T, d websocket.Dialer, url string) *websocket.Conn {
