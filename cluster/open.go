@@ -15,10 +15,25 @@ import (
 // wait for Redis: a node whose backend is down starts alone and joins when it answers.
 // Close the Registry, then the client it returns.
 func Open(c *config.Cluster, lim signaling.Limits, log *slog.Logger) (*Registry, *redis.Client, error) {
+	rdb, err := newClient(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := New(Options{Client: rdb, Node: c.NodeName(), Region: c.Region, Limits: lim, Logger: log})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return r, rdb, nil
+}
+
+// newClient makes a client for [cluster] redis (the Registry's, and the operator
+// state's: StateStore).
+func newClient(c *config.Cluster) (*redis.Client, error) {
 	opts, err := redis.ParseURL(c.Redis)
 	if err != nil {
 		// ParseURL's errors can quote the URL; config has checked it, so this is rare.
-		return nil, nil, errors.New("cluster.redis: not a usable Redis URL: " + c.Redacted())
+		return nil, errors.New("cluster.redis: not a usable Redis URL: " + c.Redacted())
 	}
 	if c.Password != "" {
 		opts.Password = c.Password
@@ -35,11 +50,5 @@ func Open(c *config.Cluster, lim signaling.Limits, log *slog.Logger) (*Registry,
 	opts.ReadBufferSize, opts.WriteBufferSize = 8<<10, 8<<10
 	opts.PipelinePoolSize = 2
 	opts.PipelineReadBufferSize, opts.PipelineWriteBufferSize = 32<<10, 32<<10
-	rdb := redis.NewClient(opts)
-	r, err := New(Options{Client: rdb, Node: c.NodeName(), Region: c.Region, Limits: lim, Logger: log})
-	if err != nil {
-		rdb.Close()
-		return nil, nil, err
-	}
-	return r, rdb, nil
+	return redis.NewClient(opts), nil
 }

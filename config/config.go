@@ -44,6 +44,7 @@ type Config struct {
 	Log      Log
 	Signal   Signal
 	Cluster  Cluster
+	Admin    Admin
 	TLS      TLS    // [tls]: certificates by ACME
 	Source   string // file name it was loaded from, or DefaultSource
 }
@@ -104,6 +105,7 @@ type Limits struct {
 	UnauthPerIP              int   // replies per second to unauthenticated requests, per source IP
 	AuthFailuresPerIP        int   // wrong passwords per minute per source IP before silence
 	AuthFailuresPerUser      int   // wrong passwords per minute per static user before silence
+	UserBytesPerDay          int64 // relayed bytes per user id per UTC day, both directions; 0 = no budget
 }
 
 // Peers is the [peers] section: which peer addresses clients may relay to.
@@ -211,6 +213,7 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Signal:  defaultSignal(),
 		Cluster: defaultCluster(),
+		Admin:   defaultAdmin(),
 		TLS:     defaultTLS(),
 		Source:  DefaultSource,
 	}
@@ -295,6 +298,7 @@ func (c *Config) decode(t *table) {
 	c.Log.decode(t.section("log"))
 	c.Signal.decode(t.section("signal"))
 	c.Cluster.decode(t.section("cluster"))
+	c.Admin.decode(t.section("admin"))
 	c.TLS.decode(t.section("tls"))
 }
 
@@ -374,6 +378,9 @@ func (l *Limits) decode(t *table) {
 	t.integer("unauth_per_ip", "an integer >= 1 (replies per second)", &l.UnauthPerIP)
 	t.integer("auth_failures_per_ip", "an integer >= 1 (failures per minute)", &l.AuthFailuresPerIP)
 	t.integer("auth_failures_per_user", "an integer >= 1 (failures per minute)", &l.AuthFailuresPerUser)
+	budget := int(l.UserBytesPerDay)
+	t.integer("user_bytes_per_day", "bytes as an integer >= 0 (0 = no budget), e.g. 2000000000 (2 GB)", &budget)
+	l.UserBytesPerDay = int64(budget)
 }
 
 func (p *Peers) decode(t *table) {

@@ -202,6 +202,7 @@ format = "json"
 		Log:     Log{Level: "debug", Format: "json"},
 		Signal:  defaultSignal(),
 		Cluster: defaultCluster(),
+		Admin:   defaultAdmin(),
 		TLS:     defaultTLS(),
 	}
 	sameSettings(t, c, want)

@@ -103,7 +103,8 @@ func (l locator) errorf(key string, value any, format string, args ...any) *Erro
 // too.
 func sensitive(key string) bool {
 	return key == "auth" || strings.HasPrefix(key, "auth.secrets") || strings.HasPrefix(key, "auth.users") ||
-		key == "signal" || strings.HasPrefix(key, "signal.api_tokens") || key == "cluster"
+		key == "signal" || strings.HasPrefix(key, "signal.api_tokens") || key == "cluster" ||
+		key == "admin" || strings.HasPrefix(key, "admin.tokens")
 }
 
 // showValue renders value the way it would be written in TOML, shortened

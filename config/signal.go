@@ -22,7 +22,12 @@ type Signal struct {
 	ConcurrentLimit int           // registered peers at most
 	AllowDiscovery  bool          // enables GET {path}{key}/peers
 	CredentialTTL   time.Duration // lifetime of the TURN credentials the ICE endpoint mints
-	TLSCert, TLSKey string        // PEM files: serve https/wss instead of http/ws
+	// BindCredentials: {path}ice mints only for a live peer (?peer=ID&token=T), with the
+	// peer's id as user id, and revokes them when the peer leaves (or its socket is gone
+	// for CredentialGrace without the same token coming back).
+	BindCredentials bool
+	CredentialGrace time.Duration
+	TLSCert, TLSKey string // PEM files: serve https/wss instead of http/ws
 
 	// Limits beyond the PeerJS reference server.
 	MaxMessageBytes      int // largest WebSocket message a peer may send
@@ -46,6 +51,7 @@ func defaultSignal() Signal {
 		AliveTimeout:         60 * time.Second,
 		ConcurrentLimit:      5000,
 		CredentialTTL:        time.Hour,
+		CredentialGrace:      30 * time.Second,
 		MaxMessageBytes:      64 << 10,
 		MaxQueue:             64,
 		MaxQueueBytes:        32 << 20,
@@ -71,6 +77,8 @@ func (s *Signal) decode(t *table) {
 	t.integer("concurrent_limit", "an integer >= 1", &s.ConcurrentLimit)
 	t.boolean("allow_discovery", "true or false", &s.AllowDiscovery)
 	t.duration("credential_ttl", durationWant, &s.CredentialTTL)
+	t.boolean("bind_credentials", "true or false", &s.BindCredentials)
+	t.duration("credential_grace", durationWant, &s.CredentialGrace)
 	t.str("tls_cert", `the path of a PEM certificate chain file, or "" for plain http/ws`, &s.TLSCert)
 	t.str("tls_key", `the path of a PEM private key file, or "" for plain http/ws`, &s.TLSKey)
 	t.integer("max_message_bytes", "an integer from 1024 to 1048576", &s.MaxMessageBytes)
@@ -139,7 +147,8 @@ func (s *Signal) validate(ch *checker, turn *TURN, acme bool) {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"signal.expire_timeout", s.ExpireTimeout}, {"signal.alive_timeout", s.AliveTimeout}, {"signal.credential_ttl", s.CredentialTTL}} {
+	}{{"signal.expire_timeout", s.ExpireTimeout}, {"signal.alive_timeout", s.AliveTimeout}, {"signal.credential_ttl", s.CredentialTTL},
+		{"signal.credential_grace", s.CredentialGrace}} {
 		if d.v <= 0 {
 			ch.errorf(d.key, d.v.String(), "expected %s", durationWant)
 		}

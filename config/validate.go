@@ -47,6 +47,7 @@ func (c *Config) validate(loc locator) Errors {
 	c.Log.validate(ch)
 	c.Signal.validate(ch, &c.TURN, c.TLS.ACME())
 	c.Cluster.validate(ch)
+	c.Admin.validate(ch)
 	c.TLS.validate(ch, &c.TURN, &c.Signal)
 	c.validateTURNFiles(ch)
 	return ch.errs
@@ -254,6 +255,9 @@ func (l *Limits) validate(ch *checker) {
 	if l.UserMaxBPS < 0 {
 		ch.errorf("limits.user_max_bps", l.UserMaxBPS, "expected bits per second >= 0 (0 = no cap)")
 	}
+	if l.UserBytesPerDay < 0 {
+		ch.errorf("limits.user_bytes_per_day", l.UserBytesPerDay, "expected bytes >= 0 (0 = no budget)")
+	}
 	if l.UserAllocations >= 1 && l.TotalAllocations >= 1 && l.UserAllocations > l.TotalAllocations {
 		key, value := "limits.user_allocations", l.UserAllocations
 		if !ch.inFile(key) && ch.inFile("limits.total_allocations") {
@@ -365,6 +369,7 @@ func (c *Config) Warnings() []string {
 	if c.Cluster.Enabled() && c.Signal.PublicHost == "" && !c.TURN.PublicIP.IsValid() && !c.TURN.RelayIP.IsValid() {
 		w = append(w, "cluster.redis is set but neither signal.public_host nor turn.public_ip nor turn.relay_ip is: the TURN URLs this node announces to the fleet name the address relay detects, which other nodes' clients may not reach; set signal.public_host to this node's own name")
 	}
+	w = append(w, c.Admin.warnings()...)
 	if l := c.Metrics.Listen; l != "" {
 		if host, _, err := net.SplitHostPort(l); err == nil {
 			if a, err := netip.ParseAddr(host); err != nil || !a.IsLoopback() {

@@ -362,6 +362,9 @@ func TestDebPackage(t *testing.T) {
 	if arch != runtime.GOARCH || (arch != "amd64" && arch != "arm64") {
 		t.Skipf("dpkg architecture %s, Go %s: the package is built for amd64 and arm64", arch, runtime.GOARCH)
 	}
+	// Two runs of this test on one machine (two checkouts, CI beside a developer) take
+	// turns instead of failing on each other's install.
+	hostLock(t, "/run/lock/relay-deb-test.lock", 10*time.Minute)
 	// Never touch an install that is not ours: the cleanup purges the package.
 	if out, err := exec.Command("dpkg-query", "--show", "--showformat=${Status}", "relay").Output(); err == nil && !strings.Contains(string(out), "not-installed") {
 		t.Fatalf("the relay package is on this machine already (%s): the test installs and purges it; remove it first (dpkg -P relay)", out)
@@ -555,4 +558,26 @@ func TestManPageCoversHelp(t *testing.T) {
 			t.Errorf("deploy/deb/relay.1 does not mention %q of relay help", w[1])
 		}
 	}
+}
+
+// hostLock holds an exclusive flock on path until the test ends, waiting up to wait.
+func hostLock(t *testing.T, path string, wait time.Duration) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != syscall.EWOULDBLOCK || time.Now().After(deadline) {
+			f.Close()
+			t.Fatalf("another package test holds %s: %v", path, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock
 }

@@ -289,7 +289,8 @@ type browserResult struct {
 		URL           string `json:"url"`
 		RelayProtocol string `json:"relayProtocol"`
 	}
-	Dialog  string `json:"dialog"`
+	IDs     struct{ Caller, Callee string } `json:"ids"` // the peerjs scenarios' peer ids
+	Dialog  string                          `json:"dialog"`
 	Results map[string]struct {
 		Relay        bool     `json:"relay"`
 		RelayAddress string   `json:"relayAddress"`

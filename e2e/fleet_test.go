@@ -147,9 +147,19 @@ func TestFleetTwoNodes(t *testing.T) {
 	if m := readPeer(t, a); m.Type != "ANSWER" || m.Src != "bob" {
 		t.Fatalf("alice got %+v, want bob's ANSWER", m)
 	}
-	m1, m2 := n1.metrics(), n2.metrics()
-	if m1["relay_cluster_backend_up"] != 1 || m1["relay_cluster_messages_sent_total"] != 1 || m1["relay_cluster_messages_received_total"] != 1 ||
-		m2["relay_cluster_messages_sent_total"] != 1 || m2["relay_cluster_messages_received_total"] != 1 {
+	// A node counts a message sent when Redis acknowledges the PUBLISH, which may be
+	// after the other node has delivered it: poll.
+	var m1, m2 map[string]float64
+	counted := func() bool {
+		m1, m2 = n1.metrics(), n2.metrics()
+		return m1["relay_cluster_backend_up"] == 1 && m1["relay_cluster_messages_sent_total"] == 1 && m1["relay_cluster_messages_received_total"] == 1 &&
+			m2["relay_cluster_messages_sent_total"] == 1 && m2["relay_cluster_messages_received_total"] == 1
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !counted() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !counted() {
 		t.Errorf("cluster metrics: node 1 %v, node 2 %v", pick(m1, "relay_cluster_"), pick(m2, "relay_cluster_"))
 	}
 }

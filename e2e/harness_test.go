@@ -67,8 +67,8 @@ type relayProc struct {
 }
 
 // startRelay runs relay with the given TOML (log format forced to JSON so the harness
-// can read the bound addresses; signaling on a free loopback port unless the TOML has a
-// [signal] section) and waits until it says it started.
+// can read the bound addresses; signaling and the admin API on free loopback ports unless
+// the TOML has a [signal] or [admin] section) and waits until it says it started.
 func startRelay(t *testing.T, toml string) *relayProc {
 	t.Helper()
 	return startRelayEnv(t, toml, nil)
@@ -81,6 +81,10 @@ func writeConfig(t *testing.T, path, toml string) {
 	if !strings.Contains(toml, "[signal]") {
 		// The default signaling listener is 0.0.0.0:9001: tests take a free loopback port.
 		toml += "\n[signal]\nlisten = \"127.0.0.1:0\"\n"
+	}
+	if !strings.Contains(toml, "[admin]") {
+		// The admin API's default is 127.0.0.1:9642: tests take a free port (addr("admin")).
+		toml += "\n[admin]\nlisten = \"127.0.0.1:0\"\n"
 	}
 	if err := os.WriteFile(path, []byte(toml+"\n[log]\nformat = \"json\"\nlevel = \"info\"\n"), 0o600); err != nil {
 		t.Fatal(err)

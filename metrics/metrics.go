@@ -40,6 +40,7 @@ const (
 	QuotaPorts       = "relay_ports"
 	QuotaPermissions = "permissions"
 	QuotaChannels    = "channels"
+	QuotaUserBytes   = "user_bytes_per_day"
 
 	// Results for relay_config_reload_total.
 	ReloadSuccess = "success"
@@ -106,7 +107,7 @@ func New(version, revision string) *Metrics {
 		}, []string{"result"}),
 		AuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_turn_auth_failures_total",
-			Help: "Requests whose credentials were refused, by reason (malformed, expired, too_far_future, unknown_user, bad_password, wrong_realm).",
+			Help: "Requests whose credentials were refused, by reason (malformed, expired, too_far_future, unknown_user, bad_password, wrong_realm, revoked).",
 		}, []string{"reason"}),
 		PeerDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_turn_peer_denied_total",
@@ -139,7 +140,7 @@ func New(version, revision string) *Metrics {
 		}, []string{"transport"}),
 		QuotaRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_turn_quota_rejections_total",
-			Help: "Requests refused by a limit, by kind (user_allocations: 486; total_allocations, relay_ports, permissions, channels: 508).",
+			Help: "Requests refused by a limit, by kind (user_allocations, user_bytes_per_day: 486; total_allocations, relay_ports, permissions, channels: 508).",
 		}, []string{"kind"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_config_reload_total",
@@ -159,7 +160,7 @@ func New(version, revision string) *Metrics {
 		}, []string{"method", "class"}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_turn_dropped_total",
-			Help: "Datagrams dropped without relaying or answering, by reason (no_allocation, no_channel, no_permission, malformed, rate_limited, auth_blocked, bandwidth, backlog, send_error: the kernel refused the send to a peer).",
+			Help: "Datagrams dropped without relaying or answering, by reason (no_allocation, no_channel, no_permission, malformed, rate_limited, auth_blocked, bandwidth, backlog, send_error: the kernel refused the send to a peer, budget: the user relayed its bytes for the day).",
 		}, []string{"reason"}),
 		AllocationsLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_turn_allocations_limit",
@@ -227,7 +228,7 @@ func New(version, revision string) *Metrics {
 		m.AllocationDuration.WithLabelValues(t)
 		m.ListenerErrors.WithLabelValues(t)
 	}
-	for _, k := range []string{QuotaUser, QuotaTotal, QuotaPorts, QuotaPermissions, QuotaChannels} {
+	for _, k := range []string{QuotaUser, QuotaTotal, QuotaPorts, QuotaPermissions, QuotaChannels, QuotaUserBytes} {
 		m.QuotaRejections.WithLabelValues(k)
 	}
 	for _, r := range []string{ReloadSuccess, ReloadFailure} {

@@ -8,6 +8,10 @@ import (
 	"github.com/relayproject/relay/metrics"
 )
 
+// budgetReason is the reason phrase of a 486 for a user over its byte budget, so that a
+// client's log tells it from the allocation quota.
+const budgetReason = "Allocation Quota Reached: daily byte budget used"
+
 // allocate checks an authenticated Allocate: the requested transport, draining, and the
 // quotas, for which it reserves a slot that pion's answer settles (gate.inspect).
 func (g *gate) allocate(set *settings, b []byte, from netip.AddrPort, rep replier, k tupleKey, cred credentials) bool {
@@ -39,16 +43,26 @@ func (g *gate) allocate(set *settings, b []byte, from netip.AddrPort, rep replie
 		}
 		return false
 	}
+	if ctl := g.s.ctl; ctl != nil && ctl.OverBudget(cred.userID) {
+		// The user relayed its [limits] user_bytes_per_day: no new allocation until 00:00 UTC.
+		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocQuota).Inc()
+		g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaUserBytes).Inc()
+		g.refused(from, []byte(cred.username), ReasonOverBudget)
+		g.respondReason(set, from, rep, stun.CodeAllocQuotaReached, budgetReason, key)
+		return false
+	}
 	r := reservation{userID: cred.userID, transport: g.transport, username: cred.username, key: key, out: rep}
 	switch g.s.allocs.reserve(k, r, set.userAllocations, set.totalAllocations) {
 	case metrics.AllocQuota:
 		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocQuota).Inc()
 		g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaUser).Inc()
+		g.refused(from, []byte(cred.username), ReasonQuota)
 		g.respond(set, from, rep, stun.CodeAllocQuotaReached, key)
 		return false
 	case metrics.AllocCapacity:
 		g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocCapacity).Inc()
 		g.s.metrics.QuotaRejections.WithLabelValues(metrics.QuotaTotal).Inc()
+		g.refused(from, []byte(cred.username), ReasonCapacity)
 		g.respond(set, from, rep, stun.CodeInsufficientCapacity, key)
 		return false
 	}

@@ -42,6 +42,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 
 // allocation is relay's view of one pion allocation, kept in step by pion's events.
 type allocation struct {
+	id        string // random, for the operator (admin API, allocation log)
 	transport string
 	userID    string
 	client    netip.AddrPort
@@ -58,6 +59,19 @@ type allocation struct {
 	// user's allocations). nil means no cap.
 	upBPS, downBPS         *bitRate
 	userUpBPS, userDownBPS *bitRate
+
+	// The user's bytes today against its budget (control.go), shared by its allocations;
+	// nil without a Control.
+	usage *Usage
+
+	expires atomic.Int64 // unix nanoseconds when its lifetime runs out, as last granted
+
+	// The current rate each way in bits per second (sampleRates), and the sample it
+	// was worked out from.
+	rateUp, rateDown atomic.Uint64
+	rateMu           sync.Mutex
+	rateAt           time.Time
+	rateC2P, rateP2C uint64
 
 	mu   sync.Mutex // serialises edits of hot
 	hot  atomic.Pointer[hotState]
@@ -103,6 +117,7 @@ type allocations struct {
 	log     *slog.Logger
 	ports   *relayPorts
 	ports6  *relayPorts // IPv6 relay sockets; nil without relay_ip6
+	ctl     Control     // nil: no operator control (control.go)
 	mu      sync.Mutex
 	byKey   map[tupleKey]*allocation
 	perUser map[string]int // allocations plus reservations, per user id
@@ -189,8 +204,11 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 		OnAllocationCreated: func(src, dst net.Addr, _, username, _ string, relayAddr net.Addr, _ int) {
 			k := keyOf(src, dst)
 			ra := addrPortOf(relayAddr)
-			a := &allocation{client: k.client, relayAddr: ra, created: time.Now()}
+			now := time.Now()
+			a := &allocation{id: newAllocationID(), client: k.client, relayAddr: ra, created: now, rateAt: now}
 			a.hot.Store(emptyHot)
+			// pion's default until the success response says what it granted (setExpiry).
+			a.expires.Store(now.Add(pionDefaultLifetime).UnixNano())
 			if ports := t.portsOf(ra.Addr()); ports != nil {
 				a.conn = ports.lookup(ra.Port())
 			}
@@ -203,6 +221,9 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 				t.perUser[r.userID]++
 			}
 			a.transport, a.userID, a.username, a.key, a.out = r.transport, r.userID, r.username, r.key, r.out
+			if t.ctl != nil {
+				a.usage = t.ctl.AcquireUsage(a.userID)
+			}
 			if t.ports != nil {
 				lim := t.ports.set.Load().limits
 				a.upBPS, a.downBPS = newBitRate(lim.MaxBPS), newBitRate(lim.MaxBPS)
@@ -223,6 +244,9 @@ func (t *allocations) eventHandler(transportOf func(client net.Addr) string) tur
 			}
 			t.m.AllocationsActive.WithLabelValues(r.transport).Inc()
 			t.m.AllocationsTotal.WithLabelValues(metrics.AllocSuccess).Inc()
+			if t.ctl != nil {
+				t.ctl.AllocationCreated(a.info(now))
+			}
 		},
 		OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
 			t.remove(keyOf(src, dst))
@@ -347,10 +371,33 @@ func (t *allocations) ended(a *allocation) {
 	if a.conn != nil {
 		c = a.conn.counts()
 	}
-	t.log.Info("allocation ended", "user", a.userID, "client", a.client.String(), "transport", a.transport,
-		"relay", a.relayAddr.String(), "duration", lived.Round(time.Millisecond).String(),
-		"bytes_client_to_peer", c.c2pBytes, "packets_client_to_peer", c.c2pPackets,
-		"bytes_peer_to_client", c.p2cBytes, "packets_peer_to_client", c.p2cPackets, "reason", reason)
+	e := AllocationEnd{ID: a.id, User: a.userID, Client: a.client.String(), Transport: a.transport,
+		Relay: a.relayAddr.String(), Duration: lived.Round(time.Millisecond).String(),
+		BytesClientToPeer: c.c2pBytes, PacketsClientToPeer: c.c2pPackets,
+		BytesPeerToClient: c.p2cBytes, PacketsPeerToClient: c.p2cPackets, DroppedBudget: c.budgetDropped, Reason: reason}
+	attrs := []any{"id", e.ID, "user", e.User, "client", e.Client, "transport", e.Transport,
+		"relay", e.Relay, "duration", e.Duration,
+		"bytes_client_to_peer", e.BytesClientToPeer, "packets_client_to_peer", e.PacketsClientToPeer,
+		"bytes_peer_to_client", e.BytesPeerToClient, "packets_peer_to_client", e.PacketsPeerToClient}
+	if e.DroppedBudget > 0 {
+		// It outlived its user's byte budget: say why it relayed no more.
+		attrs = append(attrs, "dropped_budget", e.DroppedBudget)
+	}
+	t.log.Info("allocation ended", append(attrs, "reason", reason)...)
+	if t.ctl != nil {
+		if a.usage != nil {
+			t.ctl.ReleaseUsage(a.userID)
+		}
+		t.ctl.AllocationEnded(e)
+	}
+}
+
+// setExpiry records the lifetime pion granted the allocation at k (read off its success
+// response to Allocate or Refresh).
+func (t *allocations) setExpiry(k tupleKey, secs uint32) {
+	if a := t.lookup(k); a != nil {
+		a.expires.Store(time.Now().Add(time.Duration(secs) * time.Second).UnixNano())
+	}
 }
 
 // ownKey returns the key the allocation at k was created with, if username is the one

@@ -67,6 +67,9 @@ func (c *packetConn) ReadFrom(p []byte) (int, net.Addr, error) {
 func (c *packetConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	p = c.gate.withAddressError(p)
 	c.s.countOutgoing(p)
+	if secs, ok := responseLifetime(p); ok {
+		c.s.allocs.setExpiry(tupleKey{client: addrPortOf(addr), local: c.gate.local}, secs)
+	}
 	n, err := c.UDPConn.WriteTo(p, addr)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		c.ctr.listenerError(c.gate.transport)
@@ -292,6 +295,9 @@ func (c *streamConn) Write(p []byte) (int, error) {
 	c.gate.releaseFamily() // pion is answering: before a write that may wait for the client
 	p = c.gate.withAddressError(p)
 	c.l.s.countOutgoing(p)
+	if secs, ok := responseLifetime(p); ok {
+		c.l.s.allocs.setExpiry(tupleKey{client: c.remote, local: c.gate.local, stream: true}, secs)
+	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	return c.Conn.Write(p)

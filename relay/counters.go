@@ -54,12 +54,13 @@ const (
 	dropBandwidthIdx
 	dropBacklogIdx
 	dropSendErrorIdx
+	dropBudgetIdx
 	dropCount
 )
 
 // dropReasons are the label values of counters.dropped, by index.
 var dropReasons = [dropCount]string{dropNoAllocation, dropNoChannel, dropNoPermission, dropMalformed,
-	dropRateLimited, dropAuthBlocked, dropBandwidth, dropBacklog, dropSendError}
+	dropRateLimited, dropAuthBlocked, dropBandwidth, dropBacklog, dropSendError, dropBudget}
 
 // newCounters resolves every label; each value exists from the start, so dashboards and
 // alerts see zeros rather than nothing.

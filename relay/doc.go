@@ -19,6 +19,9 @@
 //     (relay sockets, read by internal/rawudp's pollers, which hold every raw system
 //     call), hotstate.go (what a packet reads of its allocation) and counters.go (what
 //     it counts);
+//   - control.go: operator control (package admin's hand on the server): allocations
+//     listed and ended, revocations and byte budgets checked, refusals and allocations
+//     reported;
 //   - pioncontract.go: what relay relies on from pion/turn, with tests that fail if pion
 //     changes it.
 //

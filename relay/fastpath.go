@@ -23,6 +23,7 @@ const (
 	dropBandwidth    = "bandwidth"    // over max_bps / user_max_bps
 	dropBacklog      = "backlog"      // no room to wait: the queue for Data indications, a stream client's outbox, a full send buffer
 	dropSendError    = "send_error"   // the kernel refused the send to a peer (no route, a broadcast address, ...)
+	dropBudget       = "budget"       // the user relayed its [limits] user_bytes_per_day
 )
 
 // notRelayed marks a queued datagram that is a response, not relayed data, so that the
@@ -101,8 +102,13 @@ func (c *packetConn) sendChannelData(b []byte, to netip.AddrPort) error {
 // delivery to our own public address, the counters.
 func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
-	if a := c.alloc.Load(); a != nil && !admit(len(p), a.upBPS, a.userUpBPS) {
+	a := c.alloc.Load()
+	if a != nil && !admit(len(p), a.upBPS, a.userUpBPS) {
 		c.ctr.dropped[dropBandwidthIdx].Inc()
+		return len(p), nil
+	}
+	if a != nil && a.usage != nil && !a.usage.allow() {
+		c.overBudget()
 		return len(p), nil
 	}
 	if reason := c.r.set.Load().policy.CheckAddr(to); reason != DenyNone {
@@ -113,18 +119,36 @@ func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
 		// Our own public address behind a 1:1 NAT: deliver locally instead of hairpinning.
 		to = netip.AddrPortFrom(c.r.bind, to.Port())
 	}
+	// The budget counts the datagram before it leaves: counted after, the peer's answer
+	// could be checked against the budget before this datagram was counted in it.
+	u := (*Usage)(nil)
+	if a != nil {
+		u = a.usage
+	}
+	if u != nil {
+		u.count(len(p))
+	}
 	n, err := c.sock.WriteTo(p, to)
 	if err != nil {
 		// Lost, and counted like any other drop. The kernel's reason (EACCES for a
 		// broadcast address, ENETUNREACH, a full send buffer) is not logged per datagram;
 		// pion, when the send was its own, logs it at debug level.
 		c.ctr.dropped[dropSendErrorIdx].Inc()
+		if u != nil {
+			u.count(-len(p))
+		}
 		return n, err
 	}
 	c.ctr.toPeer.add(n)
 	c.c2pBytes.Add(uint64(n))
 	c.c2pPackets.Add(1)
 	return n, nil
+}
+
+// overBudget counts a datagram dropped because its user relayed its bytes for the day.
+func (c *relayConn) overBudget() {
+	c.ctr.dropped[dropBudgetIdx].Inc()
+	c.budgetDropped.Add(1)
 }
 
 // WriteTo is pion's way to a peer (Send indications, and ChannelData when the fast path
@@ -159,6 +183,13 @@ func (c *relayConn) fromPeer(buf []byte, n int, from netip.AddrPort, out *sendBa
 	if !admit(n, a.downBPS, a.userDownBPS) {
 		c.ctr.dropped[dropBandwidthIdx].Inc()
 		return true
+	}
+	if u := a.usage; u != nil {
+		if !u.allow() {
+			c.overBudget()
+			return true
+		}
+		u.count(n)
 	}
 	c.p2cBytes.Add(uint64(n))
 	c.p2cPackets.Add(1)

@@ -60,10 +60,12 @@ func FuzzStreamFrame(f *testing.F) {
 func FuzzWireParsers(f *testing.F) {
 	f.Add(mustBuild(f, stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse), stun.CodeUnauthorized).Raw, uint32(600))
 	f.Add(mustBuild(f, stun.NewType(stun.MethodData, stun.ClassIndication), stun.RawAttribute{Type: stun.AttrData, Value: []byte("x")}).Raw, uint32(1))
+	f.Add(mustBuild(f, stun.NewType(stun.MethodRefresh, stun.ClassSuccessResponse), stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 2, 88}}).Raw, uint32(0))
 	f.Fuzz(func(t *testing.T, b []byte, secs uint32) {
 		relayedPayload(b)
 		allocateErrorCode(b)
 		responseClass(b)
+		responseLifetime(b)
 		var txid [12]byte
 		decodeXORAddress(b, txid)
 		c := append([]byte(nil), b...)

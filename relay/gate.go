@@ -274,6 +274,7 @@ func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k t
 		if method == stun.MethodAllocate {
 			g.s.metrics.AllocationsTotal.WithLabelValues(metrics.AllocUnauthorized).Inc()
 		}
+		g.refused(from, user, reason)
 	}
 	if string(realm) != set.realm {
 		refuse(reasonWrongRealm)
@@ -308,6 +309,21 @@ func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k t
 	}
 	if key != nil {
 		cred = credentials{key: key, username: string(user), userID: userID}
+		if ctl := g.s.ctl; ctl != nil {
+			id := userID
+			if id == "" {
+				id = userIDOf(cred.username) // verified by its allocation's own key
+			}
+			if ctl.Revoked(cred.username, id) {
+				// The operator cut these credentials (or their user) off: as good as
+				// wrong ones, until they would have expired anyway.
+				refuse(ReasonRevoked)
+				if g.unauthReply(set, from) {
+					g.respond(set, from, rep, stun.CodeUnauthorized, nil, stun.NewRealm(set.realm), stun.NewNonce(string(nonce)))
+				}
+				return credentials{}, false, false
+			}
+		}
 		set.keys.put(cred.username, set.realm, key, verified)
 		return cred, true, false
 	}

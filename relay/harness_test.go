@@ -49,6 +49,12 @@ func startServer(t testing.TB, mutate func(*config.Config)) *testServer {
 // startServerLogging is startServer with the given logger.
 func startServerLogging(t testing.TB, mutate func(*config.Config), logger *slog.Logger) *testServer {
 	t.Helper()
+	return startServerControl(t, mutate, logger, nil)
+}
+
+// startServerControl is startServerLogging with an operator control (nil: none).
+func startServerControl(t testing.TB, mutate func(*config.Config), logger *slog.Logger, ctl Control) *testServer {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Realm = testRealm
 	cfg.TURN.UDP = []string{"127.0.0.1:0"}
@@ -72,6 +78,9 @@ func startServerLogging(t testing.TB, mutate func(*config.Config), logger *slog.
 	s, err := New(Options{Config: cfg, Auth: a, Metrics: m, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ctl != nil {
+		s.SetControl(ctl)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)

@@ -72,6 +72,12 @@ import "time"
 //     flood of unauthenticated requests would push the nonces of real clients out of the
 //     book, and their requests would get 438 again and again.
 //
+//  9. Closing a relay socket ends its allocation (TestPionContractRelaySocketClosed). When
+//     the relay socket's ReadFrom fails because relay closed it, pion deletes the
+//     allocation (OnAllocationDeleted) as if its lifetime had run out. Relied on by:
+//     Server.EndAllocations (control.go), which ends an allocation for the operator or a
+//     revocation by closing its relay socket; pion has no call to delete one.
+//
 // What relay does not rely on: turn.Server.Close closing accepted TCP/TLS connections
 // (it does not; streamListener.closeAll does), pion's answers to requests the gate
 // refuses first, and pion's Binding answers (the gate answers Binding itself).

@@ -624,6 +624,18 @@ func TestPionContractRelaySocketLifetime(t *testing.T) {
 	}
 }
 
+// 9. Closing the relay socket from outside pion ends the allocation: pion deletes it and
+// says so. (Its answer to a Refresh without an allocation is none at all: the gate
+// answers 437 before pion sees one.)
+func TestPionContractRelaySocketClosed(t *testing.T) {
+	h := startPion(t)
+	c := h.udpClient(t)
+	c.allocate()
+	rc := h.relays.last(t)
+	_ = rc.Close()
+	h.j.waitFor(t, "alloc-deleted src=127.0.0.1:40000", 0)
+}
+
 // 6. A TCP client's allocation is known by its connection's addresses (the client's a
 // *net.TCPAddr); pion answers with Write, and when Read fails it deletes the allocation
 // and closes the connection.

@@ -145,6 +145,7 @@ type relayConn struct {
 	alloc atomic.Pointer[allocation] // set once pion reports the allocation
 
 	c2pBytes, c2pPackets, p2cBytes, p2cPackets atomic.Uint64
+	budgetDropped                              atomic.Uint64 // datagrams dropped over the user's byte budget
 
 	qmu     sync.Mutex
 	queue   []queuedDatagram // for pion; nil while empty
@@ -161,10 +162,10 @@ type queuedDatagram struct {
 const maxQueued = 64
 
 // relayCounts is what one allocation relayed, for the allocation log.
-type relayCounts struct{ c2pBytes, c2pPackets, p2cBytes, p2cPackets uint64 }
+type relayCounts struct{ c2pBytes, c2pPackets, p2cBytes, p2cPackets, budgetDropped uint64 }
 
 func (c *relayConn) counts() relayCounts {
-	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load()}
+	return relayCounts{c.c2pBytes.Load(), c.c2pPackets.Load(), c.p2cBytes.Load(), c.p2cPackets.Load(), c.budgetDropped.Load()}
 }
 
 // received handles a datagram a poller read into buf[4:4+n] from a source of the relay

@@ -90,6 +90,10 @@ type Server struct {
 
 	requests [len(responseMethods)][4]prometheus.Counter // pre-resolved relay_turn_requests_total
 	counters *counters                                   // the data path's (counters.go)
+
+	ctl       Control       // operator control (control.go); nil: none
+	stopRates chan struct{} // ends the rate sampler (control.go) when there is a Control
+	ratesDone sync.WaitGroup
 }
 
 // udpReadBufSize fits any datagram worth reading: pion drops STUN of pionReadBufSize
@@ -125,7 +129,7 @@ func New(o Options) (*Server, error) {
 	}
 	// Every label value exists from the start, so dashboards and alerts see zeros.
 	for _, r := range []string{string(auth.ReasonMalformed), string(auth.ReasonExpired), string(auth.ReasonTooFarFuture),
-		string(auth.ReasonUnknownUser), string(auth.ReasonBadPassword), reasonWrongRealm} {
+		string(auth.ReasonUnknownUser), string(auth.ReasonBadPassword), reasonWrongRealm, ReasonRevoked} {
 		o.Metrics.AuthFailures.WithLabelValues(r)
 	}
 	s.counters = newCounters(o.Metrics)
@@ -401,6 +405,14 @@ func (s *Server) Start() (err error) {
 		return fmt.Errorf("turn: starting pion/turn: %w", err)
 	}
 	s.pion = pion
+	if s.ctl != nil {
+		s.stopRates = make(chan struct{})
+		s.ratesDone.Add(1)
+		go func() {
+			defer s.ratesDone.Done()
+			s.rates(s.stopRates)
+		}()
+	}
 	s.log.Info("relay address", "bind", s.relayBind.String(), "advertise", s.relayAdvertise.String(),
 		"ports", s.cfg.TURN.RelayPorts.String(), "chosen_by", s.relaySource)
 	if s.relay6 != nil {
@@ -452,6 +464,10 @@ func (s *Server) Close() error {
 	s.closed = true
 	pion, streams := s.pion, s.streams
 	s.mu.Unlock()
+	if s.stopRates != nil {
+		close(s.stopRates)
+		s.ratesDone.Wait()
+	}
 
 	s.allocs.markAll(endShutdown)
 	err := pion.Close()

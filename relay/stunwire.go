@@ -24,6 +24,8 @@ const (
 
 	typeBindingRequest   = 0x0001
 	typeAllocateError    = 0x0113
+	typeAllocateSuccess  = 0x0103
+	typeRefreshSuccess   = 0x0104
 	attrErrorCode        = 0x0009
 	attrLifetime         = 0x000D
 	attrMessageIntegrity = 0x0008
@@ -147,15 +149,42 @@ func allocateErrorCode(b []byte) (int, bool) {
 	if len(b) < stunHeaderSize || binary.BigEndian.Uint16(b[0:2]) != typeAllocateError {
 		return 0, false
 	}
+	if v, ok := attrValue(b, attrErrorCode); ok && len(v) >= 4 {
+		return int(v[2]&0x7)*100 + int(v[3]), true
+	}
+	return 0, false
+}
+
+// responseLifetime returns the LIFETIME of a success response to Allocate or Refresh, if
+// b is one: what pion granted the allocation.
+func responseLifetime(b []byte) (uint32, bool) {
+	if len(b) < stunHeaderSize {
+		return 0, false
+	}
+	if t := binary.BigEndian.Uint16(b[0:2]); t != typeAllocateSuccess && t != typeRefreshSuccess {
+		return 0, false
+	}
+	if v, ok := attrValue(b, attrLifetime); ok && len(v) == 4 {
+		return binary.BigEndian.Uint32(v), true
+	}
+	return 0, false
+}
+
+// attrValue returns the value of the first attribute of type at in the STUN message b,
+// if it lies within b.
+func attrValue(b []byte, at uint16) ([]byte, bool) {
 	for off := stunHeaderSize; off+4 <= len(b); {
 		t := binary.BigEndian.Uint16(b[off : off+2])
 		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
-		if t == attrErrorCode && l >= 4 && off+8 <= len(b) {
-			return int(b[off+6]&0x7)*100 + int(b[off+7]), true
+		if t == at {
+			if off+4+l > len(b) {
+				return nil, false
+			}
+			return b[off+4 : off+4+l], true
 		}
 		off += 4 + (l+3)&^3
 	}
-	return 0, false
+	return nil, false
 }
 
 // appendBindingSuccess appends a Binding success response for the request with the given

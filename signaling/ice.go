@@ -20,7 +20,8 @@ type iceServer struct {
 
 // serveICE hands out fresh time-limited TURN credentials: as an RTCConfiguration
 // fragment, or with ?service=turn in the TURN REST API draft's form. The user id in
-// them is random per call, or the ?username= of a caller with a valid API token.
+// them is random per call, the ?username= of a caller with a valid API token, or with
+// bind_credentials the id of the live peer named by ?peer= and ?token= (bind.go).
 func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 	deny := func(reason string, status int, msg string) {
 		s.metrics.ICERequestsDenied.WithLabelValues(reason).Inc()
@@ -50,7 +51,26 @@ func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user := "web-" + randomHex(6) // a fresh id per call: no two callers share a quota
-	if name := q.Get("username"); trusted && name != "" {
+	name := q.Get("username")
+	bound := s.conf().BindCredentials && !(trusted && name != "")
+	switch {
+	case bound:
+		// Only a peer connected here, proven by its token, gets credentials, in its
+		// own name; they are revoked when it leaves (bind.go).
+		user = q.Get("peer")
+		if user == "" || q.Get("token") == "" {
+			deny("no_peer", http.StatusForbidden, "credentials are bound to a signaling session here: ask with ?peer=ID&token=TOKEN of a PeerJS peer connected to this server")
+			return
+		}
+		if !bindableID(user) || !s.livePeer(user, q.Get("token")) {
+			deny("no_peer", http.StatusForbidden, "no PeerJS peer with that id and token is connected to this server")
+			return
+		}
+		if s.bind.full(user) {
+			jsonError(w, http.StatusServiceUnavailable, "too many sessions hold credentials; retry later")
+			return
+		}
+	case trusted && name != "":
 		if !validUserID(name) {
 			deny("bad_request", http.StatusBadRequest, "username must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
 			return
@@ -62,6 +82,9 @@ func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("minting TURN credentials", "err", err)
 		jsonError(w, http.StatusInternalServerError, "cannot mint credentials")
 		return
+	}
+	if bound {
+		s.issued(user, q.Get("token"), time.Now().Add(time.Duration(creds.TTL)*time.Second))
 	}
 	s.metrics.ICECredentials.Inc()
 	stun, turn := s.uris(s.host(r))

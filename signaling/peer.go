@@ -3,6 +3,7 @@ package signaling
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/relayproject/relay/internal/wsconn"
@@ -22,6 +23,8 @@ type peer struct {
 	last   int64
 	// flood counts control frames refused since the bucket last had a token.
 	flood int
+
+	left atomic.Bool // it sent LEAVE: its bound credentials go at once (bind.go)
 }
 
 func newPeer(s *Server, conn net.Conn, id, token string, ip netip.Addr) *peer {

@@ -35,6 +35,9 @@ type Options struct {
 	Pages   http.Handler // serves {path}demo, {path}diag and {path}assets/; nil: none
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+	// Revoke revokes the credentials of user id userID expiring by until: with
+	// bind_credentials, those issued to a peer that left (bind.go). nil: none.
+	Revoke func(userID string, until time.Time)
 	// Listener, when set, is served instead of listening on Config.Listen: a port shared
 	// with TURN (internal/portmux), whose connections arrive with their TLS handshake
 	// done when the server has TLS.
@@ -53,6 +56,8 @@ type Server struct {
 	live    atomic.Pointer[config.Signal] // what Reload may change
 	reg     Registry
 	mint    func(string, time.Duration) (auth.Credentials, error)
+	revoke  func(string, time.Time)
+	bind    *binder // credentials bound to sessions (bind.go)
 	uris    func(string) ([]string, []string)
 	pages   http.Handler
 	metrics *metrics.Metrics
@@ -95,7 +100,7 @@ func New(o Options) (*Server, error) {
 		o.Registry = NewMemoryRegistry(limitsOf(&o.Config))
 	}
 	s := &Server{
-		cfg: o.Config, reg: o.Registry, mint: o.Mint, uris: o.URIs, pages: o.Pages,
+		cfg: o.Config, reg: o.Registry, mint: o.Mint, revoke: o.Revoke, bind: newBinder(), uris: o.URIs, pages: o.Pages,
 		metrics: o.Metrics, log: o.Logger, ice: newRateLimiter(o.Config.ICERequestsPerMinute),
 		conns: make(map[*peer]struct{}), perIP: make(map[netip.Addr]int),
 		epoch: time.Now(), counts: make(map[string]prometheus.Counter),
@@ -110,7 +115,7 @@ func New(o Options) (*Server, error) {
 		s.metrics.SignalRejected.WithLabelValues(r)
 	}
 	s.rejectedRate = s.metrics.SignalRejected.WithLabelValues("rate")
-	for _, r := range []string{"origin", "token", "rate", "bad_request"} {
+	for _, r := range []string{"origin", "token", "rate", "bad_request", "no_peer"} {
 		s.metrics.ICERequestsDenied.WithLabelValues(r)
 	}
 	return s, nil
@@ -277,6 +282,7 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	s.pollers.Stop()
 	s.loops.Wait()
+	s.bind.close()
 	return err
 }
 

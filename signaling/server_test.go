@@ -41,6 +41,12 @@ func startSignal(t testing.TB, mutate func(*config.Signal)) *testSignal {
 // startSignalLog is startSignal logging to log.
 func startSignalLog(t testing.TB, mutate func(*config.Signal), log *slog.Logger) *testSignal {
 	t.Helper()
+	return startSignalRevoking(t, mutate, log, nil)
+}
+
+// startSignalRevoking is startSignalLog with an Options.Revoke.
+func startSignalRevoking(t testing.TB, mutate func(*config.Signal), log *slog.Logger, revoke func(string, time.Time)) *testSignal {
+	t.Helper()
 	cfg := config.Default().Signal
 	cfg.Listen = "127.0.0.1:0"
 	cfg.ExpireTimeout = 300 * time.Millisecond
@@ -59,7 +65,7 @@ func startSignalLog(t testing.TB, mutate func(*config.Signal), log *slog.Logger)
 	}
 	m := metrics.New("test", "test")
 	s, err := New(Options{
-		Config: c.Signal, Mint: a.Mint, Metrics: m,
+		Config: c.Signal, Mint: a.Mint, Metrics: m, Revoke: revoke,
 		URIs: func(host string) ([]string, []string) {
 			return []string{"stun:" + host + ":3478"}, []string{"turn:" + host + ":3478?transport=udp", "turn:" + host + ":3478?transport=tcp"}
 		},

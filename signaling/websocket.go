@@ -73,6 +73,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.metrics.SignalPeers.Inc()
 	}
+	s.connected(id, token)
 	// The socket goes to a poller (or its reader goroutine) first, so that OPEN and the
 	// queued messages are written by the path that writes everything else.
 	p.c.Serve(s.pollers, buffered)
@@ -105,6 +106,7 @@ func (s *Server) handle(p *peer, data []byte) {
 		return // HEARTBEAT only proves life; unknown types are ignored
 	}
 	if m.typ == typeLeave && m.dst == "" {
+		p.left.Store(true)
 		if s.reg.Unregister(p.id, p) {
 			s.metrics.SignalPeers.Dec()
 		}
@@ -144,6 +146,7 @@ func (s *Server) release(p *peer) {
 	if s.reg.Unregister(p.id, p) {
 		s.metrics.SignalPeers.Dec()
 	}
+	s.gone(p.id, p.token, p.left.Load())
 	s.mu.Lock()
 	delete(s.conns, p)
 	if s.perIP[p.ip] <= 1 {

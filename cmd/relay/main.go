@@ -3,6 +3,7 @@
 //	relay [-config FILE] [-require-secret]      serve (no file: embedded defaults)
 //	relay creds [-config FILE] [-user ID] [-ttl 1h]
 //	relay check URL [flags]
+//	relay admin [-url U] [-token T] [-json] COMMAND   (the admin API's client)
 //	relay version                               (also relay -version, relay --version)
 //
 // This package only parses flags and assembles the packages that do the work.
@@ -35,6 +36,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = creds(args, stdout, stderr)
 	case "check":
 		return checkCmd(args, stdout, stderr)
+	case "admin":
+		err = adminCmd(args, stdout, stderr)
 	case "version":
 		if len(args) > 0 {
 			err = usageErrorf("relay version takes no arguments, got %q", args[0])
@@ -71,6 +74,8 @@ func usage(w io.Writer) {
   relay [-config FILE]                            serve STUN/TURN (no file: embedded defaults)
   relay creds [-config FILE] [-user ID] [-ttl 1h] print time-limited TURN credentials as JSON
   relay check URL [flags]                         check a deployment from here (relay check -h)
+  relay admin [-url U] [-token T] COMMAND         operate a running relay: allocations, kill,
+                                                  revoke, failures, usage, events (relay admin -h)
   relay version                                   print the version (also -version, --version)
   relay help                                      print this help (also -h, --help)
 

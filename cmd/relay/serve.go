@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/relayproject/relay/admin"
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/cluster"
 	"github.com/relayproject/relay/config"
@@ -42,8 +43,10 @@ type daemon struct {
 	draining  atomic.Bool                    // announced to the fleet: ICE answers leave this node
 	cluster   atomic.Pointer[config.Cluster] // as last loaded: region and ice_nodes change live
 	ep        *metrics.Endpoint
-	shared    *portmux.Mux // the port TURN and signaling share, if any
-	certs     *certSource  // certificates by ACME; nil without
+	shared    *portmux.Mux  // the port TURN and signaling share, if any
+	certs     *certSource   // certificates by ACME; nil without
+	state     *admin.State  // revocations, usage, refusals, events (operate.go)
+	adminAPI  *admin.Server // nil without [admin] listen
 
 	// -require-secret: a config without [auth] secrets is refused, at start and on reload.
 	needSecret bool
@@ -144,6 +147,9 @@ func (d *daemon) start() error {
 		GetCertificate: d.certs.getCert()}); err != nil {
 		return err
 	}
+	if err := d.newState(); err != nil {
+		return err
+	}
 	if cfg.Metrics.Listen != "" {
 		if d.ep, err = metrics.Listen(cfg.Metrics.Listen, d.metrics); err != nil {
 			return fmt.Errorf("metrics.listen %q: %w", cfg.Metrics.Listen, err)
@@ -151,6 +157,9 @@ func (d *daemon) start() error {
 		d.log.Info("listening", "transport", "http", "addr", d.ep.Addr().String(), "serves", "/metrics")
 	}
 	if err := d.turn.Start(); err != nil {
+		return err
+	}
+	if err := d.startAdmin(); err != nil {
 		return err
 	}
 	if cfg.Signal.Listen != "" && cfg.Cluster.Enabled() {
@@ -166,7 +175,7 @@ func (d *daemon) start() error {
 		if d.shared != nil {
 			ln = d.shared.HTTP()
 		}
-		if d.sig, err = startSignal(cfg, d.mint, d.metrics, d.turn, d.fleet, &d.cluster, d.log, ln, d.certs); err != nil {
+		if d.sig, err = startSignal(cfg, d.mint, d.revokeSession, d.metrics, d.turn, d.fleet, &d.cluster, d.log, ln, d.certs); err != nil {
 			return err
 		}
 	}
@@ -235,6 +244,7 @@ func (d *daemon) reload() {
 	}
 	restart = append(restart, clusterRestart(&d.cfg.Cluster, &cfg.Cluster)...)
 	restart = append(restart, tlsRestart(&d.cfg.TLS, &cfg.TLS)...)
+	restart = append(restart, d.reloadAdmin(cfg)...)
 	if d.fleet != nil {
 		c := cfg.Cluster
 		d.cluster.Store(&c)
@@ -319,6 +329,7 @@ func (d *daemon) stop() {
 		_ = d.shared.Close()
 	}
 	d.certs.stop(ctx)
+	d.stopAdmin(ctx)
 	if d.ep != nil {
 		_ = d.ep.Shutdown(ctx)
 	}

@@ -18,7 +18,7 @@ import (
 
 // startSignal serves the signaling endpoint, the ICE endpoint and the pages, handing
 // out credentials for the TURN listeners srv actually bound.
-func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, live *atomic.Pointer[config.Cluster], log *slog.Logger, ln net.Listener, certs *certSource) (*signaling.Server, error) {
+func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Credentials, error), revoke func(string, time.Time), m *metrics.Metrics, srv *relay.Server, fleet *cluster.Registry, live *atomic.Pointer[config.Cluster], log *slog.Logger, ln net.Listener, certs *certSource) (*signaling.Server, error) {
 	own := func(host string) ([]string, []string) {
 		p := srv.Ports()
 		stun, turn := p.STUN(host), p.TURN(host)
@@ -40,6 +40,7 @@ func startSignal(cfg *config.Config, mint func(string, time.Duration) (auth.Cred
 		Config:   cfg.Signal,
 		Registry: reg,
 		Mint:     mint,
+		Revoke:   revoke,
 		URIs:     uris,
 		Pages:    web.Pages{Path: cfg.Signal.Path, Key: cfg.Signal.Key}.Handler(),
 		Metrics:  m,

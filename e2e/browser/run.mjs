@@ -7,6 +7,12 @@
 //   node run.mjs peerjs-tcp  the same with TURN over TCP only (relayProtocol must be tcp)
 //   node run.mjs peerjs-fleet  the same across a fleet: the callee on SIGNAL_URL (node 1),
 //                the caller on SIGNAL_URL_B (node 2), both with ICE from ICE_URL
+//   node run.mjs peerjs-revoke  the peerjs call with credentials bound to the pages' sessions;
+//                the caller sends ticks, the scenario revokes the caller's id through the
+//                admin API (ADMIN_URL): the ticks must stop within 2 s
+//   node run.mjs peerjs-bind  the same, but the caller's page closes its signaling socket
+//                (peer.disconnect()): the ticks go on within the grace (GRACE_MS) and stop
+//                within 2 s after it
 //   node run.mjs legacy      two pages with the 0.3.x client, idle IDLE_MS before connecting
 //   node run.mjs demo        relay's own demo page ({path}demo) in two tabs
 //   node run.mjs demo-wss    the same over https and wss (SIGNAL_URL https://, a test certificate)
@@ -35,6 +41,8 @@
 //                called page (callee, demo tab A, diag) and of the calling one (caller,
 //                demo tab B); a Chromium page may call a Firefox one and the other way
 //   IGNORE_CERT_ERRORS  1: accept the signaling server's self-signed test certificate
+//   ADMIN_URL    peerjs-revoke: relay's admin API (e.g. http://127.0.0.1:9642)
+//   GRACE_MS     peerjs-bind: relay's [signal] credential_grace in ms (default 2000)
 //
 // Output: one JSON line on stdout, {"scenario":..,"ok":true,"pair":{"local":"relay",
 // "remote":"relay"},"ms":..}; on failure {"scenario":..,"ok":false,"error":..} with page
@@ -169,8 +177,15 @@ async function waitDialog(tab) {
   return d.message;
 }
 
-function requireRelay(name, pair) {
-  if (!pair || pair.local !== 'relay' || pair.remote !== 'relay') {
+// requireRelay checks one side's nominated pair: local relay, remote relay. A remote
+// "prflx" counts as relay when its address is the other side's local relay address:
+// the other side's connectivity check arrived before its relay candidate was signaled
+// (RFC 8445 7.3.1.3), which Firefox, getting candidates late over PeerJS, sometimes sees.
+function requireRelay(name, pair, other) {
+  const remoteIsRelay = pair && (pair.remote === 'relay' ||
+    (pair.remote === 'prflx' && other && other.local === 'relay' && pair.remoteAddress &&
+      pair.remoteAddress === other.localAddress));
+  if (!pair || pair.local !== 'relay' || !remoteIsRelay) {
     throw new Failure(`${name}: nominated candidate pair is ${JSON.stringify(pair)}, want local relay / remote relay`);
   }
 }
@@ -214,8 +229,8 @@ async function testPair(tab) {
 
 // callerSignal, when set, is another signaling server for the caller's page (another
 // node of a fleet): the offer, answer and candidates must then cross nodes.
-async function peerjsScenario(ctx, file, idleMs, turn, callerSignal) {
-  const extra = {};
+async function peerjsScenario(ctx, file, idleMs, turn, callerSignal, params = {}) {
+  const extra = { ...params };
   if (idleMs > 0) extra.manual = '1'; // connect only when told, after the idle time
   if (turn) extra.turn = turn;
   const calleeId = randomId('callee');
@@ -243,12 +258,71 @@ async function peerjsScenario(ctx, file, idleMs, turn, callerSignal) {
   out.dialog = await waitDialog(callee);
   const pair = await testPair(caller);
   const calleePair = await testPair(callee);
-  requireRelay('caller', pair);
-  requireRelay('callee', calleePair);
+  requireRelay('caller', pair, calleePair);
+  requireRelay('callee', calleePair, pair);
   if (turn && (pair.relayProtocol !== turn || calleePair.relayProtocol !== turn)) {
     throw new Failure(`relay candidates over ${pair.relayProtocol} and ${calleePair.relayProtocol}, want ${turn} only`);
   }
-  return { pair: { local: pair.local, remote: pair.remote }, caller: pair, callee: calleePair, ...out };
+  lastCall = { caller, callee, callerId, calleeId };
+  return { pair: { local: pair.local, remote: pair.remote }, caller: pair, callee: calleePair, ids: { caller: callerId, callee: calleeId }, ...out };
+}
+
+// lastCall is the pages and ids of the last peerjsScenario, for the scenarios that go on.
+let lastCall;
+
+// startTicks has the caller send ticks every 50 ms and waits until the callee counts them.
+async function startTicks() {
+  const { caller, callee } = lastCall;
+  await evalIn(caller, () => window.testTicks(50));
+  await waitTestState(callee, 'ticks from the caller', (s) => s.ticks >= 10);
+}
+
+// ticksStop watches the callee's ticks from `from` (ms since the epoch) for watchMs and
+// returns when the last one arrived, relative to from.
+async function ticksStop(from, watchMs) {
+  // The watch time is the measurement (do the ticks stop, and when), not a wait for an event.
+  await sleep(Math.max(0, from + watchMs - Date.now()));
+  const s = await testState(lastCall.callee);
+  return { lastTickMs: s.lastTickAt - from, ticks: s.ticks };
+}
+
+// peerjs-revoke: revoking the caller's user id (its peer id: bound credentials) through
+// the admin API ends its allocations, and with them the data path, within 2 s.
+async function revokeScenario(ctx) {
+  if (!env.ADMIN_URL) throw new Failure('peerjs-revoke: ADMIN_URL is not set (relay\'s admin API, e.g. http://127.0.0.1:9642)');
+  const out = await peerjsScenario(ctx, 'peerjs.html', 0, undefined, undefined, { bind: '1' });
+  await startTicks();
+  const t0 = Date.now();
+  const resp = await fetch(new URL('v1/revocations', withSlash(env.ADMIN_URL)), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user: lastCall.callerId }),
+  });
+  if (resp.status !== 201) throw new Failure(`POST /v1/revocations: HTTP ${resp.status} ${await resp.text()}`);
+  const stop = await ticksStop(t0, 4000);
+  if (stop.lastTickMs > 2000) throw new Failure(`ticks still arrived ${stop.lastTickMs} ms after the caller's id was revoked, want none after 2000 ms`);
+  if (stop.lastTickMs < -1000) throw new Failure(`the ticks had stopped ${-stop.lastTickMs} ms before the revocation`);
+  return { ...out, revoked: lastCall.callerId, lastTickAfterRevokeMs: stop.lastTickMs, ticks: stop.ticks };
+}
+
+// peerjs-bind: the caller's page closes its signaling socket (the data connection
+// stays); within the grace the ticks go on, and after it its credentials are revoked and
+// the ticks stop within 2 s.
+async function bindScenario(ctx) {
+  const grace = Number(env.GRACE_MS || 2000);
+  const out = await peerjsScenario(ctx, 'peerjs.html', 0, undefined, undefined, { bind: '1' });
+  await startTicks();
+  const t0 = Date.now();
+  await evalIn(lastCall.caller, () => window.testDisconnect());
+  const during = await ticksStop(t0, grace / 2);
+  if (during.lastTickMs < grace / 2 - 500) {
+    throw new Failure(`ticks stopped ${during.lastTickMs} ms after the caller's signaling socket closed, within the grace of ${grace} ms`);
+  }
+  const after = await ticksStop(t0, grace + 4000);
+  if (after.lastTickMs > grace + 2000) {
+    throw new Failure(`ticks still arrived ${after.lastTickMs} ms after the caller's signaling socket closed, want none after the grace (${grace} ms) + 2000 ms`);
+  }
+  return { ...out, disconnected: lastCall.callerId, graceMs: grace, lastTickAfterDisconnectMs: after.lastTickMs, ticks: after.ticks };
 }
 
 // servePagesAt gives the browser pages/ at base + '_test/' and the PeerJS builds at
@@ -318,8 +392,8 @@ async function demoScenario(ctx) {
 
   const sa = await demoState(a);
   const sb = await demoState(b);
-  requireRelay('demo-a', sa.pairType);
-  requireRelay('demo-b', sb.pairType);
+  requireRelay('demo-a', sa.pairType, sb.pairType);
+  requireRelay('demo-b', sb.pairType, sa.pairType);
   const pathText = await b.page.textContent(DEMO.sel.path);
   shots.push(await screenshot(a, 'demo-a-after.png'), await screenshot(b, 'demo-b-after.png'));
   return {
@@ -404,6 +478,8 @@ const scenarios = {
     if (!env.SIGNAL_URL_B) throw new Failure('peerjs-fleet: SIGNAL_URL_B is not set (the caller\'s node, e.g. http://127.0.0.1:9002/)');
     return peerjsScenario(ctx, 'peerjs.html', 0, undefined, withSlash(env.SIGNAL_URL_B));
   },
+  'peerjs-revoke': revokeScenario,
+  'peerjs-bind': bindScenario,
   legacy: (ctx) => peerjsScenario(ctx, 'legacy.html', IDLE_MS),
   'peerjs-oneport': async (ctx) => {
     if (!SIGNAL_URL.startsWith('https:')) throw new Failure('peerjs-oneport: SIGNAL_URL must be https://');

@@ -8,10 +8,15 @@
 //   call    the id to connect to once this page's peer is open (absent: only answer)
 //   manual  "1": do not connect on open; the harness calls window.testConnect() later
 //   turn    "udp", "tcp" or "tls": keep only the TURN URLs of that transport (tls: turns:)
+//   bind    "1": ask for credentials bound to this page's signaling session ([signal]
+//           bind_credentials): {ice}?peer=ID&token=T once the peer is open
 //
 // The page exposes window.testState and window.testPair() (the nominated candidate pair's
 // local and remote candidate types) for run.mjs. The callee shows alert('Hello World!')
-// when the caller's 'click' arrives over the data channel.
+// when the caller's 'click' arrives over the data channel. window.testTicks(ms) sends
+// "tick N" every ms over the data connection, and the other page counts them
+// (testState.ticks, testState.lastTickAt); window.testDisconnect() closes the signaling
+// socket and leaves the data connection be (PeerJS's peer.disconnect()).
 (function () {
   'use strict';
   const q = new URLSearchParams(location.search);
@@ -24,6 +29,8 @@
     connected: false,
     sent: false,
     received: [],
+    ticks: 0,
+    lastTickAt: 0,
     errors: [],
   });
   let conn = null;
@@ -76,6 +83,11 @@
       }
     });
     c.on('data', (d) => {
+      if (typeof d === 'string' && d.startsWith('tick ')) {
+        state.ticks++;
+        state.lastTickAt = Date.now();
+        return;
+      }
       state.received.push(typeof d === 'string' ? d : String(d));
       if (d === 'click') alert('Hello World!');
     });
@@ -90,12 +102,9 @@
     return /transport=tcp/i.test(u) ? 'tcp' : 'udp';
   }
 
-  async function main() {
-    if (typeof Peer !== 'function') throw new Error('the PeerJS library did not load');
-    const signal = new URL(q.get('signal'));
-    const iceURL = q.get('ice') || new URL('ice', signal).href;
-    const resp = await fetch(iceURL);
-    if (!resp.ok) throw new Error('GET ' + iceURL + ': HTTP ' + resp.status);
+  async function fetchICE(url) {
+    const resp = await fetch(url);
+    if (!resp.ok) throw new Error('GET ' + url + ': HTTP ' + resp.status);
     const ice = await resp.json();
     const only = q.get('turn');
     if (only) {
@@ -104,6 +113,16 @@
         .filter((s) => s.urls.length);
     }
     state.iceURLs = ice.iceServers.flatMap((s) => [].concat(s.urls));
+    return ice;
+  }
+
+  async function main() {
+    if (typeof Peer !== 'function') throw new Error('the PeerJS library did not load');
+    const signal = new URL(q.get('signal'));
+    const iceURL = q.get('ice') || new URL('ice', signal).href;
+    const bind = q.get('bind') === '1';
+    // Bound credentials need the peer's id and token, so they come once it is open.
+    const ice = bind ? { iceServers: [] } : await fetchICE(iceURL);
     const secure = signal.protocol === 'https:';
     const peer = new Peer(q.get('id'), {
       host: signal.hostname,
@@ -120,7 +139,24 @@
       watch(peer.connect(q.get('call'), { reliable: false }));
       return true;
     };
-    peer.on('open', (id) => {
+    window.testTicks = (ms) => {
+      let n = 0;
+      return setInterval(() => conn && conn.open && conn.send('tick ' + n++), ms);
+    };
+    window.testDisconnect = () => peer.disconnect();
+    peer.on('open', async (id) => {
+      if (bind) {
+        // PeerJS makes each RTCPeerConnection from options.config when a call starts.
+        const u = new URL(iceURL);
+        u.searchParams.set('peer', id);
+        u.searchParams.set('token', peer.options.token);
+        try {
+          peer.options.config.iceServers = (await fetchICE(u.href)).iceServers;
+        } catch (e) {
+          fail('bound credentials', e);
+          return;
+        }
+      }
       state.open = true;
       state.id = id;
       if (q.get('call') && q.get('manual') !== '1') window.testConnect();
