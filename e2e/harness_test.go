@@ -152,6 +152,18 @@ func (p *relayProc) waitLog(s string) {
 	waitFor(p.t, "the log to say "+s, func() bool { return strings.Contains(p.log(), s) })
 }
 
+// waitLogWithin is waitLog with its own deadline, for what takes long on a loaded machine.
+func (p *relayProc) waitLogWithin(s string, d time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(d)
+	for !strings.Contains(p.log(), s) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("timed out after %v waiting for the log to say %s", d, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (p *relayProc) log() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
