@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/poll"
 	"github.com/relayproject/relay/internal/skipnote"
 )
 
@@ -155,13 +156,7 @@ func (p *relayProc) waitLog(s string) {
 // waitLogWithin is waitLog with its own deadline, for what takes long on a loaded machine.
 func (p *relayProc) waitLogWithin(s string, d time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(d)
-	for !strings.Contains(p.log(), s) {
-		if time.Now().After(deadline) {
-			p.t.Fatalf("timed out after %v waiting for the log to say %s", d, s)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(p.t, d, "the log to say "+s, func() bool { return strings.Contains(p.log(), s) })
 }
 
 func (p *relayProc) log() string {
@@ -255,11 +250,5 @@ func freeUDPPortPair(t *testing.T) int {
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, what, cond)
 }
