@@ -543,14 +543,19 @@ func srcOf(b []byte) string {
 // restart) it claims them again, and a peer whose id someone else holds now is closed.
 func (r *Registry) refresh(ctx context.Context) {
 	defer r.done.Done()
-	t := time.NewTicker(r.ttl / 3)
+	every(ctx, r.ttl/3, r.refreshOnce)
+}
+
+// every calls f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			r.refreshOnce()
+			f()
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/relayproject/relay/internal/poll"
 	"github.com/relayproject/relay/internal/skipnote"
 	"github.com/relayproject/relay/signaling"
 )
@@ -164,13 +165,7 @@ func subscribed(t testing.TB, s *redisServer, channel string) bool {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 15*time.Second, what, cond)
 }
 
 func TestClusterIDsUniqueAcrossNodes(t *testing.T) {

@@ -211,16 +211,7 @@ func (s *StateStore) Watch(f func(admin.Change)) {
 	}()
 	go func() {
 		defer s.done.Done()
-		t := time.NewTicker(statePoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.poll(ctx)
-			}
-		}
+		every(ctx, statePoll, func() { s.poll(ctx) })
 	}()
 }
 

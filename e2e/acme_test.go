@@ -183,7 +183,7 @@ func TestACMEPebble(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	ca := startPebble(t, port, freeTCPPort(t), 30*time.Second)
 	p := startRelay(t, acmeRelayConfig(t, addr, ca, ""))
-	p.waitLog(`"msg":"ACME certificate in use"`)
+	p.waitLogWithin(`"msg":"ACME certificate in use"`, time.Minute) // an order takes seconds on a loaded machine
 
 	client := ca.clientFor()
 	first := servedCert(t, addr, client)
@@ -305,6 +305,14 @@ func TestACMEHTTP01(t *testing.T) {
 	_ = r.Body.Close()
 	if loc := r.Header.Get("Location"); r.StatusCode/100 != 3 || !strings.HasPrefix(loc, "https://") {
 		t.Errorf("GET /demo on acme_http: %d Location %q, want a redirect to https", r.StatusCode, loc)
+	}
+	// The port open to everyone has signaling's HTTP limits: 16 KiB of headers.
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/demo", httpPort), nil)
+	req.Header.Set("X-Pad", strings.Repeat("x", 64<<10))
+	if r, err := noFollow.Do(req); err != nil || r.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("64 KiB of headers on acme_http: %v %v, want 431", r, err)
+	} else {
+		_ = r.Body.Close()
 	}
 }
 

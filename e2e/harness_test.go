@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayproject/relay/internal/poll"
 	"github.com/relayproject/relay/internal/skipnote"
 )
 
@@ -152,6 +153,12 @@ func (p *relayProc) waitLog(s string) {
 	waitFor(p.t, "the log to say "+s, func() bool { return strings.Contains(p.log(), s) })
 }
 
+// waitLogWithin is waitLog with its own deadline, for what takes long on a loaded machine.
+func (p *relayProc) waitLogWithin(s string, d time.Duration) {
+	p.t.Helper()
+	poll.Until(p.t, d, "the log to say "+s, func() bool { return strings.Contains(p.log(), s) })
+}
+
 func (p *relayProc) log() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -243,11 +250,5 @@ func freeUDPPortPair(t *testing.T) int {
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, what, cond)
 }

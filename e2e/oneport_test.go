@@ -248,4 +248,11 @@ func TestOnePortTCP(t *testing.T) {
 	uclientNoLoss(t, uclient, []string{"-t", "-W", e2eSecret, "-u", "oneport-tcp", "-e", "127.0.0.1",
 		"-r", strconv.Itoa(peerPort), "-m", "10", "-n", "200", "-l", "120", "-c", "-p", port, "127.0.0.1"}, p)
 	offerBetween(t, b, a, "tcp-a", "still there")
+	// Closings before routing are counted by reason; none of these clients was closed.
+	m := p.metrics()
+	for _, reason := range []string{"per_source", "full", "evicted", "timeout"} {
+		if v, ok := m[`relay_shared_port_dropped_total{reason="`+reason+`"}`]; !ok || v != 0 {
+			t.Errorf("relay_shared_port_dropped_total{reason=%q} = %v (exported %v), want 0", reason, v, ok)
+		}
+	}
 }

@@ -88,6 +88,8 @@ type Metrics struct {
 	ICECredentials    prometheus.Counter
 	ICERequestsDenied *prometheus.CounterVec // reason
 
+	SharedPortDropped *prometheus.CounterVec // reason (internal/portmux's Drop*)
+
 	// Pre-resolved children for the per-packet path.
 	BytesClientToPeer   prometheus.Counter
 	BytesPeerToClient   prometheus.Counter
@@ -212,6 +214,10 @@ func New(version, revision string) *Metrics {
 			Name: "relay_ice_requests_denied_total",
 			Help: "ICE endpoint requests refused, by reason (origin, token, rate, bad_request).",
 		}, []string{"reason"}),
+		SharedPortDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_shared_port_dropped_total",
+			Help: "Connections to the port TURN and signaling share closed before they were routed, by reason (per_source, full, evicted, timeout).",
+		}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(
 		m.STUNBindingRequests, m.AllocationsActive, m.AllocationsTotal, m.AuthFailures,
@@ -220,6 +226,7 @@ func New(version, revision string) *Metrics {
 		m.AllocationDuration, m.QuotaRejections, m.ConfigReloads, m.Draining, m.ListenerErrors, m.Requests,
 		m.Dropped, m.AllocationsLimit, m.RelayPorts, m.RelayPortsInUse, m.OffloadActive, m.OffloadedPackets,
 		m.SignalPeers, m.SignalMessages, m.SignalExpired, m.SignalRejected, m.ICECredentials, m.ICERequestsDenied,
+		m.SharedPortDropped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

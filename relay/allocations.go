@@ -385,6 +385,9 @@ func (t *allocations) lookup(k tupleKey) *allocation {
 // ended accounts for an allocation pion deleted and writes the allocation log line.
 func (t *allocations) ended(a *allocation) {
 	a.dead.Store(true)
+	if sc, ok := a.out.(*streamConn); ok {
+		sc.allocationEnded()
+	}
 	a.mu.Lock()
 	h := a.hot.Swap(emptyHot)
 	a.mu.Unlock()

@@ -162,6 +162,14 @@ func (l *streamListener) closeAll() {
 // tlsHandshakeTimeout bounds how long a TLS client may take to finish its handshake.
 const tlsHandshakeTimeout = 10 * time.Second
 
+// streamIdleTimeout is how long a TCP/TLS connection without an allocation may go
+// without completing a message before it is closed: a client that connects (or, on a
+// shared port, sends the one byte that routes it to TURN) and then stalls does not
+// hold its socket, goroutine and buffer for good. A connection with an allocation
+// waits as long as the allocation lives (its client refreshes it); once pion deletes
+// it, the connection is idle again. A variable for tests.
+var streamIdleTimeout = 30 * time.Second
+
 // streamConn frames a TCP/TLS byte stream into TURN messages (RFC 8656 §7.2) and hands
 // pion exactly one message per Read, after the gate has seen it.
 type streamConn struct {
@@ -173,7 +181,9 @@ type streamConn struct {
 	gate   *gate
 
 	handshaken bool
-	buf        []byte // unconsumed bytes are buf[start:end]
+	alloc      *allocation // this connection's allocation, once it has one (fill)
+	idleArmed  bool        // a read deadline of streamIdleTimeout is set
+	buf        []byte      // unconsumed bytes are buf[start:end]
 	start, end int
 	writeMu    sync.Mutex
 	closeOnce  sync.Once
@@ -183,6 +193,7 @@ type streamConn struct {
 // Read returns the next frame for pion. When it fails, pion ends this connection's read
 // loop and deletes its allocation, so the allocation log learns why first.
 func (c *streamConn) Read(p []byte) (int, error) {
+	c.gate.handled() // pion is done with the last frame: not held while the client is silent
 	n, err := c.read(p)
 	if err != nil {
 		c.l.s.allocs.markEnding(tupleKey{client: c.remote, local: c.gate.local, stream: true}, endConnClose)
@@ -222,7 +233,14 @@ func (c *streamConn) read(p []byte) (int, error) {
 		}
 		frame := c.buf[c.start : c.start+size]
 		c.start += size
-		if !c.gate.inspect(frame, c.remote, c) || len(frame) > len(p) {
+		if !c.gate.inspect(frame, c.remote, c) {
+			continue
+		}
+		if len(frame) > len(p) {
+			// Longer than pion's buffer: dropped (as pion drops one that fills it), and
+			// what the gate reserved for it given back now, not when the next frame comes.
+			c.gate.handled()
+			c.ctr.dropped[dropMalformedIdx].Inc()
 			continue
 		}
 		return copy(p, frame), nil
@@ -235,6 +253,7 @@ func (c *streamConn) fill() error {
 		c.end = copy(c.buf, c.buf[c.start:c.end])
 		c.start = 0
 	}
+	c.armIdle()
 	n, err := c.Conn.Read(c.buf[c.end:])
 	c.end += n
 	if n > 0 {
@@ -244,6 +263,32 @@ func (c *streamConn) fill() error {
 		err = errors.New("relay: empty read")
 	}
 	return err
+}
+
+// armIdle sets the read deadline of a connection without an allocation: streamIdleTimeout
+// from the last complete message (a message that trickles in gets no more time), none
+// once it has an allocation. With one, this is an atomic load per read.
+func (c *streamConn) armIdle() {
+	if c.alloc != nil && !c.alloc.dead.Load() {
+		return
+	}
+	c.alloc = c.l.s.allocs.lookup(tupleKey{client: c.remote, local: c.gate.local, stream: true})
+	if c.alloc != nil {
+		// Once per allocation: this also clears the deadline allocationEnded set.
+		c.idleArmed = false
+		_ = c.Conn.SetReadDeadline(time.Time{})
+		return
+	}
+	if !c.idleArmed || c.start == c.end {
+		c.idleArmed = true
+		_ = c.Conn.SetReadDeadline(time.Now().Add(streamIdleTimeout))
+	}
+}
+
+// allocationEnded starts the idle wait of a connection whose allocation pion deleted
+// (expired, or released) while its read waits with no deadline. Any goroutine.
+func (c *streamConn) allocationEnded() {
+	_ = c.Conn.SetReadDeadline(time.Now().Add(streamIdleTimeout))
 }
 
 func (c *streamConn) Write(p []byte) (int, error) {

@@ -47,6 +47,23 @@ func (c *testControl) usageOf(userID string) *Usage {
 	return u
 }
 
+// setBudget sets the limit for users from now on and for those already counted (an
+// Allocate the harness made at start may have counted one).
+func (c *testControl) setBudget(n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.budget = n
+	for _, u := range c.usage {
+		u.SetLimit(n)
+	}
+}
+
+func (c *testControl) usageFor(userID string) *Usage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.usageOf(userID)
+}
+
 func (c *testControl) OverBudget(userID string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -256,9 +273,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // log says how much was dropped.
 func TestControlBudget(t *testing.T) {
 	s, ctl, log := controlled(t, nil)
-	ctl.mu.Lock() // the server's read loops read it (OverBudget)
-	ctl.budget = 3000
-	ctl.mu.Unlock()
+	ctl.setBudget(3000)
 	cs := bindChannel(t, s, "udp")
 	payload := make([]byte, 1000)
 	relayed := 0
@@ -273,7 +288,7 @@ func TestControlBudget(t *testing.T) {
 	if relayed != 1 {
 		t.Errorf("%d echoes came back, want 1 before the budget of 3000 bytes ran out", relayed)
 	}
-	u := ctl.usage["fast"]
+	u := ctl.usageFor("fast")
 	if u.Total() != 3000 {
 		t.Errorf("usage %d bytes, want 3000", u.Total())
 	}

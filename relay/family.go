@@ -20,8 +20,12 @@ import (
 // doing so. A UDP listener socket has one read loop and a familyGen of its own; a TCP/TLS
 // listener has one familyGen for all its connections, each read by its own goroutine,
 // so an Allocate holds the familyGen from the moment the gate passes it on until pion
-// answers it (or the connection reads again, or closes): new stream allocations on one
-// listener are made one at a time, for the few microseconds pion takes.
+// answers it, asks the connection for its next frame, or closes it: new stream
+// allocations on one listener are made one at a time, for the few microseconds pion
+// takes. The hold never waits for the client: pion asking for the next frame releases
+// it before the connection waits for bytes (an Allocate pion drops unanswered, then a
+// silent client, would otherwise hold every other Allocate on the listener to
+// familyWait and 508; TestStalledAllocateDoesNotHoldListener).
 
 // Attributes and values of RFC 8656 §18.
 const (
@@ -47,6 +51,7 @@ type familyGen struct {
 	s     *Server
 	lock  chan struct{} // a token: taken by the gate that passed an Allocate on
 	want6 atomic.Bool
+	holds atomic.Uint64 // Allocates passed on with it so far (what tests wait for)
 }
 
 func newFamilyGen(s *Server) *familyGen {
@@ -91,11 +96,12 @@ func (g *gate) holdFamily(v6 bool) bool {
 	}
 	g.gen.want6.Store(v6)
 	g.holding.Store(true)
+	g.gen.holds.Add(1)
 	return true
 }
 
 // releaseFamily gives the generator back, if g holds it: when pion answers (a write to
-// the client), when the connection reads again, or when it closes.
+// the client), when pion reads again (gate.handled), or when the connection closes.
 func (g *gate) releaseFamily() {
 	if g.holding.Load() && g.holding.CompareAndSwap(true, false) {
 		g.gen.want6.Store(false)

@@ -214,8 +214,11 @@ func TestIPv6DenyList(t *testing.T) {
 		{"[::]:9", "unspecified"},
 		{"[::ffff:127.0.0.2]:9", "loopback"},
 		{"[::ffff:10.0.0.1]:9", "private"},
-		{"[64:ff9b::a9fe:a9fe]:80", "link_local"}, // NAT64 of 169.254.169.254
-		{"[2002:7f00:2::]:9", "loopback"},         // 6to4 of 127.0.0.2
+		{"[64:ff9b::a9fe:a9fe]:80", "link_local"},                // NAT64 of 169.254.169.254
+		{"[2002:7f00:2::]:9", "loopback"},                        // 6to4 of 127.0.0.2
+		{"[2002:a00:1::]:9", "private"},                          // 6to4 of 10.0.0.1
+		{"[2001:0:4136:e378:8000:63bf:80ff:fffd]:9", "loopback"}, // Teredo of 127.0.0.2
+		{"[::a00:1]:9", "private"},                               // IPv4-compatible 10.0.0.1
 		{"[2001:db8::1]:9", "reserved"},
 	} {
 		reason := DenyReason(d.reason)
@@ -426,5 +429,80 @@ func TestDualStackListeners(t *testing.T) {
 				t.Errorf("%s Binding from %s: XOR-MAPPED-ADDRESS %v, want %v", transport, host, got, c.conn.LocalAddr())
 			}
 		}
+	}
+}
+
+// TestStalledAllocateDoesNotHoldListener: an authenticated client on a TCP listener
+// sends an Allocate pion never answers (one pion's read buffer cannot take: pion drops
+// it and reads on) and then sends nothing more. Another user's Allocate on the same
+// listener is still answered at once, not after familyWait with 508: the listener's
+// relay address generator is given back as soon as pion reads again, not when the
+// staller's next message arrives.
+func TestStalledAllocateDoesNotHoldListener(t *testing.T) {
+	for _, size := range []int{pionReadBufSize, pionReadBufSize + 400} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			s := startServer(t, nil)
+			staller := dialRaw(t, "tcp", s.addr("tcp"), nil)
+			user, pass := s.creds(t, "staller")
+			first := staller.roundTrip(mustBuild(t, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP()), 2*time.Second)
+			var nonce stun.Nonce
+			if err := nonce.GetFrom(first); err != nil {
+				t.Fatal("no nonce")
+			}
+			// Padding in a comprehension-optional attribute to make the whole message size
+			// bytes long: 20 header, 8 REQUESTED-TRANSPORT, username, realm, nonce, 24
+			// MESSAGE-INTEGRITY, 8 FINGERPRINT.
+			build := func(pad int) *stun.Message {
+				return mustBuild(t, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP(),
+					stun.RawAttribute{Type: 0x8050, Value: make([]byte, pad)},
+					stun.NewUsername(user), stun.NewRealm(testRealm), nonce,
+					stun.MessageIntegrity(auth.LongTermKey(user, testRealm, pass)), stun.Fingerprint)
+			}
+			req := build(size - len(build(0).Raw))
+			if len(req.Raw) != size {
+				t.Fatalf("built %d bytes, want %d", len(req.Raw), size)
+			}
+			if _, err := staller.conn.Write(req.Raw); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the staller's Allocate to reach pion", func() bool { return s.streams[0].gen.holds.Load() == 1 })
+			victim := dialRaw(t, "tcp", s.addr("tcp"), nil)
+			vu, vp := s.creds(t, "victim")
+			start := time.Now()
+			_, r := victim.allocate(vu, vp)
+			if took := time.Since(start); errorCode(r) != 0 || took > familyWait/4 {
+				t.Fatalf("victim's Allocate behind a stalled one: code %d after %v, want success at once", errorCode(r), took)
+			}
+		})
+	}
+}
+
+// TestRefreshAddressFamily: a Refresh whose REQUESTED-ADDRESS-FAMILY is not the
+// allocation's family gets 443 (RFC 6156 §5.2, RFC 8656 §7.3) and refreshes nothing;
+// the allocation's own family refreshes it.
+func TestRefreshAddressFamily(t *testing.T) {
+	s := ipv6Server(t, true)
+	user, pass := s.creds(t, "refresh-family")
+	for _, c := range []struct {
+		name         string
+		alloc        []stun.Setter
+		wrong, right byte
+	}{
+		{"ipv4 allocation", []stun.Setter{requestedUDP()}, familyIPv6, familyIPv4},
+		{"ipv6 allocation", []stun.Setter{requestedUDP(), wantIPv6(stun.AttrRequestedAddressFamily)}, familyIPv4, familyIPv6},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sess, r := dialRaw(t, "udp", s.addr("udp"), nil).allocate(user, pass, c.alloc...)
+			if errorCode(r) != 0 {
+				t.Fatalf("Allocate: %d", errorCode(r))
+			}
+			refresh := stun.NewType(stun.MethodRefresh, stun.ClassRequest)
+			if r := sess.request(refresh, familyAttr{stun.AttrRequestedAddressFamily, c.wrong}); errorCode(r) != 443 {
+				t.Errorf("Refresh asking the other family: %d, want 443", errorCode(r))
+			}
+			if r := sess.request(refresh, familyAttr{stun.AttrRequestedAddressFamily, c.right}); errorCode(r) != 0 {
+				t.Errorf("Refresh asking the allocation's family: %d, want success", errorCode(r))
+			}
+		})
 	}
 }

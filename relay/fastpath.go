@@ -119,20 +119,29 @@ func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
 		// Our own public address behind a 1:1 NAT: deliver locally instead of hairpinning.
 		to = netip.AddrPortFrom(c.r.bind, to.Port())
 	}
+	// The budget counts the datagram before it leaves: counted after, the peer's answer
+	// could be checked against the budget before this datagram was counted in it.
+	u := (*Usage)(nil)
+	if a != nil {
+		u = a.usage
+	}
+	if u != nil {
+		u.count(len(p))
+	}
 	n, err := c.sock.WriteTo(p, to)
 	if err != nil {
 		// Lost, and counted like any other drop. The kernel's reason (EACCES for a
 		// broadcast address, ENETUNREACH, a full send buffer) is not logged per datagram;
 		// pion, when the send was its own, logs it at debug level.
 		c.ctr.dropped[dropSendErrorIdx].Inc()
+		if u != nil {
+			u.count(-len(p))
+		}
 		return n, err
 	}
 	c.ctr.toPeer.add(n)
 	c.c2pBytes.Add(uint64(n))
 	c.c2pPackets.Add(1)
-	if a != nil && a.usage != nil {
-		a.usage.count(n)
-	}
 	return n, nil
 }
 

@@ -76,16 +76,7 @@ func newGate(s *Server, transport string, local netip.AddrPort, stream bool) *ga
 
 // inspect handles what relay answers itself and reports whether pion should see b.
 func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
-	if g.hasPending {
-		g.hasPending = false
-		g.s.allocs.settle(g.pending)
-	}
-	if g.holding.Load() {
-		g.releaseFamily() // pion is done with the last Allocate
-	}
-	if g.addrErr.Load() != nil {
-		g.addrErr.Store(nil)
-	}
+	g.handled()
 	if isChannelData(b) {
 		g.channelData(b, from)
 		return false
@@ -133,16 +124,44 @@ func (g *gate) inspect(b []byte, from netip.AddrPort, rep replier) bool {
 	return false
 }
 
+// handled settles what the last Allocate passed to pion left: pion is done with it when
+// it reads again. A stream connection calls it as pion asks for the next frame, before
+// waiting for the client to send one, so that a client that sends nothing more after
+// an Allocate pion never answered cannot keep its listener's generator (family.go).
+func (g *gate) handled() {
+	if g.hasPending {
+		g.hasPending = false
+		g.s.allocs.settle(g.pending)
+	}
+	if g.holding.Load() {
+		g.releaseFamily()
+	}
+	if g.addrErr.Load() != nil {
+		g.addrErr.Store(nil)
+	}
+}
+
 // unauthReply reports whether a reply to an unauthenticated request may go to from: a
 // reply is bigger than the request, so answering spoofed floods in full would make the
 // server a reflector. Over the limit, the request is dropped and counted.
 func (g *gate) unauthReply(set *settings, from netip.AddrPort) bool {
-	ip := from.Addr().As16()
+	ip := sourceOf(from.Addr())
 	if set.unauth.allow(ip[:], time.Now()) {
 		return true
 	}
 	g.ctr.dropped[dropRateLimitedIdx].Inc()
 	return false
+}
+
+// sourceOf is what the per-source limits count a client address as: an IPv4 address
+// itself, an IPv6 one by its /64. One host usually holds a whole /64 and may send from
+// any address in it: counted one by one, each new address would get a fresh budget.
+func sourceOf(a netip.Addr) [16]byte {
+	b := a.As16()
+	if a.Is6() && !a.Is4In6() {
+		clear(b[8:])
+	}
+	return b
 }
 
 // badRequest answers a request that does not decode with 400, taking the method and
@@ -180,7 +199,7 @@ func (g *gate) control(set *settings, b []byte, from netip.AddrPort, rep replier
 	case stun.MethodAllocate:
 		return g.allocate(set, b, from, rep, k, cred)
 	case stun.MethodRefresh:
-		return g.refresh(set, b, k, cred.key)
+		return g.refresh(set, b, from, rep, k, cred.key)
 	case stun.MethodCreatePermission:
 		return g.createPermission(set, from, rep, k, cred.key)
 	case stun.MethodChannelBind:
@@ -316,7 +335,7 @@ func (g *gate) authenticate(set *settings, from netip.AddrPort, rep replier, k t
 		return cred, false, false
 	}
 	refuse(string(auth.ReasonBadPassword))
-	ip := from.Addr().As16()
+	ip := sourceOf(from.Addr())
 	answer := set.failIP.allow(ip[:], now)
 	if lim := set.failUser[string(user)]; lim != nil && !lim.AllowN(now, 1) {
 		answer = false

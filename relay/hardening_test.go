@@ -2,7 +2,9 @@ package relay
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -212,5 +214,80 @@ func TestBandwidthCap(t *testing.T) {
 	dropped := testutil.ToFloat64(s.metrics.Dropped.WithLabelValues("bandwidth"))
 	if relayed+dropped != 30 || relayed < 9 || relayed > 11 {
 		t.Errorf("relayed %v, dropped %v of 30 packets of 1000 B under a 10 kB/s cap", relayed, dropped)
+	}
+}
+
+// TestStreamIdleWithoutAllocation: a TCP or TLS connection that has no allocation and
+// completes no message for streamIdleTimeout is closed, whether it sent nothing or
+// trickles a message in a byte at a time (each byte does not buy more time); one with
+// an allocation stays open while it is silent, and a connection whose client released
+// its allocation is idle again.
+func TestStreamIdleWithoutAllocation(t *testing.T) {
+	old := streamIdleTimeout
+	streamIdleTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { streamIdleTimeout = old })
+	certFile, keyFile, client := selfSignedTLS(t)
+	s := startServer(t, func(c *config.Config) {
+		c.TURN.TLS = []string{"127.0.0.1:0"}
+		c.TURN.TLSCert, c.TURN.TLSKey = certFile, keyFile
+	})
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		_ = c.SetReadDeadline(time.Now().Add(d))
+		_, err := c.Read(make([]byte, 64))
+		return err != nil && !isTimeout(err)
+	}
+	for _, tr := range []struct {
+		name string
+		conf *tls.Config
+	}{{"tcp", nil}, {"tls", client}} {
+		t.Run(tr.name+"/silent", func(t *testing.T) {
+			c := dialRaw(t, "tcp", s.addr(tr.name), tr.conf)
+			if !closedWithin(c.conn, 5*time.Second) {
+				t.Fatal("a silent connection without an allocation was not closed")
+			}
+		})
+		t.Run(tr.name+"/trickle", func(t *testing.T) {
+			c := dialRaw(t, "tcp", s.addr(tr.name), tr.conf)
+			start := time.Now()
+			req := mustBuild(t, stun.BindingRequest, stun.Fingerprint).Raw
+			for i := 0; i < len(req)-1; i++ {
+				if _, err := c.conn.Write(req[i : i+1]); err != nil {
+					break // closed meanwhile
+				}
+				if closedWithin(c.conn, 100*time.Millisecond) {
+					break
+				}
+			}
+			if took := time.Since(start); took > 2*time.Second || !closedWithin(c.conn, 5*time.Second) {
+				t.Fatalf("a message trickled in a byte every 100 ms kept the connection for %v", took)
+			}
+		})
+		t.Run(tr.name+"/allocated", func(t *testing.T) {
+			c := dialRaw(t, "tcp", s.addr(tr.name), tr.conf)
+			user, pass := s.creds(t, "idle-"+tr.name)
+			sess, r := c.allocate(user, pass)
+			if errorCode(r) != 0 {
+				t.Fatalf("Allocate: %d", errorCode(r))
+			}
+			if closedWithin(c.conn, 4*streamIdleTimeout) {
+				t.Fatal("a silent connection with an allocation was closed")
+			}
+			if r := sess.request(stun.NewType(stun.MethodRefresh, stun.ClassRequest), stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}}); errorCode(r) != 0 {
+				t.Fatalf("Refresh 0 after the silence: %d", errorCode(r))
+			}
+			if !closedWithin(c.conn, 5*time.Second) {
+				t.Fatal("the connection stayed open after its allocation was released")
+			}
+		})
+		t.Run(tr.name+"/expired", func(t *testing.T) {
+			c := dialRaw(t, "tcp", s.addr(tr.name), tr.conf)
+			user, pass := s.creds(t, "expire-"+tr.name)
+			if _, r := c.allocate(user, pass, requestedUDP(), stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 1}}); errorCode(r) != 0 {
+				t.Fatalf("Allocate: %d", errorCode(r))
+			}
+			if !closedWithin(c.conn, 5*time.Second) {
+				t.Fatal("a silent connection stayed open after its allocation expired")
+			}
+		})
 	}
 }

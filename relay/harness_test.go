@@ -16,6 +16,7 @@ import (
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/poll"
 	"github.com/relayproject/relay/internal/skipnote"
 	"github.com/relayproject/relay/internal/testcert"
 	"github.com/relayproject/relay/metrics"
@@ -110,13 +111,7 @@ func (s *testServer) creds(t testing.TB, user string) (string, string) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, what, cond)
 }
 
 // rawClient speaks STUN by hand over UDP, TCP or TLS, to test exact answers.

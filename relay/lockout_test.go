@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -275,5 +276,58 @@ func TestNonceBook(t *testing.T) {
 	nb.observe(req.Raw)
 	if !nb.known([]byte("from-an-answer"), time.Now()) || nb.known([]byte("from-a-request"), time.Now()) {
 		t.Error("observe")
+	}
+}
+
+// TestPerSourceLimitsIPv6Prefix: the per-source limits count an IPv6 source by its /64
+// (one host usually holds a whole /64 and may use any address in it): answers to
+// unauthenticated requests (unauth_per_ip) and wrong passwords answered
+// (auth_failures_per_ip) from addresses of one /64 share one budget; another /64 has
+// its own, and IPv4 sources still count one by one.
+func TestPerSourceLimitsIPv6Prefix(t *testing.T) {
+	users := map[string]string{}
+	for i := range 40 {
+		users["u"+strconv.Itoa(i)] = "right-" + strconv.Itoa(i)
+	}
+	s := startServerLogging(t, func(c *config.Config) {
+		c.Limits.UnauthPerIP = 5 // bursts of 10
+		c.Limits.AuthFailuresPerIP = 4
+		c.Limits.AuthFailuresPerUser = 1000
+		c.Auth.Users = users
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.nonces.add([]byte("real-nonce"), time.Now())
+	g := newGate(s.Server, "udp", netip.MustParseAddrPort("[2001:db8::1]:3478"), false)
+	set := s.settings.Load()
+	in64 := func(prefix string, i int) netip.AddrPort {
+		return netip.MustParseAddrPort(fmt.Sprintf("[%s:%x:%x::%x]:40000", prefix, i>>8, i&0xff, i+1))
+	}
+	allowed := 0
+	for i := range 40 {
+		if g.unauthReply(set, in64("2001:db8:1:1", i)) {
+			allowed++
+		}
+	}
+	if allowed > 11 {
+		t.Errorf("unauthenticated replies to 40 addresses of one /64: %d, want the burst of one source (10)", allowed)
+	}
+	if !g.unauthReply(set, in64("2001:db8:1:2", 0)) {
+		t.Error("another /64 was refused")
+	}
+	for i := range 20 {
+		if !g.unauthReply(set, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 40000)) {
+			t.Errorf("IPv4 source %d refused: IPv4 addresses count one by one", i)
+		}
+	}
+	rep := &nopReplier{}
+	answered := 0
+	for i := range 40 {
+		before := rep.n
+		g.inspect(forgedAllocate(t, "u"+strconv.Itoa(i), testRealm, "real-nonce").Raw, in64("2001:db8:2:1", i), rep)
+		if rep.n > before {
+			answered++
+		}
+	}
+	if answered > 5 {
+		t.Errorf("wrong passwords from 40 addresses of one /64 answered: %d, want the 4 of one source", answered)
 	}
 }

@@ -27,7 +27,7 @@ func (s *Server) serveICE(w http.ResponseWriter, r *http.Request) {
 		s.metrics.ICERequestsDenied.WithLabelValues(reason).Inc()
 		jsonError(w, status, msg)
 	}
-	if ok, wait := s.ice.allow(clientIP(r), time.Now()); !ok {
+	if ok, wait := s.ice.allow(clientSource(r), time.Now()); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 		deny("rate", http.StatusTooManyRequests, "too many requests from your address; retry later")
 		return

@@ -2,7 +2,9 @@ package signaling
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +178,39 @@ func TestRateLimiterRefills(t *testing.T) {
 	l.prune(now.Add(2 * time.Minute))
 	if len(l.buckets) != 0 {
 		t.Errorf("full buckets not pruned")
+	}
+}
+
+// TestPerSourceIPv6Prefix: signaling's per-source limits count an IPv6 client by its
+// /64 (signaling listens on IPv6 by default, and a host may send from any address of
+// its /64): the ICE endpoint's rate, and the peers per source (the same key).
+func TestPerSourceIPv6Prefix(t *testing.T) {
+	s := startSignal(t, func(c *config.Signal) { c.ICERequestsPerMinute = 5 })
+	get := func(remote string) int {
+		r := httptest.NewRequest("GET", "/ice", nil)
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		s.Server.serveICE(w, r)
+		return w.Code
+	}
+	for i := range 5 {
+		if code := get(fmt.Sprintf("[2001:db8:1:1::%x]:40000", i+1)); code != 200 {
+			t.Fatalf("request %d: %d", i, code)
+		}
+	}
+	if code := get("[2001:db8:1:1:ffff::1]:40000"); code != 429 {
+		t.Errorf("a sixth request from another address of the same /64: %d, want 429", code)
+	}
+	if code := get("[2001:db8:1:2::1]:40000"); code != 200 {
+		t.Errorf("another /64: %d, want 200", code)
+	}
+	for _, c := range []struct{ remote, want string }{
+		{"[2001:db8:1:1:2:3:4:5]:1", "2001:db8:1:1::"},
+		{"[::ffff:192.0.2.7]:1", "192.0.2.7"},
+		{"192.0.2.7:1", "192.0.2.7"},
+	} {
+		if got := clientSource(&http.Request{RemoteAddr: c.remote}); got.String() != c.want {
+			t.Errorf("clientSource(%s) = %s, want %s", c.remote, got, c.want)
+		}
 	}
 }

@@ -439,6 +439,11 @@ func (s *Server) serveID(w http.ResponseWriter) {
 	_, _ = w.Write([]byte(id))
 }
 
+// clientSource is what the per-source limits count r's client as (max_peers_per_ip,
+// ice_requests_per_minute, the queues and outboxes): its address, or an IPv6
+// address's /64, which one host may send from any address of.
+func clientSource(r *http.Request) netip.Addr { return sourceKey(clientIP(r)) }
+
 func clientIP(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/relayproject/relay/auth"
 	"github.com/relayproject/relay/config"
+	"github.com/relayproject/relay/internal/poll"
 	"github.com/relayproject/relay/internal/testcert"
 	"github.com/relayproject/relay/metrics"
 )
@@ -621,13 +622,7 @@ func (s *testSignal) dialStalled(t *testing.T, id string) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, what, cond)
 }
 
 func clientIPFrom(remote string) netip.Addr {

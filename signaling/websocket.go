@@ -34,7 +34,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	ip := clientIP(r)
+	ip := clientSource(r) // peers per source and the queues and outboxes count it
 	p := newPeer(s, conn, id, token, ip)
 	replaced, err := s.reg.Register(id, token, p)
 	switch {

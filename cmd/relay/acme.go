@@ -63,8 +63,11 @@ func (c *certSource) start(cfg *config.Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("tls.acme_http %q: %w", addr, err)
 		}
+		// Open to everyone on port 80: signaling's HTTP limits (slowloris, idle
+		// keep-alive connections, big headers).
 		c.http = &http.Server{Handler: c.acme.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
+			MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 		go func() {
 			if err := c.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("ACME HTTP-01 listener stopped", "err", err)

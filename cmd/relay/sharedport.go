@@ -31,7 +31,11 @@ func openSharedPort(cfg *config.Config, getCert func(*tls.ClientHelloInfo) (*tls
 	if key == "" {
 		return nil, nil, nil
 	}
-	pc := portmux.Config{Logger: d.log}
+	dropped := d.metrics.SharedPortDropped
+	for _, r := range []string{portmux.DropPerSource, portmux.DropFull, portmux.DropEvicted, portmux.DropTimeout} {
+		dropped.WithLabelValues(r) // zeros from the start
+	}
+	pc := portmux.Config{Logger: d.log, Dropped: func(reason string) { dropped.WithLabelValues(reason).Inc() }}
 	if key == "turn.tls" {
 		pc.TLS = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert, NextProtos: protos}
 	}

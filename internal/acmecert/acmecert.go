@@ -25,10 +25,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -53,8 +55,11 @@ type Manager struct {
 	ready   atomic.Bool
 	leaf    atomic.Pointer[x509.Certificate] // the last one logged
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
+	ctx     context.Context // ended by Close: every request to the CA with it
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when Start's loop has ended
+	started atomic.Bool
+	once    sync.Once
 }
 
 // errNotYet is a handshake's answer before the first certificate is in.
@@ -76,12 +81,26 @@ func New(c config.TLS, log *slog.Logger) (*Manager, error) {
 			return nil, fmt.Errorf("tls.acme_ca_roots %q: no PEM certificate in it", c.ACMECARoots)
 		}
 	}
+	if err := prepareCache(c.ACMECache); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	client := &acme.Client{
 		DirectoryURL: c.ACMEDirectory, // "" is Let's Encrypt production
 		UserAgent:    "relay",
 		HTTPClient: &http.Client{
-			Timeout:   time.Minute,
-			Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
+			Timeout: time.Minute,
+			Transport: ctxTransport{ctx: ctx, rt: &http.Transport{Proxy: http.ProxyFromEnvironment,
+				TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}},
+		},
+		RetryBackoff: func(n int, _ *http.Request, _ *http.Response) time.Duration {
+			// A CA answering 5xx (or badNonce) is asked again a few times, a second or
+			// two apart; Start's loop waits minutes to hours between attempts. acme's
+			// default retries for as long as autocert waits (5 minutes), every 10 s.
+			if n > maxTries || ctx.Err() != nil {
+				return 0
+			}
+			return min(time.Duration(n)*time.Second, 2*time.Second)
 		},
 	}
 	domains := make([]string, len(c.ACMEDomains))
@@ -98,7 +117,89 @@ func New(c config.TLS, log *slog.Logger) (*Manager, error) {
 		},
 		domains: domains,
 		log:     log,
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
 	}, nil
+}
+
+// maxTries bounds the requests one attempt makes of a CA that answers 5xx or badNonce.
+const maxTries = 5
+
+// ctxTransport ends every request when ctx ends (Manager.Close), so that an attempt at
+// a certificate, or one of autocert's renewals, stops at once instead of waiting for
+// a CA that does not answer.
+type ctxTransport struct {
+	ctx context.Context
+	rt  http.RoundTripper
+}
+
+func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(t.ctx, cancel)
+	end := func() { stop(); cancel() }
+	res, err := t.rt.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		end()
+		return nil, err
+	}
+	res.Body = &endBody{ReadCloser: res.Body, end: end}
+	return res, nil
+}
+
+// endBody lets go of its request's context once the body is closed.
+type endBody struct {
+	io.ReadCloser
+	end func()
+}
+
+func (b *endBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.end()
+	return err
+}
+
+// prepareCache makes the cache directory (mode 0700) at start, so that a path relay
+// cannot write fails now, naming the key, not in the first order's retries; and takes
+// the group's and others' permissions off it and its files, which hold the ACME account
+// key and the certificates' keys (autocert writes new files 0600, but keeps what it
+// finds).
+func prepareCache(dir string) error {
+	fail := func(err error, fix string) error {
+		return fmt.Errorf("tls.acme_cache %q: %w; %s", dir, err, fix)
+	}
+	const writable = "make it a directory the relay user may write (the systemd unit's StateDirectory gives it /var/lib/relay), or set acme_cache to one"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(err, writable)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fail(err, writable)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fail(err, "it holds private keys: chmod 700 it, as the relay user")
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fail(err, writable)
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o077 == 0 {
+			continue
+		}
+		if err := os.Chmod(filepath.Join(dir, e.Name()), 0o600); err != nil {
+			return fail(err, "its files hold private keys: chmod 600 them, as the relay user")
+		}
+	}
+	f, err := os.CreateTemp(dir, ".write-check-")
+	if err != nil {
+		return fail(err, writable)
+	}
+	_ = f.Close()
+	return os.Remove(f.Name())
 }
 
 // GetCertificate is tls.Config.GetCertificate for every TLS listener.
@@ -109,18 +210,34 @@ func (m *Manager) GetCertificate(h *tls.ClientHelloInfo) (*tls.Certificate, erro
 	if !m.ready.Load() {
 		return nil, errNotYet
 	}
-	if name := strings.ToLower(strings.TrimSuffix(h.ServerName, ".")); !slices.Contains(m.domains, name) {
+	name := strings.ToLower(strings.TrimSuffix(h.ServerName, "."))
+	if !slices.Contains(m.domains, name) {
 		// No SNI (Firefox on turns:, a client dialing an IP address) or another name:
 		// the certificate there is; the client decides whether it will do.
-		hc := *h
-		hc.ServerName = m.domains[0]
-		h = &hc
+		name = m.domains[0]
 	}
-	cert, err := m.m.GetCertificate(h)
+	// Asked as Start asked, whatever the client offered: autocert keeps an RSA
+	// certificate apart and orders one, from inside the handshake, for a client that
+	// offers no ECDSA; any client could so make relay order certificates (one a minute
+	// while orders fail, against the CA's limits). A client without ECDSA P-256 fails
+	// its handshake instead; every browser has it.
+	cert, err := m.m.GetCertificate(ecdsaHello(name))
 	if err == nil {
 		m.noteLeaf(cert)
 	}
 	return cert, err
+}
+
+// ecdsaHello is the ClientHelloInfo autocert is asked with for name's certificate: one
+// of a client that takes ECDSA P-256, the kind Start obtains. autocert reads nothing else.
+func ecdsaHello(name string) *tls.ClientHelloInfo {
+	return &tls.ClientHelloInfo{
+		ServerName:        name,
+		CipherSuites:      []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+		SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+		SupportedCurves:   []tls.CurveID{tls.CurveP256},
+		SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
+	}
 }
 
 // noteLeaf logs a certificate the first time it is served.
@@ -163,11 +280,12 @@ const (
 // the listeners that answer the CA are up, retrying with a growing wait until it has
 // them. Renewals are autocert's, timed from each certificate.
 func (m *Manager) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	m.mu.Lock()
-	m.cancel = cancel
-	m.mu.Unlock()
+	ctx := m.ctx
+	if m.started.Swap(true) {
+		return
+	}
 	go func() {
+		defer close(m.done)
 		wait := firstTry
 		for {
 			err := m.obtain()
@@ -190,13 +308,7 @@ func (m *Manager) Start() {
 // obtain asks autocert for each domain's certificate as a modern client would (ECDSA).
 func (m *Manager) obtain() error {
 	for _, d := range m.domains {
-		cert, err := m.m.GetCertificate(&tls.ClientHelloInfo{
-			ServerName:        d,
-			CipherSuites:      []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
-			SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
-			SupportedCurves:   []tls.CurveID{tls.CurveP256},
-			SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
-		})
+		cert, err := m.m.GetCertificate(ecdsaHello(d))
 		if err != nil {
 			return fmt.Errorf("%s: %w", d, err)
 		}
@@ -208,12 +320,16 @@ func (m *Manager) obtain() error {
 	return nil
 }
 
-// Close stops Start's retries; an attempt under way ends on its own (autocert bounds
-// it), and autocert's renewal timers end with the process.
+// Close stops Start's retries and any request to the CA under way, and waits for
+// Start's loop to end (at most a retry's pause of 2 s). autocert's renewal timers end
+// with the process; a renewal that fires after Close fails at once.
 func (m *Manager) Close() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cancel != nil {
-		m.cancel()
+	m.once.Do(m.cancel)
+	if !m.started.Load() {
+		return
+	}
+	select {
+	case <-m.done:
+	case <-time.After(5 * time.Second):
 	}
 }

@@ -23,7 +23,10 @@
 // tls.Conn (wsconn.KeepTLS).
 //
 // Connections still being routed are capped in total and per source address; a client
-// gets HandshakeTimeout to finish its handshake and send its first bytes.
+// gets HandshakeTimeout to finish its handshake and send its first bytes. A full port
+// makes room for a source holding fewer than the busiest by closing the busiest one's
+// oldest: a few addresses holding every slot with silent connections cannot lock
+// everyone else out of the port (and out of both TURN and HTTPS with it).
 package portmux
 
 import (
@@ -67,11 +70,24 @@ type Config struct {
 	// HandshakeTimeout bounds the handshake and the wait for the first bytes.
 	HandshakeTimeout time.Duration
 	// MaxPending and MaxPendingPerIP cap the connections being routed at once, in total
-	// and per source address (an IPv6 source counts per /64); beyond, new ones are
-	// closed at once.
+	// and per source address (an IPv6 source counts per /64). A source at its cap gets
+	// its new connections closed at once; so does one holding as many as any other
+	// when the port is full. Otherwise a full port closes the oldest connection of the
+	// source holding the most to take the new one.
 	MaxPending, MaxPendingPerIP int
-	Logger                      *slog.Logger
+	// Dropped, if set, counts each connection closed before it was routed, by reason
+	// (DropPerSource, DropFull, DropEvicted, DropTimeout).
+	Dropped func(reason string)
+	Logger  *slog.Logger
 }
+
+// Reasons a connection is closed before it is routed (Config.Dropped).
+const (
+	DropPerSource = "per_source" // refused: its source has MaxPendingPerIP being routed
+	DropFull      = "full"       // refused: MaxPending being routed, none from a busier source
+	DropEvicted   = "evicted"    // closed for a connection of a source holding fewer
+	DropTimeout   = "timeout"    // no handshake and first bytes within HandshakeTimeout
+)
 
 // Mux is one shared port.
 type Mux struct {
@@ -82,13 +98,22 @@ type Mux struct {
 	turn, web *sub
 
 	mu      sync.Mutex
-	pending map[netip.Prefix]int
-	routing map[net.Conn]struct{} // connections being routed, which Close ends
+	pending map[netip.Prefix][]*pending // connections being routed, by source, oldest first
 	total   int
+	seq     uint64
 	closed  bool
 	lastLog time.Time
 	wg      sync.WaitGroup
 	started bool
+}
+
+// pending is a connection being routed.
+type pending struct {
+	c      net.Conn
+	key    netip.Prefix // its source
+	seq    uint64       // order of arrival
+	routed bool         // on its way to a side: no longer closed to make room
+	gone   bool         // closed to make room: no longer counted
 }
 
 // Route is where a connection goes.
@@ -124,7 +149,7 @@ func New(ln net.Listener, cfg Config) *Mux {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Mux{ln: ln, cfg: cfg, log: cfg.Logger, pending: map[netip.Prefix]int{}, routing: map[net.Conn]struct{}{}}
+	m := &Mux{ln: ln, cfg: cfg, log: cfg.Logger, pending: map[netip.Prefix][]*pending{}}
 	m.turn = newSub(ln.Addr())
 	m.web = newSub(ln.Addr())
 	if cfg.TLS != nil {
@@ -192,8 +217,10 @@ func (m *Mux) Serve() {
 func (m *Mux) Close() error {
 	m.mu.Lock()
 	m.closed = true
-	for c := range m.routing {
-		_ = c.Close()
+	for _, ps := range m.pending {
+		for _, p := range ps {
+			_ = p.c.Close()
+		}
 	}
 	m.mu.Unlock()
 	err := m.ln.Close()
@@ -218,47 +245,109 @@ func (m *Mux) acceptLoop() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		key, ok := m.admit(c)
-		if !ok {
+		p := m.admit(c)
+		if p == nil {
 			_ = c.Close()
 			continue
 		}
 		go func() {
 			defer m.wg.Done()
-			defer m.release(key, c)
-			m.route(c)
+			defer m.release(p)
+			m.route(p)
 		}()
 	}
 }
 
-// admit counts c as pending, or refuses it over a cap. The WaitGroup is taken under
-// the lock, so Close's Wait never races a new Add.
-func (m *Mux) admit(c net.Conn) (netip.Prefix, bool) {
+// admit counts c as pending, making room for it if need be, or refuses it (nil). The
+// WaitGroup is taken under the lock, so Close's Wait never races a new Add.
+func (m *Mux) admit(c net.Conn) *pending {
 	key := sourceKey(c.RemoteAddr())
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed || m.total >= m.cfg.MaxPending || m.pending[key] >= m.cfg.MaxPendingPerIP {
-		if now := time.Now(); now.Sub(m.lastLog) > 5*time.Second {
-			m.lastLog = now
-			m.log.Warn("shared port: refusing connections while too many are in their handshake",
-				"addr", m.ln.Addr().String(), "pending", m.total, "from_source", m.pending[key], "source", key.String())
-		}
-		return key, false
+	if m.closed {
+		return nil
 	}
+	mine := len(m.pending[key])
+	if mine >= m.cfg.MaxPendingPerIP {
+		m.refused(DropPerSource, key, mine)
+		return nil
+	}
+	if m.total >= m.cfg.MaxPending {
+		victim := m.busiest(mine)
+		if victim == nil {
+			m.refused(DropFull, key, mine)
+			return nil
+		}
+		m.forget(victim)
+		victim.gone = true
+		_ = victim.c.Close() // its router ends at once, and does not count it again
+		m.drop(DropEvicted)
+	}
+	m.seq++
+	p := &pending{c: c, key: key, seq: m.seq}
+	m.pending[key] = append(m.pending[key], p)
 	m.total++
-	m.pending[key]++
-	m.routing[c] = struct{}{}
 	m.wg.Add(1)
-	return key, true
+	return p
 }
 
-func (m *Mux) release(key netip.Prefix, c net.Conn) {
+// busiest is the oldest connection not yet routed of the source holding the most (of
+// sources holding as many, the one whose connection is oldest), if that source holds
+// more than mine; nil otherwise. It looks at every source: only when the port is full.
+func (m *Mux) busiest(mine int) *pending {
+	var victim *pending
+	most := 0
+	for _, ps := range m.pending {
+		n := len(ps)
+		if n <= mine || n < most {
+			continue
+		}
+		i := slices.IndexFunc(ps, func(p *pending) bool { return !p.routed })
+		if i < 0 {
+			continue
+		}
+		if n > most || ps[i].seq < victim.seq {
+			victim, most = ps[i], n
+		}
+	}
+	return victim
+}
+
+// forget stops counting p.
+func (m *Mux) forget(p *pending) {
+	ps := m.pending[p.key]
+	if i := slices.Index(ps, p); i >= 0 {
+		ps = slices.Delete(ps, i, i+1)
+	}
+	if len(ps) == 0 {
+		delete(m.pending, p.key)
+	} else {
+		m.pending[p.key] = ps
+	}
+	m.total--
+}
+
+// refused logs refusals at most every 5 s and counts each.
+func (m *Mux) refused(reason string, key netip.Prefix, fromSource int) {
+	if now := time.Now(); now.Sub(m.lastLog) > 5*time.Second {
+		m.lastLog = now
+		m.log.Warn("shared port: refusing connections while too many are in their handshake",
+			"addr", m.ln.Addr().String(), "reason", reason, "pending", m.total, "from_source", fromSource, "source", key.String())
+	}
+	m.drop(reason)
+}
+
+func (m *Mux) drop(reason string) {
+	if m.cfg.Dropped != nil {
+		m.cfg.Dropped(reason)
+	}
+}
+
+func (m *Mux) release(p *pending) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.routing, c)
-	m.total--
-	if m.pending[key]--; m.pending[key] <= 0 {
-		delete(m.pending, key)
+	if !p.gone {
+		m.forget(p)
 	}
 }
 
@@ -277,8 +366,9 @@ func sourceKey(a net.Addr) netip.Prefix {
 	return p
 }
 
-// route decides where c goes and hands it over (or closes it).
-func (m *Mux) route(c net.Conn) {
+// route decides where p's connection goes and hands it over (or closes it).
+func (m *Mux) route(p *pending) {
+	c := p.c
 	deadline := time.Now().Add(m.cfg.HandshakeTimeout)
 	var (
 		conn net.Conn
@@ -291,11 +381,18 @@ func (m *Mux) route(c net.Conn) {
 		conn = c
 		to, err = routeTCP(c, deadline)
 	}
+	if err == nil && to != RouteNone && !m.markRouted(p) {
+		err = net.ErrClosed // closed to make room meanwhile
+	}
 	if err != nil || to == RouteNone {
 		if conn != nil {
 			_ = conn.Close()
 		} else {
 			_ = c.Close()
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			m.drop(DropTimeout)
 		}
 		return
 	}
@@ -316,6 +413,15 @@ func (m *Mux) route(c net.Conn) {
 		}
 	}
 	target.deliver(conn)
+}
+
+// markRouted keeps p from being closed to make room, now that it has a side; false if
+// it was closed for that already.
+func (m *Mux) markRouted(p *pending) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p.routed = !p.gone
+	return p.routed
 }
 
 func tlsConnOf(c net.Conn) *tls.Conn {

@@ -4,8 +4,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,12 +239,13 @@ func TestRoutesPlainTCPUntouched(t *testing.T) {
 }
 
 // A client that connects and sends nothing, or fails its handshake, is closed after
-// HandshakeTimeout and routed nowhere; an ACME validation (ALPN acme-tls/1) ends after
-// its handshake.
+// HandshakeTimeout, routed nowhere and counted; an ACME validation (ALPN acme-tls/1)
+// ends after its handshake.
 func TestSilentAndACMEClosed(t *testing.T) {
 	server, client := testcert.Configs(t)
 	server.NextProtos = []string{ProtoACME}
-	tm := startMux(t, Config{TLS: server, HandshakeTimeout: 300 * time.Millisecond})
+	drops := &dropCounter{n: map[string]int{}}
+	tm := startMux(t, Config{TLS: server, HandshakeTimeout: 300 * time.Millisecond, Dropped: drops.add})
 	addr := tm.m.Addr().String()
 	silentTCP, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -276,7 +280,20 @@ func TestSilentAndACMEClosed(t *testing.T) {
 		t.Fatalf("routed to HTTP: %v", c.RemoteAddr())
 	default:
 	}
+	waitPending(t, tm.m, 0)
+	if got := drops.get(DropTimeout); got != 2 {
+		t.Fatalf("%d timeouts counted, want 2 (the silent TCP and TLS clients)", got)
+	}
 }
+
+type dropCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (d *dropCounter) add(reason string) { d.mu.Lock(); d.n[reason]++; d.mu.Unlock() }
+
+func (d *dropCounter) get(reason string) int { d.mu.Lock(); defer d.mu.Unlock(); return d.n[reason] }
 
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -412,4 +429,89 @@ func FuzzClassify(f *testing.F) {
 			}
 		}
 	})
+}
+
+// dialFrom connects to addr from the loopback address src (every 127/8 address is
+// local on Linux), standing for a client of its own.
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// closedByServer reports whether the server closed c (EOF or reset) within 5 s.
+func closedByServer(c net.Conn) bool {
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	return err != nil && !isTimeout(err)
+}
+
+// TestPendingFullEvictsBusiestSource: a few sources holding every routing slot with
+// silent connections do not lock the port: a client from another address gets in, the
+// oldest connection of the source holding the most closed for it; a source already
+// holding as many as any other is refused. Each closing is counted by reason.
+func TestPendingFullEvictsBusiestSource(t *testing.T) {
+	drops := &dropCounter{n: map[string]int{}}
+	tm := startMux(t, Config{MaxPending: 6, MaxPendingPerIP: 4, HandshakeTimeout: time.Minute, Dropped: drops.add})
+	addr := tm.m.Addr().String()
+	var a []net.Conn
+	for range 4 {
+		a = append(a, dialFrom(t, "127.0.0.2", addr))
+		waitPending(t, tm.m, len(a))
+	}
+	if !closedByServer(dialFrom(t, "127.0.0.2", addr)) {
+		t.Fatal("a fifth connection from one source was not refused")
+	}
+	for i := range 2 {
+		dialFrom(t, "127.0.0.3", addr)
+		waitPending(t, tm.m, 5+i)
+	}
+	// Full: b's third connection takes a's oldest (a holds 4, b 2).
+	dialFrom(t, "127.0.0.3", addr)
+	if !closedByServer(a[0]) {
+		t.Fatal("the busiest source's oldest connection was not closed for another source's")
+	}
+	waitPending(t, tm.m, 6)
+	// a and b hold 3 each: neither gets more.
+	for _, src := range []string{"127.0.0.3", "127.0.0.2"} {
+		if !closedByServer(dialFrom(t, src, addr)) {
+			t.Fatalf("%s, holding as many as any source of a full port, was not refused", src)
+		}
+	}
+	// A new source gets in, in place of the oldest of the busiest (a's second).
+	legit := dialFrom(t, "127.0.0.4", addr)
+	if !closedByServer(a[1]) {
+		t.Fatal("no room made for a new source")
+	}
+	if _, err := io.WriteString(legit, "GET / HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = tm.expect(t, RouteHTTP, "GET / HTTP/1.1\r\n").Close()
+	waitPending(t, tm.m, 5)
+	drops.mu.Lock()
+	defer drops.mu.Unlock()
+	if want := map[string]int{DropPerSource: 1, DropFull: 2, DropEvicted: 2}; !maps.Equal(drops.n, want) {
+		t.Fatalf("closings counted %v, want %v", drops.n, want)
+	}
+}
+
+// An IPv4 source counts by its address (also as an IPv4-mapped one, from a dual-stack
+// listener), an IPv6 source by its /64: one host usually holds a whole /64.
+func TestSourceKey(t *testing.T) {
+	for _, c := range []struct{ addr, key string }{
+		{"192.0.2.1:5", "192.0.2.1/32"},
+		{"[::ffff:192.0.2.1]:5", "192.0.2.1/32"},
+		{"[2001:db8:1:2:3:4:5:6]:5", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2::ffff]:5", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:3::1]:5", "2001:db8:1:3::/64"},
+	} {
+		if got := sourceKey(net.TCPAddrFromAddrPort(netip.MustParseAddrPort(c.addr))); got.String() != c.key {
+			t.Errorf("sourceKey(%s) = %s, want %s", c.addr, got, c.key)
+		}
+	}
 }

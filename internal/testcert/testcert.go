@@ -54,25 +54,7 @@ func WriteFor(t testing.TB, dir string, ip net.IP) (certFile, keyFile string, cl
 // an hour ago. client is a configuration that trusts it. The benchmark's wss rounds use
 // it too.
 func Generate(dir string, ip net.IP, validity time.Duration) (certFile, keyFile string, client *tls.Config, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "relay test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(validity),
-		IPAddresses:  []net.IP{ip},
-		DNSNames:     []string{"localhost"},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	der, keyDER, err := generate([]net.IP{ip}, []string{"localhost"}, validity)
 	if err != nil {
 		return "", "", nil, err
 	}
@@ -90,4 +72,39 @@ func Generate(dir string, ip net.IP, validity time.Duration) (certFile, keyFile 
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, &tls.Config{RootCAs: pool, ServerName: ip.String(), MinVersion: tls.VersionTLS12}, nil
+}
+
+// PEM is a self-signed ECDSA P-256 certificate for the DNS names, valid for validity
+// from an hour ago, and its key, as PEM blocks.
+func PEM(t testing.TB, validity time.Duration, names ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	der, keyDER, err := generate(nil, names, validity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// generate makes a self-signed ECDSA P-256 server certificate for ips and names: its DER
+// and its key's.
+func generate(ips []net.IP, names []string, validity time.Duration) (der, keyDER []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "relay test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(validity),
+		IPAddresses:  ips,
+		DNSNames:     names,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key); err != nil {
+		return nil, nil, err
+	}
+	keyDER, err = x509.MarshalECPrivateKey(key)
+	return der, keyDER, err
 }

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/relayproject/relay/internal/poll"
 	"github.com/relayproject/relay/internal/testcert"
 	"github.com/relayproject/relay/internal/wstest"
 )
@@ -199,11 +200,5 @@ func (rc *rawClient) expectEcho(msg string) {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 5*time.Second, what, cond)
 }
