@@ -103,11 +103,15 @@ func (c *packetConn) sendChannelData(b []byte, to netip.AddrPort) error {
 func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
 	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
 	a := c.alloc.Load()
+	var u *Usage // the user's byte budget, if it has one
+	if a != nil {
+		u = a.usage
+	}
 	if a != nil && !admit(len(p), a.upBPS, a.userUpBPS) {
 		c.ctr.dropped[dropBandwidthIdx].Inc()
 		return len(p), nil
 	}
-	if a != nil && a.usage != nil && !a.usage.allow() {
+	if u != nil && !u.allow() {
 		c.overBudget()
 		return len(p), nil
 	}
@@ -121,10 +125,6 @@ func (c *relayConn) writeToPeer(p []byte, to netip.AddrPort) (int, error) {
 	}
 	// The budget counts the datagram before it leaves: counted after, the peer's answer
 	// could be checked against the budget before this datagram was counted in it.
-	u := (*Usage)(nil)
-	if a != nil {
-		u = a.usage
-	}
 	if u != nil {
 		u.count(len(p))
 	}
