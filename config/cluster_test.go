@@ -44,22 +44,7 @@ func TestClusterErrors(t *testing.T) {
 		{"unknown", "[cluster]\nnodes = \"a\"\n", "cluster.nodes", 2, `did you mean "cluster.node"`},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.doc), "relay.toml")
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("want Errors, got %v", err)
-			}
-			found := false
-			for _, e := range errs {
-				if e.Key == tc.key && e.Line == tc.line && strings.Contains(e.Error(), tc.want) {
-					found = true
-				}
-			}
-			if !found {
-				t.Errorf("no error for %s at line %d containing %q in:\n%v", tc.key, tc.line, tc.want, err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.doc, tc.key, tc.line, tc.want) })
 	}
 }
 

@@ -684,25 +684,27 @@ func TestSignalErrors(t *testing.T) {
 			"signal.max_queue_bytes_per_peer = 262144 is more than signal.max_queue_bytes = 100000"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.doc), "relay.toml")
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("want Errors, got %v", err)
-			}
-			found := false
-			for _, e := range errs {
-				if e.Key == tc.key && (tc.line == 0 || e.Line == tc.line) && strings.Contains(e.Error(), tc.want) {
-					found = true
-				}
-			}
-			if !found {
-				t.Errorf("no error for %s at line %d containing %q in:\n%v", tc.key, tc.line, tc.want, err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantError(t, tc.doc, tc.key, tc.line, tc.want) })
 	}
 	c, err := Parse([]byte("[signal]\npath = \"sig\"\n"), "x")
 	if err != nil || c.Signal.Path != "/sig/" {
 		t.Errorf("path not normalised: %v %v", c, err)
 	}
+}
+
+// wantError parses doc and wants among its errors one for key at line (0: any line)
+// whose text holds want.
+func wantError(t *testing.T, doc, key string, line int, want string) {
+	t.Helper()
+	_, err := Parse([]byte(doc), "relay.toml")
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("want Errors, got %v", err)
+	}
+	for _, e := range errs {
+		if e.Key == key && (line == 0 || e.Line == line) && strings.Contains(e.Error(), want) {
+			return
+		}
+	}
+	t.Errorf("no error for %s at line %d containing %q in:\n%v", key, line, want, err)
 }
